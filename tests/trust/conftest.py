@@ -19,7 +19,9 @@ from hosting.errors import HostError
 from trust.identity import AgentIdentity
 from trust.signing import sign_payload
 
-NOW = 1_702_234_567.0
+# "Now" for signed test payloads: the real time at collection, so the ledgers (which expire entries by
+# the wall clock) and a gate with a fixed clock agree. Whole seconds, like the released client's stamps.
+NOW = float(int(time.time()))
 HOST_SEED = bytes(range(32))  # Appendix A key
 
 
@@ -117,7 +119,7 @@ def fake_model() -> Iterator[FakeModel]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
     model.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     try:

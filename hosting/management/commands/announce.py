@@ -1,0 +1,134 @@
+"""``manage.py announce``: run only the relay link of this project's agent (no local HTTP server).
+
+Relayed conversations go to ``hosting.protocol.Conversation`` when the host runtime loads; with
+``--echo`` (or while the protocol module is unavailable) they go to the built-in echo conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import replace
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from hosting.config import HostConfig, load_config
+from hosting.errors import ConfigError
+from hosting.relay import link as relay_link
+
+logger = logging.getLogger("connectonion.relay")
+
+
+class Command(BaseCommand):
+    help = "Announce this agent on its relay and serve relayed conversations until interrupted."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument(
+            "--relay-url", help="relay base or announce URL (default: host.yaml / the public relay)"
+        )
+        parser.add_argument("--echo", action="store_true", help="answer with the built-in echo conversation")
+        parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between ANNOUNCEs (60)")
+        parser.add_argument(
+            "--idle-timeout", type=float, default=300.0, help="end a silent conversation after (300)"
+        )
+        parser.add_argument(
+            "--max-conversations", type=int, default=256, help="concurrent relayed conversations (256)"
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        try:
+            cfg: HostConfig = getattr(settings, "HOST", None) or load_config()
+        except ConfigError as exc:
+            raise CommandError(str(exc)) from None
+        if options["relay_url"]:
+            cfg = replace(cfg, relay_url=options["relay_url"])
+        if not cfg.relay_url:
+            raise CommandError("no relay configured (relay_url is empty); pass --relay-url")
+        if options["heartbeat"] <= 0 or options["idle_timeout"] <= 0 or options["max_conversations"] < 1:
+            raise CommandError("--heartbeat, --idle-timeout and --max-conversations must be positive")
+        try:
+            asyncio.run(self._serve(cfg, options))
+        except KeyboardInterrupt:
+            self.stdout.write("relay link stopped")
+
+    async def _serve(self, cfg: HostConfig, options: dict[str, Any]) -> None:
+        wiring = _wiring(cfg, echo=options["echo"])
+        link = relay_link.RelayLink.from_config(
+            cfg,
+            wiring["identity"],
+            conversation_factory=wiring["factory"],
+            legacy_input=wiring["legacy"],
+            summary=wiring["summary"],
+            profile=wiring["profile"],
+            heartbeat_interval=options["heartbeat"],
+            idle_timeout=options["idle_timeout"],
+            max_conversations=options["max_conversations"],
+        )
+        self.stdout.write(f"{wiring['identity'].address} → {link.relay_base} ({wiring['what']})")
+        self.stdout.flush()
+        try:
+            await link.run()
+        finally:
+            await link.stop()
+
+
+def _wiring(cfg: HostConfig, *, echo: bool) -> dict[str, Any]:
+    """The conversation factory, legacy input, identity, summary and profile for this project."""
+    if not echo:
+        try:
+            return _host_wiring()
+        except ImportError as exc:
+            logger.warning("relay: the host protocol is not available (%s); using the echo conversation", exc)
+    from trust.identity import load_identity
+
+    return {
+        "factory": relay_link.EchoConversation,
+        "legacy": relay_link.echo_legacy_input,
+        "identity": load_identity(cfg.co_dir),
+        "summary": "echo agent",
+        "profile": None,
+        "what": "echo conversation",
+    }
+
+
+def _host_wiring() -> dict[str, Any]:
+    from asgiref.sync import sync_to_async
+
+    from hosting.messages import read_input
+    from hosting.protocol import Conversation
+    from hosting.runtime import get_runtime
+
+    runtime = get_runtime()
+
+    async def conversation_factory(send: relay_link.SendFrame, *, transport: str = "relay") -> Any:
+        conversation = Conversation(runtime=runtime, send=send, transport=transport)
+        await conversation.start()
+        return conversation
+
+    async def legacy_input(prompt: str, input_id: str) -> str:
+        # D12: a one-shot anonymous turn, trust permitting.
+        admission = await sync_to_async(runtime.gate.admit, thread_sensitive=False)(
+            None, require_to=False, prompt=prompt, transport="relay"
+        )
+        request = read_input(
+            {"prompt": prompt},
+            config=runtime.config,
+            owner=None,
+            level=admission.level,
+            session_id=str(uuid.uuid4()),
+        )
+        result = await runtime.turns.run(request)
+        return result.result or ""
+
+    info = runtime.info
+    return {
+        "factory": conversation_factory,
+        "legacy": legacy_input,
+        "identity": runtime.identity,
+        "summary": info.system_prompt,
+        "profile": {"alias": info.name, "tools": list(info.tools), "model": info.model, "skills": []},
+        "what": f"agent {info.name}",
+    }

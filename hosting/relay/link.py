@@ -1,0 +1,547 @@
+"""The agent's link to a relay (PROTOCOL §8.1): announce, heartbeat, reconnect, and relayed conversations.
+
+A ``RelayLink`` keeps one plain ``websockets`` connection to ``<relay>/ws/announce``. Every frame the
+relay forwards belongs to one client socket (route key = ``conn_id``, else ``session_id``); each route
+gets its own conversation object, built by the ``conversation_factory`` the host passes in (the same
+kind of object a direct ``/ws`` socket gets), and its own task, so a slow conversation never holds up
+another or the heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import logging
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from hosting.config import HostConfig
+from hosting.errors import AgentFailed, HostError, InternalError
+from hosting.relay import wire
+
+logger = logging.getLogger("connectonion.relay")
+
+BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
+LOUD_AFTER = 5
+DEFAULT_MAX_SIZE = 256 * 1024 * 1024  # the released client's and relay's budget
+TOO_MANY_CONVERSATIONS = "too many conversations"  # (P) HARDENING R3
+FRAME_DROPPED = "conversation overloaded: frame dropped"  # (P)
+LEGACY_UNSUPPORTED = "legacy INPUT is not supported by this host"  # (P)
+
+SendFrame = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+class Conversation(Protocol):
+    """What ``conversation_factory`` returns: one per relayed client socket.
+
+    ``handle`` gets each client frame in order and must return promptly (a turn runs elsewhere and
+    reports through ``send``); ``close`` is called exactly once when the route ends (client ``close``,
+    idle timeout, relay socket gone, or ``RelayLink.stop``). Running turns are not stopped by it.
+    """
+
+    async def handle(self, frame: dict[str, Any]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+ConversationFactory = Callable[..., "Conversation | Awaitable[Conversation]"]
+LegacyInput = Callable[[str, str], Awaitable[str]]
+
+
+@dataclass(eq=False)
+class _Route:
+    """One relayed client socket: its tags, its inbox and the task that feeds its conversation."""
+
+    key: str
+    conn_id: str | None
+    session_id: str | None
+    ws: Any
+    inbox: asyncio.Queue[dict[str, Any] | None]
+    task: asyncio.Task[None] | None = None
+    ended: bool = False
+
+    def tag(self, data: dict[str, Any]) -> dict[str, Any]:
+        return _tag(data, self.conn_id, self.session_id)
+
+    def end(self) -> None:
+        """Ask the route's task to finish (after the frames already queued) and close its conversation."""
+        if self.ended:
+            return
+        self.ended = True
+        try:
+            self.inbox.put_nowait(None)
+        except asyncio.QueueFull:
+            if self.task is not None:
+                self.task.cancel()
+
+
+class RelayLink:
+    """Keeps this agent announced on a relay and serves the conversations relayed to it.
+
+    Use ``await start()`` / ``await stop()`` inside the host's event loop, or ``await run()`` to own the
+    loop (the ``announce`` command). ``state`` is ``"disabled"``, ``"connecting"``, ``"connected"`` or
+    ``"failed: <reason>"``: what the banner and ``/health`` show.
+    """
+
+    def __init__(
+        self,
+        identity: wire.Signer,
+        *,
+        relay_url: str | None,
+        conversation_factory: ConversationFactory,
+        legacy_input: LegacyInput | None = None,
+        endpoints: Sequence[str] = (),
+        summary: str = "",
+        profile: dict[str, Any] | None = None,
+        heartbeat_interval: float = 60.0,
+        idle_timeout: float = 300.0,
+        max_conversations: int = 256,
+        max_size: int = DEFAULT_MAX_SIZE,
+        backoff: Sequence[float] = BACKOFF,
+        jitter: float = 0.2,
+        stable_after: float = 10.0,
+        open_timeout: float = 10.0,
+        inbox_size: int = 256,
+    ) -> None:
+        self.identity = identity
+        self.relay_base = wire.relay_base(relay_url)
+        self.conversation_factory = conversation_factory
+        self.legacy_input = legacy_input
+        self.endpoints = list(endpoints)
+        self.summary = summary
+        self.profile = profile
+        self.heartbeat_interval = heartbeat_interval
+        self.idle_timeout = idle_timeout
+        self.max_conversations = max_conversations
+        self.max_size = max_size
+        self.backoff = tuple(backoff)
+        self.jitter = jitter
+        self.stable_after = stable_after
+        self.open_timeout = open_timeout
+        self.inbox_size = inbox_size
+
+        self.failures = 0
+        self.announces_sent = 0
+        self._state = "disabled" if self.relay_base is None else "connecting"
+        self._ws: Any = None
+        self._refused = False
+        self._last_timestamp = 0
+        self._routes: dict[str, _Route] = {}
+        self._legacy: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    @classmethod
+    def from_config(
+        cls,
+        config: HostConfig,
+        identity: wire.Signer,
+        *,
+        conversation_factory: ConversationFactory,
+        legacy_input: LegacyInput | None = None,
+        summary: str | None = None,
+        profile: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> RelayLink:
+        """A link for this host: relay URL, endpoints, summary (host.yaml first) and frame cap from config.
+
+        ``summary`` is the fallback when host.yaml has none (e.g. the agent's system prompt).
+        """
+        text = config.summary or summary
+        if text and len(text) > wire.SUMMARY_LIMIT:
+            logger.warning(
+                "relay: the summary is %d characters and relays take %d; announcing the first %d",
+                len(text),
+                wire.SUMMARY_LIMIT,
+                wire.SUMMARY_LIMIT,
+            )
+        options.setdefault("max_size", config.max_request_bytes or DEFAULT_MAX_SIZE)
+        return cls(
+            identity,
+            relay_url=config.relay_url,
+            conversation_factory=conversation_factory,
+            legacy_input=legacy_input,
+            endpoints=wire.endpoints_for(config),
+            summary=wire.fit_summary(text, name=config.name),
+            profile=profile,
+            **options,
+        )
+
+    # -- public surface ------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def conversations(self) -> int:
+        """How many relayed conversations are open right now."""
+        return len(self._routes)
+
+    async def start(self) -> None:
+        """Run the link as a background task of the running loop (no-op when the relay is disabled)."""
+        if self.relay_base is None:
+            logger.info("relay: disabled (relay_url is empty)")
+            return
+        if self._task is None or self._task.done():
+            self._stopping = False
+            self._task = asyncio.create_task(self.run(), name="relay-link")
+
+    async def stop(self) -> None:
+        """Close the relay socket, end every relayed conversation and wait for the task to finish."""
+        self._stopping = True
+        task, self._task = self._task, None
+        ws = self._ws
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(1001, "agent stopping"), 5)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._end_routes(wait=True)
+        for legacy in list(self._legacy):
+            legacy.cancel()
+        if self._legacy:
+            await asyncio.gather(*self._legacy, return_exceptions=True)
+        self._state = "disabled"
+
+    async def run(self) -> None:
+        """Connect, announce and serve until cancelled, reconnecting after every failure."""
+        if self.relay_base is None:
+            self._state = "disabled"
+            return
+        loop = asyncio.get_running_loop()
+        while not self._stopping:
+            began = loop.time()
+            self._refused = False
+            clean, reason = await self._serve_connection()
+            if self._stopping:
+                return
+            healthy = not self._refused and loop.time() - began >= self.stable_after
+            if healthy:
+                self.failures = 0
+                if clean:
+                    # A relay that closes cleanly (redeploy) is reconnected at once (PROTOCOL §8.1).
+                    logger.info("relay: %s closed the connection; reconnecting", self.relay_base)
+                    self._state = "connecting"
+                    continue
+            self.failures += 1
+            self._state = f"failed: {reason}"
+            delay = self._delay(self.failures)
+            if self.failures == LOUD_AFTER or (self.failures > LOUD_AFTER and self.failures % 10 == 0):
+                logger.error(
+                    "relay: %s still unreachable after %d attempts (%s); the local HTTP and WebSocket "
+                    "service is unaffected; retrying every %.0f s",
+                    self.relay_base,
+                    self.failures,
+                    reason,
+                    self.backoff[-1],
+                )
+            else:
+                logger.warning("relay: %s (%s); retrying in %.1f s", reason, self.relay_base, delay)
+            await asyncio.sleep(delay)
+
+    # -- one connection ------------------------------------------------------------------------------
+
+    def _delay(self, failures: int) -> float:
+        base = self.backoff[min(failures, len(self.backoff)) - 1]
+        if failures > 1:  # jitter from the second try on, so a recovering relay is not stampeded
+            base += random.uniform(0, self.jitter * base)
+        return base
+
+    async def _serve_connection(self) -> tuple[bool, str]:
+        """One connection from open to close. Returns ``(closed cleanly, reason)``."""
+        assert self.relay_base is not None
+        url = wire.announce_url(self.relay_base)
+        ws = None
+        try:
+            # No WebSocket pings: the ANNOUNCE heartbeat keeps the socket alive (PROTOCOL §8.1).
+            async with websockets.connect(
+                url,
+                ping_interval=None,
+                max_size=self.max_size,
+                open_timeout=self.open_timeout,
+                close_timeout=5,
+                compression=None,
+            ) as ws:
+                self._ws = ws
+                await self._announce(ws)
+                if not self._refused:
+                    self._state = "connected"
+                recovered = self.failures
+                logger.info(
+                    "relay: connected to %s%s",
+                    url,
+                    f" after {recovered} failed attempts" if recovered else "",
+                )
+                heartbeat = asyncio.create_task(self._heartbeat(ws), name="relay-heartbeat")
+                try:
+                    async for raw in ws:
+                        await self._on_frame(ws, raw)
+                finally:
+                    heartbeat.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                        await heartbeat
+            return True, f"closed by the relay ({ws.close_code})"
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else (exc.sent.code if exc.sent else 1006)
+            return False, f"connection lost ({code})"
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            return False, _describe(exc)
+        except Exception as exc:  # a bug must not end the link: log it and go through the backoff
+            logger.exception("relay: unexpected failure on the relay connection")
+            return False, _describe(exc)
+        finally:
+            self._ws = None
+            await self._end_routes(wait=False)
+
+    async def _announce(self, ws: Any) -> None:
+        """Send a freshly signed ANNOUNCE; timestamps strictly increase so a relay never sees a replay."""
+        now = max(int(time.time()), self._last_timestamp + 1)
+        self._last_timestamp = now
+        message = wire.build_announce(
+            self.identity,
+            endpoints=self.endpoints,
+            summary=self.summary,
+            profile=self.profile,
+            relay_base=self.relay_base,
+            now=now,
+        )
+        await ws.send(json.dumps(message))
+        self.announces_sent += 1
+
+    async def _heartbeat(self, ws: Any) -> None:
+        """Re-announce every interval whatever the traffic (D10)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            await self._announce(ws)
+
+    async def _send(self, ws: Any, frame: dict[str, Any]) -> None:
+        """Send on one relay socket; a socket that is already gone drops the frame (its routes are ending)."""
+        if ws is None:
+            return
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps(frame, ensure_ascii=False))
+
+    # -- incoming frames -----------------------------------------------------------------------------
+
+    async def _on_frame(self, ws: Any, raw: str | bytes) -> None:
+        if isinstance(raw, bytes):
+            logger.warning("relay: ignored a binary frame (%d bytes)", len(raw))
+            return
+        try:
+            frame = json.loads(raw)
+        except ValueError:
+            logger.warning("relay: ignored a frame that is not JSON: %r", raw[:200])
+            return
+        if not isinstance(frame, dict):
+            logger.warning("relay: ignored a frame that is not a JSON object: %r", raw[:200])
+            return
+        conn_id, session_id = frame.get("conn_id"), frame.get("session_id")
+        if not _is_tag(conn_id) or not _is_tag(session_id):
+            logger.warning("relay: ignored a frame with malformed routing tags: %r", raw[:200])
+            return
+        if conn_id or session_id:
+            await self._route(ws, frame, conn_id or None, session_id or None)
+            return
+        kind = frame.get("type")
+        if kind == "ANNOUNCE_OK":
+            self._refused = False
+            self._state = "connected"
+        elif kind == "ERROR":
+            why = frame.get("error") or frame.get("message")
+            logger.error("Relay error: %s", str(why)[:500])
+            self._refused = True
+            self._state = f"failed: relay error: {str(why)[:200]}"
+        elif kind == "INPUT":
+            await self._start_legacy(ws, frame)
+        else:
+            logger.warning("relay: dropped an untagged %r frame", str(kind)[:50])
+
+    async def _route(
+        self, ws: Any, frame: dict[str, Any], conn_id: str | None, session_id: str | None
+    ) -> None:
+        key = conn_id or session_id
+        assert key is not None
+        route = self._routes.get(key)
+        closing = frame.get("type") == "close"
+        if route is None:
+            if closing:
+                return
+            if len(self._routes) + len(self._legacy) >= self.max_conversations:
+                logger.warning("relay: refused a conversation (%d open, the cap)", self.max_conversations)
+                await self._send(
+                    ws, _tag({"type": "ERROR", "message": TOO_MANY_CONVERSATIONS}, conn_id, session_id)
+                )
+                return
+            route = _Route(key, conn_id, session_id, ws, asyncio.Queue(maxsize=self.inbox_size))
+            self._routes[key] = route
+            route.task = asyncio.create_task(self._serve_route(route), name=f"relay-conversation-{key[:8]}")
+        if closing:
+            route.end()
+            return
+        try:
+            route.inbox.put_nowait(frame)
+        except asyncio.QueueFull:
+            logger.warning(
+                "relay: conversation %s is not keeping up; dropped a %r frame", key, frame.get("type")
+            )
+            await self._send(ws, route.tag({"type": "ERROR", "message": FRAME_DROPPED}))
+
+    async def _serve_route(self, route: _Route) -> None:
+        """Feed one conversation its frames in order until it ends, then close it."""
+
+        async def send(data: dict[str, Any]) -> None:
+            if not route.ended:
+                await self._send(route.ws, route.tag(data))
+
+        conversation = None
+        try:
+            conversation = self.conversation_factory(send, transport="relay")
+            if inspect.isawaitable(conversation):
+                conversation = await conversation
+            while True:
+                try:
+                    frame = await asyncio.wait_for(route.inbox.get(), self.idle_timeout)
+                except TimeoutError:
+                    logger.info("relay: conversation %s idle for %.0f s; ended", route.key, self.idle_timeout)
+                    break
+                if frame is None:
+                    break
+                try:
+                    await conversation.handle(frame)
+                except Exception:
+                    logger.exception(
+                        "relay: conversation %s failed on a %r frame", route.key, frame.get("type")
+                    )
+        except Exception:
+            logger.exception("relay: could not start a conversation for %s", route.key)
+            await self._send(route.ws, route.tag(InternalError().as_frame()))
+        finally:
+            route.ended = True
+            if self._routes.get(route.key) is route:
+                del self._routes[route.key]
+            if conversation is not None and not inspect.isawaitable(conversation):
+                try:
+                    await conversation.close()
+                except Exception:
+                    logger.exception("relay: closing conversation %s failed", route.key)
+
+    async def _end_routes(self, *, wait: bool) -> None:
+        routes, self._routes = list(self._routes.values()), {}
+        for route in routes:
+            route.end()
+        tasks = [r.task for r in routes if r.task is not None]
+        if wait and tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- legacy one-shot INPUT (D12) -----------------------------------------------------------------
+
+    async def _start_legacy(self, ws: Any, frame: dict[str, Any]) -> None:
+        input_id, prompt = frame.get("input_id"), frame.get("prompt")
+        if not isinstance(input_id, str) or not isinstance(prompt, str):
+            logger.warning("relay: dropped an untagged INPUT without input_id and prompt")
+            return
+        if len(self._routes) + len(self._legacy) >= self.max_conversations:
+            await self._send(ws, _legacy_output(input_id, TOO_MANY_CONVERSATIONS, False))
+            return
+        task = asyncio.create_task(
+            self._run_legacy(ws, input_id, prompt), name=f"relay-legacy-{input_id[:8]}"
+        )
+        self._legacy.add(task)
+        task.add_done_callback(self._legacy.discard)
+
+    async def _run_legacy(self, ws: Any, input_id: str, prompt: str) -> None:
+        if self.legacy_input is None:
+            await self._send(ws, _legacy_output(input_id, LEGACY_UNSUPPORTED, False))
+            return
+        try:
+            result = await self.legacy_input(prompt, input_id)
+        except HostError as exc:
+            await self._send(ws, _legacy_output(input_id, exc.message, False))
+            return
+        except Exception:
+            logger.exception("relay: legacy INPUT %s failed", input_id)
+            await self._send(ws, _legacy_output(input_id, AgentFailed.message, False))
+            return
+        await self._send(
+            ws, _legacy_output(input_id, result if isinstance(result, str) else str(result), True)
+        )
+
+
+def _tag(data: dict[str, Any], conn_id: str | None, session_id: str | None) -> dict[str, Any]:
+    """Tag an outgoing frame as PROTOCOL §8.1 says, so the relay routes it back to its client socket.
+
+    With ``conn_id``: that ``conn_id`` plus the frame's own ``session_id`` (else the route's). Without:
+    ``session_id`` forced to the route's, because an older relay routes by it.
+    """
+    if conn_id:
+        frame = {**data, "conn_id": conn_id}
+        if not frame.get("session_id") and session_id:
+            frame["session_id"] = session_id
+        return frame
+    return {**data, "session_id": session_id}
+
+
+def _legacy_output(input_id: str, result: str, success: bool) -> dict[str, Any]:
+    return {"type": "OUTPUT", "input_id": input_id, "result": result, "success": success}
+
+
+def _is_tag(value: object) -> bool:
+    return value is None or (isinstance(value, str) and len(value) <= 200)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip() or exc.__class__.__name__
+    return text[:200]
+
+
+class EchoConversation:
+    """A stand-in conversation: answers handshakes with ``CONNECTED``, ``INPUT`` with an ``OUTPUT`` whose
+    ``result`` is the prompt, and echoes any other frame back as ``{"type": "ECHO", "received": …}``.
+
+    Used by the ``announce`` command until ``hosting.protocol`` is wired in, by tests and by the bench.
+    """
+
+    def __init__(self, send: SendFrame, *, transport: str = "relay") -> None:
+        self.send = send
+        self.transport = transport
+        self.session_id: str | None = None
+        self.closed = False
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind in ("CONNECT", "INIT", "ATTACH"):
+            await self._connected(frame)
+        elif kind == "INPUT":
+            if self.session_id is None:
+                await self._connected(frame)
+            output = {"type": "OUTPUT", "result": frame.get("prompt"), "session_id": self.session_id}
+            if frame.get("input_id") is not None:
+                output["input_id"] = frame["input_id"]
+            await self.send(output)
+        elif kind not in ("PING", "PONG"):
+            await self.send({"type": "ECHO", "received": frame, "session_id": self.session_id})
+
+    async def _connected(self, frame: dict[str, Any]) -> None:
+        requested = frame.get("session_id")
+        self.session_id = requested if isinstance(requested, str) and requested else str(uuid.uuid4())
+        await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "new"})
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def echo_legacy_input(prompt: str, input_id: str) -> str:
+    """The legacy-INPUT counterpart of ``EchoConversation``: the result is the prompt."""
+    return prompt

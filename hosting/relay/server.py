@@ -1,0 +1,413 @@
+"""Our self-hostable relay (PROTOCOL §8.2) as Channels consumers.
+
+``/ws/announce`` carries an agent: its ANNOUNCEs and its clients' traffic. ``/ws/input`` carries one
+client. ``GET /api/agents/{address}`` and ``/ws/lookup`` answer lookups. The sockets never call each other:
+each consumer sends to the other's channel through the Channels layer and writes only to its own socket,
+so one slow socket never blocks another and no lock is held across an await.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, fields
+from typing import Any
+
+from channels.consumer import get_handler_name
+from channels.exceptions import ChannelFull, StopConsumer
+from channels.generic.http import AsyncHttpConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from hosting.relay import wire
+from hosting.relay.registry import AgentRecord, Registry, StaleAnnounce
+
+logger = logging.getLogger("connectonion.relay.server")
+
+AGENT_NOT_CONNECTED = {"type": "ERROR", "message": "Agent not connected", "error": "Agent not connected"}
+TO_REQUIRED = {"type": "ERROR", "message": "to required", "error": "to required"}
+PING = json.dumps({"type": "PING"})
+# Our own texts (P).
+ANNOUNCE_FIRST = "ANNOUNCE required before any other frame"
+STALE_ANNOUNCE = "Stale announce: timestamp is not newer than the last one accepted"
+ADDRESS_CHANGED = "This connection already announced another address"
+TOO_FREQUENT = "Too many announces: slow down"
+REPLACED = "Replaced by a newer connection for this address"
+SUPERSEDED = "Another connection took over this session"
+RELAY_BUSY = "relay busy: frame dropped"
+
+
+@dataclass(frozen=True)
+class RelayOptions:
+    """The relay's knobs; ``settings.RELAY`` (a dict with these keys) overrides the defaults."""
+
+    agent_ttl: float = 120.0
+    client_ping_interval: float = 30.0
+    signature_window: float = 300.0
+    announce_min_interval: float = 0.0
+    redis_url: str | None = None
+
+    @classmethod
+    def from_settings(cls) -> RelayOptions:
+        from django.conf import settings
+
+        given = getattr(settings, "RELAY", {}) or {}
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in given.items() if k in known})
+
+
+def _json(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+class _RelaySocket(AsyncWebsocketConsumer):
+    """Shared plumbing: the registry and options arrive through ``as_asgi(registry=…, options=…)``."""
+
+    def __init__(self, *, registry: Registry, options: RelayOptions) -> None:
+        super().__init__()
+        self.registry = registry
+        self.options = options
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels' dispatch first runs close_old_connections() in asgiref's one shared thread, for every
+        # frame. The relay never touches the ORM, so that hop would only serialise all sockets.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
+
+    async def websocket_disconnect(self, message: dict[str, Any]) -> None:
+        await self.disconnect(message.get("code", 1000))
+        raise StopConsumer()
+
+    async def send_json(self, obj: dict[str, Any]) -> None:
+        await self.send(text_data=_json(obj))
+
+    async def post(self, channel: str, message: dict[str, Any]) -> bool:
+        """Send to another socket's channel; a full channel drops the message (that socket is stuck)."""
+        try:
+            await self.channel_layer.send(channel, message)
+            return True
+        except ChannelFull:
+            logger.warning("relay: channel %s is full; dropped a %s message", channel, message["type"])
+            return False
+
+    async def decode(self, text_data: str | None, bytes_data: bytes | None) -> dict[str, Any] | None:
+        """The frame as a JSON object, or ``None`` after answering ``ERROR`` (the socket stays open)."""
+        if text_data is None:
+            await self.send_json(self.error("Invalid JSON: binary frames are not supported"))
+            return None
+        try:
+            frame = json.loads(text_data)
+        except ValueError as exc:
+            await self.send_json(self.error(f"Invalid JSON: {exc}", received=text_data[:200]))
+            return None
+        if not isinstance(frame, dict):
+            await self.send_json(self.error("Invalid JSON: expected an object"))
+            return None
+        return frame
+
+    def error(self, text: str, **extra: Any) -> dict[str, Any]:
+        return {"type": "ERROR", "message": text, "error": text, **extra}
+
+
+class AnnounceConsumer(_RelaySocket):
+    """``/ws/announce``: one agent. Verifies each ANNOUNCE, registers it, and routes its replies."""
+
+    async def connect(self) -> None:
+        self.address: str | None = None
+        self.by_conn: dict[str, str] = {}  # conn_id -> client channel
+        self.by_session: dict[str, str] = {}  # routing session_id -> client channel
+        self.last_announce = 0.0
+        self.expiry: asyncio.Task[None] | None = None
+        await self.accept()
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame = await self.decode(text_data, bytes_data)
+        if frame is None:
+            return
+        if frame.get("type") == "ANNOUNCE":
+            await self.on_announce(frame, len(text_data or ""))
+        elif self.address is None:
+            await self.send_json({"type": "ERROR", "error": ANNOUNCE_FIRST})
+        else:
+            await self.on_reply(frame, text_data or "")
+
+    async def on_announce(self, frame: dict[str, Any], size: int) -> None:
+        loop = asyncio.get_running_loop()
+        if size > wire.MAX_ANNOUNCE_CHARS:
+            await self.send_json({"type": "ERROR", "error": wire.INVALID_ANNOUNCE})
+            return
+        try:
+            fields_ = wire.verify_announce(frame, time.time(), self.options.signature_window)
+        except wire.AnnounceRejected as exc:
+            await self.send_json({"type": "ERROR", "error": exc.error})
+            return
+        if self.address is not None and fields_["address"] != self.address:
+            await self.send_json({"type": "ERROR", "error": ADDRESS_CHANGED})
+            return
+        if self.last_announce and loop.time() - self.last_announce < self.options.announce_min_interval:
+            await self.send_json({"type": "ERROR", "error": TOO_FREQUENT})
+            return
+        record = AgentRecord(channel=self.channel_name, last_seen=time.time(), **fields_)
+        try:
+            previous = await self.registry.register(record)
+        except StaleAnnounce:
+            await self.send_json({"type": "ERROR", "error": STALE_ANNOUNCE})
+            return
+        if self.address is None:
+            logger.info("relay: agent %s announced", record.address)
+        self.address = record.address
+        self.features = record.relay_features
+        self.last_announce = loop.time()
+        if previous is not None:
+            await self.post(previous, {"type": "relay.replaced"})
+        if self.expiry is None:
+            self.expiry = asyncio.create_task(self.expire())
+        await self.send_json({"type": "ANNOUNCE_OK"})
+
+    async def expire(self) -> None:
+        """Drop the registration ``agent_ttl`` after the last ANNOUNCE (PROTOCOL §8.2 rule 3).
+
+        The socket stays open and its clients keep their routes: an agent that announces again is back.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            left = self.last_announce + self.options.agent_ttl - loop.time()
+            if left > 0:
+                await asyncio.sleep(left)
+                continue
+            if self.address is not None:
+                await self.registry.unregister(self.address, self.channel_name)
+                logger.info(
+                    "relay: agent %s expired (no ANNOUNCE for %.0f s)", self.address, self.options.agent_ttl
+                )
+            self.expiry = None
+            return
+
+    async def on_reply(self, frame: dict[str, Any], text: str) -> None:
+        """A frame for a client: route by ``conn_id``, else ``session_id``; deliver the text as it came."""
+        conn_id, session_id = frame.get("conn_id"), frame.get("session_id")
+        channel = None
+        if isinstance(conn_id, str):
+            channel = self.by_conn.get(conn_id)
+        if channel is None and isinstance(session_id, str):
+            channel = self.by_session.get(session_id)
+        if channel is not None:
+            await self.post(channel, {"type": "relay.agent_frame", "text": text})
+
+    # -- messages from client sockets ---------------------------------------------------------------
+
+    async def relay_client_frame(self, event: dict[str, Any]) -> None:
+        conn_id, session_id, reply = event["conn_id"], event["session_id"], event["reply"]
+        if conn_id not in self.by_conn:
+            self.by_conn[conn_id] = reply
+            previous = self.by_session.get(session_id)
+            self.by_session[session_id] = reply
+            if previous and previous != reply and not self.routes_by_conn_id:
+                # Without conn_id support two sockets cannot share a session id: the newer takes over (§8.2).
+                self.by_conn = {c: ch for c, ch in self.by_conn.items() if ch != previous}
+                await self.post(previous, {"type": "relay.superseded"})
+        await self.send(text_data=event["text"])
+
+    async def relay_client_closed(self, event: dict[str, Any]) -> None:
+        conn_id, session_id, reply = event["conn_id"], event["session_id"], event["reply"]
+        if self.by_conn.pop(conn_id, None) is None:
+            return
+        if self.by_session.get(session_id) == reply:
+            del self.by_session[session_id]
+        await self.send_json({"type": "close", "session_id": session_id, "conn_id": conn_id})
+
+    async def relay_replaced(self, event: dict[str, Any]) -> None:
+        await self.send_json({"type": "ERROR", "error": REPLACED})
+        await self.close(code=4000)
+
+    @property
+    def routes_by_conn_id(self) -> bool:
+        return "conn_id" in getattr(self, "features", ())
+
+    async def disconnect(self, code: int) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        if self.address is not None:
+            await self.registry.unregister(self.address, self.channel_name)
+            logger.info("relay: agent %s disconnected (%s)", self.address, code)
+        for channel in set(self.by_conn.values()) | set(self.by_session.values()):
+            await self.post(channel, {"type": "relay.agent_gone"})
+        self.by_conn, self.by_session = {}, {}
+
+
+class InputConsumer(_RelaySocket):
+    """``/ws/input``: one client socket, bound to one agent by its first frame's ``to``."""
+
+    async def connect(self) -> None:
+        self.agent: str | None = None
+        self.conn_id = str(uuid.uuid4())
+        self.session_id: str | None = None
+        self.tag_conn_id = False
+        self.closing = False
+        await self.accept()
+        self.pinger = asyncio.create_task(self.ping())
+
+    async def ping(self) -> None:
+        """A JSON ``PING`` every interval (PROTOCOL §8.2 rule 4); the client's PONG is forwarded as usual."""
+        with contextlib.suppress(Exception):
+            while True:
+                await asyncio.sleep(self.options.client_ping_interval)
+                await self.send(text_data=PING)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.closing:
+            return
+        frame = await self.decode(text_data, bytes_data)
+        if frame is None:
+            return
+        if self.agent is None and not await self.bind(frame):
+            return
+        assert self.agent is not None and self.session_id is not None
+        frame["session_id"] = self.session_id
+        if self.tag_conn_id:
+            frame["conn_id"] = self.conn_id
+        message = {
+            "type": "relay.client_frame",
+            "text": _json(frame),
+            "conn_id": self.conn_id,
+            "session_id": self.session_id,
+            "reply": self.channel_name,
+        }
+        if not await self.post(self.agent, message):
+            await self.send_json(self.error(RELAY_BUSY))
+
+    async def bind(self, frame: dict[str, Any]) -> bool:
+        """Find the agent named by the first frame's ``to``; refuse and close when there is none."""
+        to = frame.get("to")
+        if not isinstance(to, str) or not to:
+            await self.refuse(TO_REQUIRED)
+            return False
+        record = await self.registry.lookup(to) if wire.is_address(to) else None
+        if record is None:
+            await self.refuse(AGENT_NOT_CONNECTED)
+            return False
+        self.agent = record.channel
+        self.tag_conn_id = record.routes_by_conn_id
+        requested = frame.get("session_id")
+        self.session_id = requested if isinstance(requested, str) and requested else str(uuid.uuid4())
+        return True
+
+    async def refuse(self, frame: dict[str, Any]) -> None:
+        """Send a final ERROR and close; later frames on this socket are ignored."""
+        self.closing = True
+        self.agent = None
+        await self.send_json(frame)
+        await self.close()
+
+    async def relay_agent_frame(self, event: dict[str, Any]) -> None:
+        if not self.closing:
+            await self.send(text_data=event["text"])
+
+    async def relay_agent_gone(self, event: dict[str, Any]) -> None:
+        if not self.closing:
+            await self.refuse(AGENT_NOT_CONNECTED)
+
+    async def relay_superseded(self, event: dict[str, Any]) -> None:
+        if not self.closing:
+            await self.refuse(self.error(SUPERSEDED))
+
+    async def disconnect(self, code: int) -> None:
+        self.pinger.cancel()
+        if self.agent is not None and self.session_id is not None:
+            await self.post(
+                self.agent,
+                {
+                    "type": "relay.client_closed",
+                    "conn_id": self.conn_id,
+                    "session_id": self.session_id,
+                    "reply": self.channel_name,
+                },
+            )
+
+
+class LookupConsumer(_RelaySocket):
+    """``/ws/lookup`` (optional in §8.2): ``GET_AGENT`` and ``FIND`` over a socket."""
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        frame = await self.decode(text_data, bytes_data)
+        if frame is None:
+            return
+        kind = frame.get("type")
+        if kind == "GET_AGENT":
+            address = frame.get("address")
+            record = await self.registry.lookup(address) if wire.is_address(address) else None
+            if record is None:
+                await self.send_json(
+                    {"type": "AGENT_INFO", "agent": None, "error": "Agent not found or offline"}
+                )
+            else:
+                await self.send_json({"type": "AGENT_INFO", "agent": record.public()})
+        elif kind == "FIND":
+            query = frame.get("query")
+            query = query[:200] if isinstance(query, str) else ""
+            found = await self.registry.find(query, 10)
+            await self.send_json({"type": "AGENTS", "query": query, "agents": [r.public() for r in found]})
+        else:
+            await self.send_json(self.error(f"unknown message type: {str(kind)[:50]!r}"))
+
+
+class UnknownPathConsumer(AsyncWebsocketConsumer):
+    """Any other WebSocket path is closed with 4004 (as the host's PROTOCOL §4.1)."""
+
+    async def connect(self) -> None:
+        await self.accept()  # closing before accepting would be an HTTP 403, not a 4004 close
+        await self.close(code=4004)
+
+
+class _JsonHttp(AsyncHttpConsumer):
+    def __init__(self, *, registry: Registry, options: RelayOptions) -> None:
+        super().__init__()
+        self.registry = registry
+        self.options = options
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is not None:
+            await handler(message)
+
+    async def respond(self, status: int, body: dict[str, Any]) -> None:
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        await self.send_response(status, _json(body).encode("utf-8"), headers=headers)
+
+
+class AgentLookupView(_JsonHttp):
+    """``GET /api/agents/{address}`` (and ``…/profile``): the record, or 404 ``agent not found``."""
+
+    async def handle(self, body: bytes) -> None:
+        if self.scope["method"] not in ("GET", "HEAD"):
+            await self.respond(405, {"error": "method not allowed"})
+            return
+        kwargs = self.scope["url_route"]["kwargs"]
+        address = kwargs["address"]
+        record = await self.registry.lookup(address) if wire.is_address(address) else None
+        if record is None:
+            await self.respond(404, {"error": "agent not found"})
+        elif kwargs.get("part") == "profile":
+            await self.respond(200, {"address": record.address, "profile": record.profile})
+        else:
+            await self.respond(200, record.public())
+
+
+class RelayHealthView(_JsonHttp):
+    """``GET /health``: the relay is up, and how many agents it carries."""
+
+    async def handle(self, body: bytes) -> None:
+        await self.respond(200, {"status": "ok", "agents": await self.registry.count()})
+
+
+class NotFoundView(_JsonHttp):
+    async def handle(self, body: bytes) -> None:
+        path = self.scope.get("path", "")
+        await self.respond(
+            404, {"error": "agent not found" if path.startswith("/api/agents") else "not found"}
+        )

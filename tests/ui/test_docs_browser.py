@@ -1,0 +1,430 @@
+"""/docs in a real browser against a real host: `manage.py runhost` with the built-in demo agent on a free
+loopback port, driven by Playwright through Debian's chromium. Covers the chat over /ws (tool cards, answer,
+approval, ask_user, cancel, new conversation), attachments and their limits, resuming a running turn after a
+reload, the HTTP panel, the API page, phone width, and untrusted text rendered as text (HARDENING G9).
+Screenshots go to tests/artifacts/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright==1.65.2)"
+)
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+if not Path(CHROMIUM).exists():
+    pytest.skip("Debian's chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "tests" / "artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+MAX_FILE_SIZE_MB = 1
+TIMEOUT_MS = 20_000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_health(base: str, process: subprocess.Popen, log: Path, deadline_s: float = 40) -> None:
+    import httpx
+
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"runhost exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"runhost did not answer /health within {deadline_s} s:\n{log.read_text()[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def docs_host(tmp_path_factory):
+    """A demo-agent host in a fresh project folder; yields its base URL."""
+    project = tmp_path_factory.mktemp("docs-project")
+    port = free_port()
+    log = project / "runhost.log"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AGENT_CONFIG_PATH": str(project / "machine-co")}
+    env.pop("CONNECTONION_ENV", None)
+    command = [
+        sys.executable,
+        str(ROOT / "manage.py"),
+        "runhost",
+        "--no-relay",
+        "--port",
+        str(port),
+        "--trust",
+        "careful",
+        "--max-file-size",
+        str(MAX_FILE_SIZE_MB),
+    ]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_health(base, process, log)
+        yield base
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+        if os.environ.get("DOCS_BROWSER_SHOW_LOG"):
+            print(log.read_text())
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+class Watched:
+    """A page plus what it did that it should not: JavaScript errors and dialogs (an XSS would alert)."""
+
+    def __init__(self, page):
+        self.page = page
+        self.errors: list[str] = []
+        self.dialogs: list[str] = []
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("dialog", self._dialog)
+
+    def _dialog(self, dialog):
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+
+@pytest.fixture
+def open_docs(browser, docs_host):
+    """Open /docs in a fresh browser context (empty localStorage); checks no errors or dialogs at the end."""
+    contexts = []
+    watched: list[Watched] = []
+
+    def opener(viewport=(1280, 860), path="/docs", **options):
+        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **options)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        page = context.new_page()
+        watch = Watched(page)
+        watched.append(watch)
+        page.goto(docs_host + path)
+        if path == "/docs":
+            wait_ready(page)
+        return page
+
+    yield opener
+    for watch in watched:
+        assert watch.errors == [], watch.errors
+        assert watch.dialogs == [], watch.dialogs
+    for context in contexts:
+        context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"docs-{name}.png"), full_page=False)
+
+
+def testid(name: str) -> str:
+    return f'[data-testid="{name}"]'
+
+
+def wait_ready(page) -> None:
+    page.wait_for_selector(f'{testid("status")}[data-state="ready"]')
+
+
+def send(page, prompt: str) -> int:
+    """Type and send a prompt with Enter; returns the index its answer will have (see `agent_reply`)."""
+    answers = page.locator(testid("message-agent")).count()
+    page.fill(testid("prompt-input"), prompt)
+    page.press(testid("prompt-input"), "Enter")
+    return answers
+
+
+def agent_reply(page, index: int) -> str:
+    """Wait for the agent's answer number `index` and return its text."""
+    reply = page.locator(testid("message-agent")).nth(index)
+    reply.wait_for()
+    return reply.locator(".message-text").inner_text()
+
+
+def test_a_prompt_shows_its_tool_card_and_the_answer(open_docs):
+    page = open_docs()
+    answer = agent_reply(page, send(page, "calculate (2+3)*7"))
+    assert answer == "(2+3)*7 = 35"
+    card = page.locator(testid("tool-card"))
+    assert card.count() == 1
+    assert card.get_attribute("data-status") == "completed"
+    assert card.locator(".tool-name").inner_text() == "calculate"
+    card.locator("summary").click()
+    assert json.loads(card.locator(testid("tool-args")).inner_text()) == {"expression": "(2+3)*7"}
+    assert card.locator(testid("tool-result")).inner_text() == "35"
+    assert page.locator(testid("message-user")).inner_text().strip() == "calculate (2+3)*7"
+    assert page.locator(testid("event-thinking")).count() >= 1
+    wait_ready(page)
+    shot(page, "tool-card")
+
+
+def test_enter_sends_and_shift_enter_adds_a_line(open_docs):
+    page = open_docs()
+    page.fill(testid("prompt-input"), "my name is Ada")
+    page.press(testid("prompt-input"), "Shift+Enter")
+    assert page.locator(testid("message-user")).count() == 0
+    assert page.input_value(testid("prompt-input")) == "my name is Ada\n"
+    page.press(testid("prompt-input"), "Enter")
+    assert agent_reply(page, 0) == "Nice to meet you, Ada!"
+
+
+def test_approving_the_gated_tool_runs_it(open_docs):
+    page = open_docs()
+    answer = send(page, "save a note: buy milk")
+    page.wait_for_selector(testid("approval-approve"))
+    assert page.locator(testid("status")).get_attribute("data-state") == "waiting"
+    assert json.loads(page.locator(testid("approval-args")).inner_text()) == {"text": "buy milk"}
+    shot(page, "approval")
+    page.click(testid("approval-approve"))
+    assert agent_reply(page, answer) == "Done: note saved: buy milk."
+    assert page.locator(testid("approval-outcome")).inner_text() == "Approved once"
+    assert page.locator(testid("tool-card")).get_attribute("data-status") == "completed"
+
+
+def test_rejecting_the_gated_tool_skips_it(open_docs):
+    page = open_docs()
+    answer = send(page, "save a note: sell the car")
+    page.fill(testid("approval-feedback"), "not today")
+    page.click(testid("approval-reject"))
+    assert agent_reply(page, answer) == "OK, I did not save the note."
+    assert page.locator(testid("approval-outcome")).inner_text() == "Rejected"
+
+
+def test_a_question_is_answered_with_an_option_or_text(open_docs):
+    page = open_docs()
+    answer = send(page, "quiz me")
+    page.wait_for_selector(testid("ask-user-question"))
+    assert page.locator(testid("ask-user-question")).inner_text() == "What is the capital of France?"
+    page.locator(testid("ask-user-option"), has_text="Paris").click()
+    assert agent_reply(page, answer) == "Correct!"
+    wait_ready(page)
+    answer = send(page, "quiz me")
+    page.locator(f'{testid("ask-user-card")}[data-state="waiting"] {testid("ask-user-input")}').fill("Lyon")
+    page.locator(f'{testid("ask-user-card")}[data-state="waiting"] {testid("ask-user-send")}').click()
+    assert agent_reply(page, answer) == "Not quite: it is Paris, not Lyon."
+
+
+PNG_1X1 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010806000000"
+    "1f15c4890000000d49444154789c6360f8cfc0f01f0005000201e2b1f2f50000000049454e44ae426082"
+)
+
+
+def test_attached_files_and_images_reach_the_agent(open_docs, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("The secret word is onion.")
+    dot = tmp_path / "dot.png"
+    dot.write_bytes(PNG_1X1)
+    page = open_docs()
+    page.set_input_files(testid("file-input"), [str(notes), str(dot)])
+    chips = page.locator(f"{testid('attachments')} {testid('attachment-chip')}")
+    assert chips.count() == 2
+    assert page.locator(f"{testid('attachments')} img").count() == 1
+    answer = agent_reply(page, send(page, "read the file"))
+    assert "secret word is onion" in answer
+    assert "1x1 PNG" in answer
+    assert "notes.txt" in page.locator(testid("files-received")).inner_text()
+    assert page.locator(f"{testid('attachments')} {testid('attachment-chip')}").count() == 0
+    assert page.locator(f"{testid('message-user')} {testid('attachment-chip')}").count() == 2
+    shot(page, "attachments")
+
+
+def test_a_removed_attachment_is_not_sent(open_docs, tmp_path):
+    notes = tmp_path / "unwanted.txt"
+    notes.write_text("nothing")
+    page = open_docs()
+    page.set_input_files(testid("file-input"), str(notes))
+    page.click(testid("attachment-remove"))
+    assert page.locator(f"{testid('attachments')} {testid('attachment-chip')}").count() == 0
+    assert agent_reply(page, send(page, "calculate 1+1")) == "1+1 = 2"
+    assert page.locator(testid("files-received")).count() == 0
+
+
+def test_a_file_over_the_limit_is_refused_before_sending(open_docs, tmp_path):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\0" * (3 * 1048576 // 2))
+    page = open_docs()
+    page.set_input_files(testid("file-input"), str(big))
+    message = (
+        f"File too large: big.bin (1.5MB, max: {MAX_FILE_SIZE_MB}MB). Increase max_file_size in host.yaml"
+    )
+    assert page.locator(testid("attachment-warning")).inner_text() == message
+    send(page, "read the file")
+    assert message in page.locator(testid("error")).inner_text()
+    assert page.locator(testid("message-user")).count() == 0
+    assert page.input_value(testid("prompt-input")) == "read the file"
+
+
+def test_reloading_mid_turn_resumes_the_running_turn(open_docs):
+    page = open_docs()
+    send(page, "count to 12 slowly")
+    page.wait_for_selector(f'{testid("tool-card")}[data-status="completed"] >> nth=2')
+    shot(page, "mid-turn")
+    page.reload()
+    page.wait_for_selector(f'{testid("status")}[data-state="running"]')
+    assert page.locator(testid("notice"), has_text="Re-attached").count() == 1
+    assert page.locator(testid("message-user")).inner_text().strip() == "count to 12 slowly"
+    shot(page, "resumed")
+    assert agent_reply(page, 0) == "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
+    tool_ids = page.eval_on_selector_all(testid("tool-card"), "cards => cards.map(c => c.dataset.toolId)")
+    assert len(tool_ids) == 12 and len(set(tool_ids)) == 12, tool_ids
+    assert page.locator(testid("message-user")).count() == 1
+    wait_ready(page)
+
+
+def test_reloading_after_the_turn_shows_the_conversation(open_docs):
+    page = open_docs()
+    assert agent_reply(page, send(page, "my name is Grace")) == "Nice to meet you, Grace!"
+    wait_ready(page)
+    page.reload()
+    wait_ready(page)
+    assert page.locator(testid("message-agent")).inner_text().strip().startswith("Nice to meet you, Grace!")
+    assert agent_reply(page, send(page, "what is my name")) == "Your name is Grace."
+
+
+def test_cancel_stops_a_running_turn(open_docs):
+    page = open_docs()
+    send(page, "count to 40 slowly")
+    page.wait_for_selector(testid("tool-card"))
+    page.click(testid("cancel-button"))
+    wait_ready(page)
+    assert page.locator(testid("cancel-button")).is_hidden()
+    assert page.locator(testid("tool-card")).count() < 40
+
+
+def test_new_conversation_starts_a_fresh_session(open_docs):
+    page = open_docs()
+    agent_reply(page, send(page, "my name is Linus"))
+    first = page.locator(testid("session-id")).get_attribute("title")
+    page.click(testid("new-button"))
+    page.wait_for_function(
+        "old => { const s = document.querySelector('[data-testid=session-id]').title; return s && s !== old; }",
+        arg=first,
+    )
+    wait_ready(page)
+    assert page.locator(testid("message-user")).count() == 0
+    assert agent_reply(page, send(page, "what is my name")) == "You haven't told me your name yet."
+
+
+def test_untrusted_text_is_shown_as_text(open_docs):
+    payload = "<img src=x onerror=alert(1)><script>alert(2)</script>"
+    page = open_docs()
+    answer = agent_reply(page, send(page, payload))
+    assert payload in answer
+    assert page.locator(testid("message-user")).inner_text().strip() == payload
+    assert page.locator(f"{testid('transcript')} img, {testid('transcript')} script").count() == 0
+
+
+def test_the_http_panel_continues_the_chat_session(open_docs):
+    page = open_docs()
+    agent_reply(page, send(page, "my name is Ada"))
+    wait_ready(page)
+    page.click(f"{testid('http-panel')} > summary")
+    page.fill(testid("http-prompt"), "what is my name")
+    page.click(testid("http-send"))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=http-response]').textContent.length > 0"
+    )
+    reply = json.loads(page.locator(testid("http-response")).inner_text())
+    assert reply["result"] == "Your name is Ada."
+    assert reply["session_id"] == page.locator(testid("session-id")).get_attribute("title")
+    assert "curl -X POST" in page.locator(testid("http-curl")).inner_text()
+    assert agent_reply(page, 1) == "Your name is Ada."
+    assert page.locator(".via").last.inner_text() == "via POST /input"
+
+
+def test_the_session_panel_shows_the_stored_record(open_docs):
+    page = open_docs()
+    agent_reply(page, send(page, "calculate 6*7"))
+    page.wait_for_selector(f'{testid("session-status")}[data-state="done"]', timeout=TIMEOUT_MS)
+    assert "42" in page.locator(testid("session-json")).inner_text()
+
+
+def test_the_header_shows_the_agent(open_docs, docs_host):
+    import httpx
+
+    info = httpx.get(f"{docs_host}/info").json()
+    page = open_docs()
+    assert page.locator(testid("agent-name")).inner_text() == info["name"]
+    assert page.locator(testid("agent-address")).get_attribute("title") == info["address"]
+    assert page.locator(testid("agent-trust")).inner_text() == info["trust"]
+    tools = page.locator(f"{testid('agent-tools')} li").all_inner_texts()
+    assert tools == info["tools"]
+    page.wait_for_selector(f'{testid("health")}[data-state="healthy"]')
+    assert re.fullmatch(
+        rf"≤ \d+ files, {MAX_FILE_SIZE_MB} MB each", page.locator(testid("limits")).inner_text()
+    )
+
+
+def test_phone_width_has_no_sideways_scrolling(open_docs):
+    page = open_docs(viewport=(360, 740))
+    answer = send(page, "save a note: a very long note " + "x" * 200)
+    page.wait_for_selector(testid("approval-approve"))
+    overflow = page.evaluate(
+        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow <= 0
+    shot(page, "phone")
+    page.click(testid("approval-approve"))
+    agent_reply(page, answer)
+
+
+def test_dark_mode_follows_the_system(open_docs):
+    page = open_docs(color_scheme="dark")
+    background = page.evaluate("() => getComputedStyle(document.body).backgroundColor")
+    assert background != "rgb(246, 247, 249)"
+    shot(page, "dark")
+
+
+def test_the_api_page_lists_curl_examples(open_docs):
+    page = open_docs(path="/docs/api")
+    page.wait_for_selector(testid("endpoint"))
+    paths = page.eval_on_selector_all(
+        testid("endpoint"), "nodes => nodes.map(n => n.dataset.method + ' ' + n.dataset.path)"
+    )
+    assert "POST /input" in paths and "GET /health" in paths and "WS /ws" in paths
+    curl = page.locator(f'[data-testid="endpoint"][data-path="/input"] {testid("curl")}').first.inner_text()
+    assert curl.startswith("curl -X POST") and "/input" in curl
+    health = page.locator('[data-testid="endpoint"][data-method="GET"][data-path="/health"]')
+    health.locator(testid("try-button")).click()
+    health.locator(testid("try-output")).wait_for()
+    page.wait_for_function(
+        "() => document.querySelector('[data-path=\"/health\"] [data-testid=try-output]').textContent.includes('healthy')"
+    )
+    shot(page, "api")

@@ -199,19 +199,25 @@ def _decode_signature(signature: str) -> bytes:
     return bytes.fromhex(text)
 
 
+def signature_valid(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """Strict Ed25519 verification of raw bytes: a 64-byte signature with S < L (RFC 8032 §5.1.7);
+    libsodium also refuses small-order public keys and R values (tested against Wycheproof)."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    if int.from_bytes(signature[32:], "little") >= _GROUP_ORDER:
+        return False  # malleated S
+    try:
+        VerifyKey(public_key).verify(message, signature)
+    except (CryptoError, ValueError, TypeError):
+        return False
+    return True
+
+
 def _verify_bytes(sender: str, signature: bytes, payload: dict[str, Any]) -> None:
     """Row 9: the signature must verify under the sender's key over one of the canonical forms."""
-    if int.from_bytes(signature[32:], "little") >= _GROUP_ORDER:
-        raise Unauthorized(INVALID_SIGNATURE)  # malleated S (RFC 8032 §5.1.7)
-    verify_key = VerifyKey(bytes.fromhex(sender[2:]))
-    for form in canonical_forms(payload):
-        try:
-            # libsodium also refuses small-order keys and R values (tested in tests/trust).
-            verify_key.verify(form, signature)
-            return
-        except (CryptoError, ValueError):
-            continue
-    raise Unauthorized(INVALID_SIGNATURE)
+    public_key = bytes.fromhex(sender[2:])
+    if not any(signature_valid(public_key, form, signature) for form in canonical_forms(payload)):
+        raise Unauthorized(INVALID_SIGNATURE)
 
 
 def _verify_signed(

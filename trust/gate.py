@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from hosting.errors import Forbidden, HostError, Unauthorized
 from trust.identity import is_address
-from trust.policy import Policy, TrustRequest
+from trust.policy import Policy, TrustRequest, TrustSettings, build_policy
 from trust.signing import (
     SIGNED_REQUEST_REQUIRED,
     Verified,
@@ -75,6 +75,28 @@ def record_decision(*, identity: str, level: str, decision: str, reason: str, tr
         )
     except DatabaseError as exc:
         logger.warning("could not record trust decision: %s", exc)
+
+
+def build_gate(
+    config: HostConfig,
+    identity: AgentIdentity,
+    *,
+    trust: Any = None,
+    settings: TrustSettings | None = None,
+    recorder: Recorder | None = None,
+) -> Gate:
+    """The usual wiring: lists from ``config`` (files, arguments, database), the shared ledger of
+    ``get_ledger``, and the policy of ``trust`` (an agent object from ``host()``) or ``config.trust``.
+    Raises ``ConfigError`` for a malformed policy."""
+    from trust.ledger import get_ledger
+    from trust.lists import AccessLists
+
+    policy = build_policy(
+        trust if trust is not None else config.trust, project_dir=config.project_dir, settings=settings
+    )
+    return Gate(
+        config, identity, AccessLists(config, identity), get_ledger(config), policy, recorder=recorder
+    )
 
 
 def _shown(address: Any) -> str:
@@ -137,7 +159,13 @@ class Gate:
         transport: str = "http",
     ) -> Admission:
         """Run the §7.3 flow on a request object; returns the admission or raises
-        ``Forbidden`` (403), ``Unauthorized`` (401) or ``Misconfigured`` (503)."""
+        ``Forbidden`` (403), ``Unauthorized`` (401) or ``Misconfigured`` (503).
+
+        ``body`` is signed when it has any of ``payload``/``from``/``signature``; ``unsigned_from`` is
+        a sender named outside an envelope (checked against the blacklist only). The policy sees
+        ``prompt`` when given, else ``payload["prompt"]``. ``allow_repeat`` admits a ledger repeat and
+        marks it ``repeated`` (D20; see ``admit_handshake``).
+        """
         claimed = body.get("from") if is_signed(body) else unsigned_from  # type: ignore[union-attr]
         try:
             admission = self._admit(

@@ -492,7 +492,7 @@ class AgentPolicy(_JudgedPolicy):
 
     allow_first_word = True
 
-    def __init__(self, agent: TrustAgentLike, settings: TrustSettings, rules: Rules | None = None):
+    def __init__(self, agent: TrustAgentLike, settings: TrustSettings, *, rules: Rules | None = None):
         serial = threading.Lock()  # one agent object, one conversation at a time
 
         def ask(text: str) -> Any:

@@ -508,3 +508,18 @@ def test_admin_list_edits_reach_the_gate(build):
     ListEntry.objects.create(address=addr(ENEMY), kind="blacklist")
     gate.lists.invalidate()
     raises_exactly(lambda: gate.admit(body_for(ENEMY, gate, prompt="2")), 403, "forbidden: blacklisted")
+
+
+@pytest.mark.django_db
+def test_build_gate_wires_lists_ledger_and_policy(make_config, host_identity):
+    from trust.gate import build_gate
+    from trust.policy import AgentPolicy, LevelPolicy
+
+    gate = build_gate(make_config(trust="strict"), host_identity)
+    assert isinstance(gate.policy, LevelPolicy) and gate.trust == "strict"
+    assert isinstance(gate.ledger, DatabaseLedger)
+    body = envelope(STRANGER, gate.our_address, timestamp=time.time())
+    gate.clock = time.time
+    assert gate.admit(body).signer == addr(STRANGER)
+    custom = build_gate(make_config(), host_identity, trust=CountingAgent())
+    assert isinstance(custom.policy, AgentPolicy) and custom.trust == "custom"

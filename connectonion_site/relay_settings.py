@@ -35,13 +35,14 @@ TIME_ZONE = "UTC"
 ASGI_APPLICATION = "connectonion_site.relay_asgi.application"
 
 REDIS_URL = os.environ.get("RELAY_REDIS_URL") or None
+# One agent's channel carries the frames of all its clients: a burst of N clients needs room for N.
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
-                "capacity": int(_number("RELAY_CHANNEL_CAPACITY", 1000)),
+                "capacity": int(_number("RELAY_CHANNEL_CAPACITY", 10000)),
                 "expiry": 60,
             },
         }
@@ -49,8 +50,8 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels.layers.InMemoryChannelLayer",
-            "CONFIG": {"capacity": int(_number("RELAY_CHANNEL_CAPACITY", 1000))},
+            "BACKEND": "hosting.relay.server.RelayChannelLayer",
+            "CONFIG": {"capacity": int(_number("RELAY_CHANNEL_CAPACITY", 10000))},
         }
     }
 

@@ -81,29 +81,23 @@ def signed_announce(identity: Any, *, now: float | None = None, **fields: Any) -
     return message
 
 
-class InProcessRelay:
-    """Our relay ASGI app on a free loopback port, served by uvicorn inside the test's event loop."""
+class AsgiServer:
+    """An ASGI app on a free loopback port, served by uvicorn inside the test's event loop."""
 
-    def __init__(self, options: RelayOptions) -> None:
-        self.options = options
-        self.registry = MemoryRegistry(ttl=options.agent_ttl, window=options.signature_window)
-        self.app = relay_application(options, self.registry)
+    def __init__(self, app: Any) -> None:
+        self.app = app
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.base = f"ws://127.0.0.1:{self.port}"
         self.http = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
-            self.app,
-            lifespan="off",
-            log_level="warning",
-            ws="websockets-sansio",
-            ws_max_size=16 * 1024 * 1024,
+            app, lifespan="off", log_level="warning", ws="websockets-sansio", ws_max_size=16 * 1024 * 1024
         )
         self.server = uvicorn.Server(config)
         self.task: asyncio.Task[None] | None = None
 
-    async def start(self) -> InProcessRelay:
+    async def start(self) -> AsgiServer:
         self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]))
         await wait_until(lambda: self.server.started, what="uvicorn to start")
         return self
@@ -113,6 +107,15 @@ class InProcessRelay:
         if self.task is not None:
             await asyncio.wait_for(self.task, 10)
         self.sock.close()
+
+
+class InProcessRelay(AsgiServer):
+    """Our relay ASGI app with its own registry."""
+
+    def __init__(self, options: RelayOptions) -> None:
+        self.options = options
+        self.registry = MemoryRegistry(ttl=options.agent_ttl, window=options.signature_window)
+        super().__init__(relay_application(options, self.registry))
 
 
 @pytest.fixture
@@ -168,7 +171,7 @@ async def client_socket(
     relay: InProcessRelay | str, first: dict[str, Any] | None = None
 ) -> AsyncIterator[Any]:
     base = relay if isinstance(relay, str) else relay.base
-    async with websockets.connect(wire.input_url(base)) as ws:
+    async with websockets.connect(wire.input_url(base), max_size=64 * 1024 * 1024) as ws:
         if first is not None:
             await send_json(ws, first)
         yield ws

@@ -277,7 +277,8 @@ async def test_a_frame_larger_than_max_size_closes_with_1009_and_reconnects(scri
     await wait_until(lambda: link.state == "connected", what="the link to be back")
 
 
-async def test_backoff_grows_and_is_capped_while_the_relay_is_down(scripted_relay, link_factory):
+async def test_backoff_grows_and_is_capped_while_the_relay_is_down(scripted_relay, link_factory, caplog):
+    caplog.set_level(logging.WARNING, logger="connectonion.relay")
     scripted = await scripted_relay()
     port = scripted.port
     await scripted.stop()
@@ -287,6 +288,8 @@ async def test_backoff_grows_and_is_capped_while_the_relay_is_down(scripted_rela
     delays = [link._delay(n) for n in range(1, 8)]
     assert delays[0] == 0.05
     assert all(0.4 <= d <= 0.44 for d in delays[3:])  # capped, plus at most 10% jitter
+    loud = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(loud) == 1 and "still unreachable after 5 attempts" in loud[0].getMessage()
 
 
 async def test_a_disabled_relay_connects_nowhere():

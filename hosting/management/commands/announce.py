@@ -30,6 +30,9 @@ class Command(BaseCommand):
             "--relay-url", help="relay base or announce URL (default: host.yaml / the public relay)"
         )
         parser.add_argument("--echo", action="store_true", help="answer with the built-in echo conversation")
+        parser.add_argument(
+            "--no-endpoints", action="store_true", help="announce no direct endpoints (no local server runs)"
+        )
         parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between ANNOUNCEs (60)")
         parser.add_argument(
             "--idle-timeout", type=float, default=300.0, help="end a silent conversation after (300)"
@@ -67,6 +70,8 @@ class Command(BaseCommand):
             idle_timeout=options["idle_timeout"],
             max_conversations=options["max_conversations"],
         )
+        if options["no_endpoints"]:
+            link.endpoints = []
         self.stdout.write(f"{wiring['identity'].address} → {link.relay_base} ({wiring['what']})")
         self.stdout.flush()
         try:

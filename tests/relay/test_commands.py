@@ -1,0 +1,162 @@
+"""``manage.py runrelay`` and ``manage.py announce`` as real processes on loopback."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import REPO, client_socket, free_port, recv_json, send_json, signed_announce, wait_until
+
+
+async def test_runrelay_serves_lookup_and_expires_a_silent_agent(relay_process, identity):
+    relay = relay_process("--agent-ttl", "1")
+    async with websockets.connect(relay.base + "/ws/announce") as agent:
+        await send_json(agent, signed_announce(identity, relay_base=relay.base))
+        assert await recv_json(agent) == {"type": "ANNOUNCE_OK"}
+        async with httpx.AsyncClient() as http:
+            live = await http.get(f"{relay.http}/api/agents/{identity.address}")
+            assert live.status_code == 200 and live.json()["online"] is True
+
+            async def gone():
+                return (await http.get(f"{relay.http}/api/agents/{identity.address}")).status_code == 404
+
+            await wait_until(gone, timeout=10, what="the silent agent to expire")
+            assert (await http.get(f"{relay.http}/api/agents/{identity.address}")).json() == {
+                "error": "agent not found"
+            }
+
+
+async def test_runrelay_carries_messages_larger_than_daphnes_default(relay_process, link_factory):
+    relay = relay_process()
+    link = await link_factory(relay.base)
+    prompt = "x" * (3 * 1024 * 1024)  # daphne's default limit is 1 MiB (PROTOCOL D24)
+    async with client_socket(relay.base, {"type": "CONNECT", "to": link.identity.address}) as client:
+        assert (await recv_json(client))["type"] == "CONNECTED"
+        await send_json(client, {"type": "INPUT", "prompt": prompt})
+        assert (await recv_json(client, timeout=20))["result"] == prompt
+
+
+async def test_announce_command_registers_this_project_and_serves_echo(relay_process, tmp_path):
+    relay = relay_process()
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "AGENT_", "RELAY_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env.update(
+        PYTHONPATH=str(REPO),
+        AGENT_CONFIG_PATH=str(tmp_path / "machine"),
+        CONNECTONION_HOST_ARGS=json.dumps({"project_dir": str(project)}),
+    )
+    log = open(tmp_path / "announce.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "manage.py"),
+            "announce",
+            "--echo",
+            "--relay-url",
+            relay.base + "/ws/announce",
+        ],
+        cwd=project,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+
+        def address():
+            found = re.search(r"0x[0-9a-f]{64}", (tmp_path / "announce.log").read_text())
+            return found.group(0) if found else None
+
+        agent = await wait_until(address, timeout=30, what="the announce command to print its address")
+        assert (project / ".co" / "keys" / "agent.key").stat().st_size == 32
+
+        async def listed():
+            async with httpx.AsyncClient() as http:
+                return (await http.get(f"{relay.http}/api/agents/{agent}")).status_code == 200
+
+        await wait_until(listed, timeout=15, what="the agent to be listed")
+        async with client_socket(relay.base, {"type": "INPUT", "to": agent, "prompt": "hi"}) as client:
+            assert (await recv_json(client))["type"] == "CONNECTED"
+            assert (await recv_json(client))["result"] == "hi"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+        log.close()
+        if proc.returncode not in (0, -signal.SIGINT):
+            print((tmp_path / "announce.log").read_text())
+
+
+@pytest.fixture
+def redis_url(tmp_path):
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            break
+        time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0"
+    server.terminate()
+    server.wait(10)
+
+
+@pytest.mark.redis
+async def test_two_relay_processes_share_agents_through_redis(relay_process, redis_url, identity):
+    first = relay_process("--redis-url", redis_url)
+    second = relay_process("--redis-url", redis_url)
+    async with websockets.connect(first.base + "/ws/announce") as agent:
+        await send_json(agent, signed_announce(identity))
+        assert await recv_json(agent) == {"type": "ANNOUNCE_OK"}
+        async with httpx.AsyncClient() as http:
+            assert (await http.get(f"{second.http}/api/agents/{identity.address}")).status_code == 200
+        async with client_socket(second.base, {"type": "CONNECT", "to": identity.address}) as client:
+            forwarded = await recv_json(agent)
+            assert forwarded["type"] == "CONNECT"
+            await send_json(agent, {"type": "CONNECTED", "conn_id": forwarded["conn_id"], "session_id": "s"})
+            assert (await recv_json(client))["type"] == "CONNECTED"
+        closing = await recv_json(agent)
+        assert closing == {
+            "type": "close",
+            "session_id": forwarded["session_id"],
+            "conn_id": forwarded["conn_id"],
+        }
+    async with client_socket(second.base, {"type": "CONNECT", "to": identity.address}) as late:
+        assert (await recv_json(late))["message"] == "Agent not connected"

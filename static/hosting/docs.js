@@ -2,7 +2,8 @@
 // questions and approvals, attach files, and resume the conversation after a reload (§4.4, §4.9).
 import { Connection, wsUrl } from "./connection.js";
 import { byTestId, fetchJson, randomId, readJsonScript } from "./dom.js";
-import { Header, HttpPanel, SessionPanel } from "./panels.js";
+import { Header, HttpPanel, IdentityPanel, SessionPanel } from "./panels.js";
+import { BrowserIdentity } from "./signing.js";
 import { SavedConversation } from "./state.js";
 import { Transcript, historyItems } from "./transcript.js";
 import { AttachmentTray, attachmentChip, limitsFrom } from "./uploads.js";
@@ -43,6 +44,7 @@ let handshakeKind = null;
 let attachFailed = false;
 let preparing = false;
 let sessionPanel = null;
+let identity = null; // a BrowserIdentity when the user chose to sign (PROTOCOL §2)
 const seenOutputs = new Set();
 
 const header = new Header(agent);
@@ -76,6 +78,7 @@ function showStatus() {
 }
 
 function refreshControls() {
+  transcript.setBusy(running && !transcript.waiting);
   ui.send.disabled = !authenticated || running || preparing;
   ui.cancel.hidden = !running;
   ui.cancel.disabled = !authenticated;
@@ -102,15 +105,18 @@ function showLimits() {
 
 // ---- WebSocket -------------------------------------------------------------------------------------
 
-function handshake() {
+/** INIT for a new conversation, ATTACH to resume the saved one (§4.4); signed when there is an identity. */
+async function handshake() {
+  let frame = { type: "INIT" };
   if (saved.hasSession && !attachFailed) {
-    handshakeKind = "ATTACH";
-    const frame = { type: "ATTACH", session_id: saved.data.session_id };
+    frame = { type: "ATTACH", session_id: saved.data.session_id };
     if (saved.resumeFrom) frame.last_msg_id = saved.resumeFrom;
-    return frame;
   }
-  handshakeKind = "INIT";
-  return { type: "INIT" };
+  handshakeKind = frame.type;
+  if (!identity) return frame;
+  const to = header.agent.address;
+  const signed = frame.type === "ATTACH" ? { session_id: frame.session_id } : {};
+  return { ...frame, to, ...(await identity.envelope(signed, to)) };
 }
 
 function onConnectionState(state, info = {}) {
@@ -141,7 +147,7 @@ function send(frame) {
 function sendAnswer(frame, summary) {
   if (!authenticated || !send(frame)) return false;
   saved.markAnswered(String(frame.request_id), summary);
-  queueMicrotask(showStatus);
+  queueMicrotask(refreshControls);
   return true;
 }
 
@@ -228,14 +234,26 @@ function onEvent(event) {
     saved.update({ running: true });
     setRunning(true);
   }
-  showStatus();
+  refreshControls();
+}
+
+/**
+ * Whether this OUTPUT was already shown: a re-attach may replay a finished turn's terminal frame after
+ * CONNECTED "completed" (§4.9 keeps it in the log), and the page then holds that turn's session already.
+ */
+function isRepeatOutput(frame) {
+  if (frame.id != null) {
+    if (seenOutputs.has(frame.id)) return true;
+    seenOutputs.add(frame.id);
+  }
+  if (running) return false;
+  const turn = Number(frame.session?.turn);
+  const known = Number(saved.data.session?.turn);
+  return Number.isFinite(turn) && Number.isFinite(known) && turn <= known;
 }
 
 function onOutput(frame) {
-  if (frame.id != null) {
-    if (seenOutputs.has(frame.id)) return;
-    seenOutputs.add(frame.id);
-  }
+  if (isRepeatOutput(frame)) return;
   transcript.settleAll();
   transcript.agentMessage(frame.result == null ? "" : String(frame.result), { durationMs: frame.duration_ms });
   if (frame.session_id) {
@@ -262,7 +280,7 @@ function onError(frame) {
       saved.reset();
       connection.restart();
     } else if (/signed request required/.test(message)) {
-      transcript.notice("This agent only accepts signed requests (trust: strict); the page cannot chat unsigned.", "warn");
+      transcript.notice("This agent only accepts signed requests (trust: strict): add a key in the Identity panel.", "warn");
     }
     return;
   }
@@ -433,6 +451,7 @@ function httpResult(body, reply) {
   saved.endTurn({ session_id: reply.session_id, session: reply.session ?? saved.data.session, chat_items: reply.chat_items ?? null });
 }
 
+identity = await BrowserIdentity.load();
 wire();
 showLimits();
 restore();
@@ -440,9 +459,23 @@ refreshControls();
 header.startHealth();
 loadInfo();
 connection.connect();
-sessionPanel = new SessionPanel({ getSessionId: () => saved.data.session_id, isRunning: () => running });
+sessionPanel = new SessionPanel({
+  getSessionId: () => saved.data.session_id,
+  isRunning: () => running,
+  signHeaders: async (method, path) => (identity ? identity.readHeaders(method, path, header.agent.address) : {}),
+});
 sessionPanel.schedule(0);
 new HttpPanel({
   getSession: () => saved.data.session || (saved.data.session_id ? { session_id: saved.data.session_id } : null),
   onResult: httpResult,
+  signBody: async (body) => (identity ? identity.envelope(body, header.agent.address) : body),
+});
+new IdentityPanel({
+  identity,
+  onChange: (next) => {
+    identity = next;
+    // Sessions belong to whoever started them (§3.1): a new identity starts a new conversation.
+    newConversation();
+    transcript.notice(next ? `Now signing as ${next.address}.` : "Now anonymous (unsigned).");
+  },
 });

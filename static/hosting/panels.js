@@ -1,6 +1,7 @@
 // The parts of /docs around the chat: the agent header (from /info, with a /health dot), the "Session"
 // panel polling GET /sessions/{id}, and the "HTTP" panel sending POST /input (PROTOCOL §3).
 import { byTestId, clear, copyButton, copyText, el, fetchJson, formatMs, formatUptime, prettyJson, shortAddress } from "./dom.js";
+import { BrowserIdentity, canSign } from "./signing.js";
 
 const HEALTH_EVERY_MS = 15000;
 
@@ -78,9 +79,10 @@ export class Header {
  * The `session` object inside the record can be large, so it is summarised unless asked for.
  */
 export class SessionPanel {
-  constructor({ getSessionId, isRunning }) {
+  constructor({ getSessionId, isRunning, signHeaders = async () => ({}) }) {
     this.getSessionId = getSessionId;
     this.isRunning = isRunning;
+    this.signHeaders = signHeaders;
     this.root = byTestId("session-panel");
     this.status = byTestId("session-status");
     this.line = byTestId("session-poll");
@@ -105,7 +107,8 @@ export class SessionPanel {
       this.schedule();
       return;
     }
-    const reply = await fetchJson(`/sessions/${encodeURIComponent(id)}`);
+    const path = `/sessions/${encodeURIComponent(id)}`;
+    const reply = await fetchJson(path, { headers: await this.signHeaders("GET", path) });
     if (id !== this.getSessionId()) return this.schedule(0);
     this.last = reply;
     this.show();
@@ -146,9 +149,10 @@ export class SessionPanel {
 
 /** The HTTP panel: POST /input with the chat's session (or none), raw JSON reply, and the same as curl. */
 export class HttpPanel {
-  constructor({ getSession, onResult }) {
+  constructor({ getSession, onResult, signBody = async (body) => body }) {
     this.getSession = getSession;
     this.onResult = onResult;
+    this.signBody = signBody;
     this.prompt = byTestId("http-prompt");
     this.keep = byTestId("http-continue");
     this.button = byTestId("http-send");
@@ -185,14 +189,22 @@ export class HttpPanel {
       return;
     }
     const body = this.body();
-    this.updateCurl();
     this.button.disabled = true;
     this.statusLine.textContent = "waiting…";
     this.response.textContent = "";
+    let wire;
+    try {
+      wire = await this.signBody(body);
+    } catch (error) {
+      this.button.disabled = false;
+      this.statusLine.textContent = `could not sign: ${error?.message || error}`;
+      return;
+    }
+    this.curl.textContent = curlFor("POST", `${location.origin}/input`, wire);
     const reply = await fetchJson("/input", {
       method: "POST",
       headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(body),
+      body: JSON.stringify(wire),
     });
     this.button.disabled = false;
     this.statusLine.textContent = reply.status === 0
@@ -200,5 +212,68 @@ export class HttpPanel {
       : `HTTP ${reply.status} ${reply.statusText} · ${formatMs(reply.ms)}`;
     this.response.textContent = prettyJson(reply.body);
     if (reply.ok && reply.body && typeof reply.body === "object") this.onResult(body, reply.body);
+  }
+}
+
+/**
+ * The Identity panel: generate or paste an Ed25519 key kept in this browser, or forget it. `onChange`
+ * receives the new BrowserIdentity (or null) after every change.
+ */
+export class IdentityPanel {
+  constructor({ identity, onChange }) {
+    this.identity = identity;
+    this.onChange = onChange;
+    this.status = byTestId("identity-status");
+    this.generate = byTestId("identity-generate");
+    this.forget = byTestId("identity-forget");
+    this.keyInput = byTestId("identity-key");
+    this.use = byTestId("identity-use");
+    if (!canSign()) {
+      this.status.textContent = "This browser cannot sign here (WebCrypto needs https or localhost).";
+      for (const control of [this.generate, this.keyInput, this.use]) control.disabled = true;
+      return;
+    }
+    this.generate.addEventListener("click", () => this.replace(() => BrowserIdentity.generate()));
+    byTestId("identity-form").addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.replace(() => BrowserIdentity.fromHex(this.keyInput.value));
+    });
+    this.forget.addEventListener("click", () => {
+      BrowserIdentity.forget();
+      this.set(null);
+    });
+    this.show();
+  }
+
+  async replace(make) {
+    try {
+      const identity = await make();
+      identity.save();
+      this.keyInput.value = "";
+      this.set(identity);
+    } catch (error) {
+      const unsupported = error?.name === "NotSupportedError";
+      this.status.textContent = unsupported
+        ? "This browser has no Ed25519 in WebCrypto: requests stay unsigned."
+        : `Not a usable key: ${error?.message || error}`;
+    }
+  }
+
+  set(identity) {
+    this.identity = identity;
+    this.show();
+    this.onChange(identity);
+  }
+
+  show() {
+    const { identity } = this;
+    clear(this.status);
+    if (identity) {
+      this.status.append("Signing as ", el("code", { title: identity.address, text: shortAddress(identity.address) }), " ",
+        copyButton(() => identity.address, { label: "Copy address" }));
+    } else {
+      this.status.append("Unsigned: requests are anonymous.");
+    }
+    this.forget.hidden = !identity;
   }
 }

@@ -65,16 +65,31 @@ export class Transcript {
     this.seen = new Set();
     this.tools = new Map(); // tool_id → card parts
     this.llmLines = new Map(); // llm_call id → line
+    this.openLlm = null; // the last llm_call line still waiting for its llm_result
     this.requests = new Map(); // request id → {card, settle(text)}
     this.pendingUser = null; // a user message sent from this page, waiting for its user_input event
     this.activeThinking = null;
+    this.busyLine = null;
+  }
+
+  /** While a turn runs, a "working…" line stays last (hidden while a "Thinking…" line is active). */
+  setBusy(busy) {
+    if (busy && !this.busyLine?.isConnected) {
+      this.busyLine = el("li", { class: "item busy", testid: "busy", "aria-hidden": "true" },
+        el("span", { class: "spinner" }), el("span", { text: "working…" }));
+      this.list.append(this.busyLine);
+    } else if (!busy && this.busyLine) {
+      this.busyLine.remove();
+      this.busyLine = null;
+    }
   }
 
   // ---- plumbing -------------------------------------------------------------------------------------
 
   add(node) {
     const nearBottom = this.list.scrollHeight - this.list.scrollTop - this.list.clientHeight < 80;
-    this.list.append(node);
+    if (this.busyLine?.isConnected) this.list.insertBefore(node, this.busyLine);
+    else this.list.append(node);
     if (nearBottom || node.dataset.testid === "message-user") node.scrollIntoView({ block: "end" });
     return node;
   }
@@ -92,10 +107,10 @@ export class Transcript {
     const started = Number(line.dataset.ts);
     const ended = Number(endTs) || Date.now() / 1000;
     const label = line.querySelector(".thinking-text");
+    const seconds = Number.isFinite(started) && started > 0 && ended >= started ? ended - started : null;
     if (label && !line.dataset.content) {
-      label.textContent = Number.isFinite(started) && started > 0 && ended >= started
-        ? `Thought for ${formatMs((ended - started) * 1000)}`
-        : "Thought";
+      label.textContent = seconds === null ? "Thought" : `Thought for ${formatMs(seconds * 1000)}`;
+      if (seconds !== null && seconds < 0.05) line.classList.add("is-brief");
     }
   }
 
@@ -168,10 +183,15 @@ export class Transcript {
     // A "thinking" line stays active through its model call (llm_call) until the next real step.
     if (!["thinking", "session_sync", "llm_call"].includes(event.type)) this.stopThinking(event.ts);
     switch (event.type) {
-      case "user_input":
+      case "user_input": {
+        // One user message per turn, even if the host reports the prompt twice.
+        const turnKey = event.turn != null ? `user_input@turn:${event.turn}` : null;
+        if (turnKey && this.seen.has(turnKey)) break;
+        if (turnKey) this.seen.add(turnKey);
         if (this.pendingUser) this.pendingUser = null;
         else this.userMessage(event.content ?? "");
         break;
+      }
       case "user_message":
         this.userMessage(event.content ?? "", { via: "from another viewer" });
         break;
@@ -234,7 +254,10 @@ export class Transcript {
       if (event.status && event.status !== "success") parts.push(event.status);
     }
     const text = `LLM ${event.type === "llm_call" ? "call" : "result"}: ${parts.filter(Boolean).join(" · ")}`;
-    const existing = event.id != null ? this.llmLines.get(event.id) : null;
+    // An llm_result shares its llm_call's id (§4.7.2); a host that numbers them apart still answers
+    // the latest open call.
+    const existing = (event.id != null && this.llmLines.get(event.id)) || (event.type === "llm_result" && this.openLlm);
+    this.openLlm = null;
     if (existing) {
       existing.textContent = text;
       existing.dataset.status = event.status || "";
@@ -244,6 +267,7 @@ export class Transcript {
     line.dataset.status = event.status || "";
     this.item("event event-llm", "event-llm", line);
     if (event.id != null) this.llmLines.set(event.id, line);
+    if (event.type === "llm_call") this.openLlm = line;
   }
 
   toolCard(event) {

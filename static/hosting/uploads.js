@@ -146,6 +146,11 @@ export class AttachmentTray {
   }
 }
 
+function extensionOf(name) {
+  const match = /\.([A-Za-z0-9]{1,4})$/.exec(name);
+  return match ? match[1].toUpperCase() : "FILE";
+}
+
 /** A chip for one attachment; `onRemove` adds a remove button. */
 export function attachmentChip(item, onRemove = null) {
   const label = `${item.file.name} (${formatMb(item.file.size)} MB)`;
@@ -154,7 +159,7 @@ export function attachmentChip(item, onRemove = null) {
     { class: `chip chip-${item.kind}`, testid: "attachment-chip", title: label },
     item.preview
       ? el("img", { class: "chip-thumb", src: item.preview, alt: item.file.name })
-      : el("span", { class: "chip-icon", "aria-hidden": "true", text: "📄" }),
+      : el("span", { class: "chip-icon", "aria-hidden": "true", text: extensionOf(item.file.name) }),
     el("span", { class: "chip-name", text: item.file.name }),
     onRemove &&
       el("button", {

@@ -10,13 +10,11 @@ import json
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import HostProcess
 
 pytestmark = pytest.mark.browser
 
@@ -41,63 +39,18 @@ MAX_FILE_SIZE_MB = 1
 TIMEOUT_MS = 20_000
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_health(base: str, process: subprocess.Popen, log: Path, deadline_s: float = 40) -> None:
-    import httpx
-
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"runhost exited with {process.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"runhost did not answer /health within {deadline_s} s:\n{log.read_text()[-4000:]}")
-
-
 @pytest.fixture(scope="module")
 def docs_host(tmp_path_factory):
-    """A demo-agent host in a fresh project folder; yields its base URL."""
+    """One demo-agent host (the shared ``HostProcess`` of tests/conftest.py) for the whole module: a
+    fresh browser context per test keeps the tests apart, and starting a host per test would be slow."""
     project = tmp_path_factory.mktemp("docs-project")
-    port = free_port()
-    log = project / "runhost.log"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "AGENT_CONFIG_PATH": str(project / "machine-co")}
-    env.pop("CONNECTONION_ENV", None)
-    command = [
-        sys.executable,
-        str(ROOT / "manage.py"),
-        "runhost",
-        "--no-relay",
-        "--port",
-        str(port),
-        "--trust",
-        "careful",
-        "--max-file-size",
-        str(MAX_FILE_SIZE_MB),
-    ]
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=project, env=env, stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    host = HostProcess(project, "--trust", "careful", "--max-file-size", str(MAX_FILE_SIZE_MB)).start()
     try:
-        wait_for_health(base, process, log)
-        yield base
+        yield host.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=10)
-        if os.environ.get("DOCS_BROWSER_SHOW_LOG"):
-            print(log.read_text())
+        host.stop()
+        if os.environ.get("CO_TEST_SHOW_HOST_OUTPUT"):
+            print(host.output())
 
 
 @pytest.fixture(scope="module")
@@ -154,25 +107,26 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTIFACTS / f"docs-{name}.png"), full_page=False)
 
 
-def testid(name: str) -> str:
+def tid(name: str) -> str:
+    """A CSS selector for a data-testid."""
     return f'[data-testid="{name}"]'
 
 
 def wait_ready(page) -> None:
-    page.wait_for_selector(f'{testid("status")}[data-state="ready"]')
+    page.wait_for_selector(f'{tid("status")}[data-state="ready"]')
 
 
 def send(page, prompt: str) -> int:
     """Type and send a prompt with Enter; returns the index its answer will have (see `agent_reply`)."""
-    answers = page.locator(testid("message-agent")).count()
-    page.fill(testid("prompt-input"), prompt)
-    page.press(testid("prompt-input"), "Enter")
+    answers = page.locator(tid("message-agent")).count()
+    page.fill(tid("prompt-input"), prompt)
+    page.press(tid("prompt-input"), "Enter")
     return answers
 
 
 def agent_reply(page, index: int) -> str:
     """Wait for the agent's answer number `index` and return its text."""
-    reply = page.locator(testid("message-agent")).nth(index)
+    reply = page.locator(tid("message-agent")).nth(index)
     reply.wait_for()
     return reply.locator(".message-text").inner_text()
 
@@ -181,62 +135,62 @@ def test_a_prompt_shows_its_tool_card_and_the_answer(open_docs):
     page = open_docs()
     answer = agent_reply(page, send(page, "calculate (2+3)*7"))
     assert answer == "(2+3)*7 = 35"
-    card = page.locator(testid("tool-card"))
+    card = page.locator(tid("tool-card"))
     assert card.count() == 1
     assert card.get_attribute("data-status") == "completed"
     assert card.locator(".tool-name").inner_text() == "calculate"
     card.locator("summary").click()
-    assert json.loads(card.locator(testid("tool-args")).inner_text()) == {"expression": "(2+3)*7"}
-    assert card.locator(testid("tool-result")).inner_text() == "35"
-    assert page.locator(testid("message-user")).inner_text().strip() == "calculate (2+3)*7"
-    assert page.locator(testid("event-thinking")).count() >= 1
+    assert json.loads(card.locator(tid("tool-args")).inner_text()) == {"expression": "(2+3)*7"}
+    assert card.locator(tid("tool-result")).inner_text() == "35"
+    assert page.locator(tid("message-user")).inner_text().strip() == "calculate (2+3)*7"
+    assert page.locator(tid("event-thinking")).count() >= 1
     wait_ready(page)
     shot(page, "tool-card")
 
 
 def test_enter_sends_and_shift_enter_adds_a_line(open_docs):
     page = open_docs()
-    page.fill(testid("prompt-input"), "my name is Ada")
-    page.press(testid("prompt-input"), "Shift+Enter")
-    assert page.locator(testid("message-user")).count() == 0
-    assert page.input_value(testid("prompt-input")) == "my name is Ada\n"
-    page.press(testid("prompt-input"), "Enter")
+    page.fill(tid("prompt-input"), "my name is Ada")
+    page.press(tid("prompt-input"), "Shift+Enter")
+    assert page.locator(tid("message-user")).count() == 0
+    assert page.input_value(tid("prompt-input")) == "my name is Ada\n"
+    page.press(tid("prompt-input"), "Enter")
     assert agent_reply(page, 0) == "Nice to meet you, Ada!"
 
 
 def test_approving_the_gated_tool_runs_it(open_docs):
     page = open_docs()
     answer = send(page, "save a note: buy milk")
-    page.wait_for_selector(testid("approval-approve"))
-    assert page.locator(testid("status")).get_attribute("data-state") == "waiting"
-    assert json.loads(page.locator(testid("approval-args")).inner_text()) == {"text": "buy milk"}
+    page.wait_for_selector(tid("approval-approve"))
+    assert page.locator(tid("status")).get_attribute("data-state") == "waiting"
+    assert json.loads(page.locator(tid("approval-args")).inner_text()) == {"text": "buy milk"}
     shot(page, "approval")
-    page.click(testid("approval-approve"))
+    page.click(tid("approval-approve"))
     assert agent_reply(page, answer) == "Done: note saved: buy milk."
-    assert page.locator(testid("approval-outcome")).inner_text() == "Approved once"
-    assert page.locator(testid("tool-card")).get_attribute("data-status") == "completed"
+    assert page.locator(tid("approval-outcome")).inner_text() == "Approved once"
+    assert page.locator(tid("tool-card")).get_attribute("data-status") == "completed"
 
 
 def test_rejecting_the_gated_tool_skips_it(open_docs):
     page = open_docs()
     answer = send(page, "save a note: sell the car")
-    page.fill(testid("approval-feedback"), "not today")
-    page.click(testid("approval-reject"))
+    page.fill(tid("approval-feedback"), "not today")
+    page.click(tid("approval-reject"))
     assert agent_reply(page, answer) == "OK, I did not save the note."
-    assert page.locator(testid("approval-outcome")).inner_text() == "Rejected"
+    assert page.locator(tid("approval-outcome")).inner_text() == "Rejected"
 
 
 def test_a_question_is_answered_with_an_option_or_text(open_docs):
     page = open_docs()
     answer = send(page, "quiz me")
-    page.wait_for_selector(testid("ask-user-question"))
-    assert page.locator(testid("ask-user-question")).inner_text() == "What is the capital of France?"
-    page.locator(testid("ask-user-option"), has_text="Paris").click()
+    page.wait_for_selector(tid("ask-user-question"))
+    assert page.locator(tid("ask-user-question")).inner_text() == "What is the capital of France?"
+    page.locator(tid("ask-user-option"), has_text="Paris").click()
     assert agent_reply(page, answer) == "Correct!"
     wait_ready(page)
     answer = send(page, "quiz me")
-    page.locator(f'{testid("ask-user-card")}[data-state="waiting"] {testid("ask-user-input")}').fill("Lyon")
-    page.locator(f'{testid("ask-user-card")}[data-state="waiting"] {testid("ask-user-send")}').click()
+    page.locator(f'{tid("ask-user-card")}[data-state="waiting"] {tid("ask-user-input")}').fill("Lyon")
+    page.locator(f'{tid("ask-user-card")}[data-state="waiting"] {tid("ask-user-send")}').click()
     assert agent_reply(page, answer) == "Not quite: it is Paris, not Lyon."
 
 
@@ -252,16 +206,16 @@ def test_attached_files_and_images_reach_the_agent(open_docs, tmp_path):
     dot = tmp_path / "dot.png"
     dot.write_bytes(PNG_1X1)
     page = open_docs()
-    page.set_input_files(testid("file-input"), [str(notes), str(dot)])
-    chips = page.locator(f"{testid('attachments')} {testid('attachment-chip')}")
+    page.set_input_files(tid("file-input"), [str(notes), str(dot)])
+    chips = page.locator(f"{tid('attachments')} {tid('attachment-chip')}")
     assert chips.count() == 2
-    assert page.locator(f"{testid('attachments')} img").count() == 1
+    assert page.locator(f"{tid('attachments')} img").count() == 1
     answer = agent_reply(page, send(page, "read the file"))
     assert "secret word is onion" in answer
     assert "1x1 PNG" in answer
-    assert "notes.txt" in page.locator(testid("files-received")).inner_text()
-    assert page.locator(f"{testid('attachments')} {testid('attachment-chip')}").count() == 0
-    assert page.locator(f"{testid('message-user')} {testid('attachment-chip')}").count() == 2
+    assert "notes.txt" in page.locator(tid("files-received")).inner_text()
+    assert page.locator(f"{tid('attachments')} {tid('attachment-chip')}").count() == 0
+    assert page.locator(f"{tid('message-user')} {tid('attachment-chip')}").count() == 2
     shot(page, "attachments")
 
 
@@ -269,42 +223,42 @@ def test_a_removed_attachment_is_not_sent(open_docs, tmp_path):
     notes = tmp_path / "unwanted.txt"
     notes.write_text("nothing")
     page = open_docs()
-    page.set_input_files(testid("file-input"), str(notes))
-    page.click(testid("attachment-remove"))
-    assert page.locator(f"{testid('attachments')} {testid('attachment-chip')}").count() == 0
+    page.set_input_files(tid("file-input"), str(notes))
+    page.click(tid("attachment-remove"))
+    assert page.locator(f"{tid('attachments')} {tid('attachment-chip')}").count() == 0
     assert agent_reply(page, send(page, "calculate 1+1")) == "1+1 = 2"
-    assert page.locator(testid("files-received")).count() == 0
+    assert page.locator(tid("files-received")).count() == 0
 
 
 def test_a_file_over_the_limit_is_refused_before_sending(open_docs, tmp_path):
     big = tmp_path / "big.bin"
     big.write_bytes(b"\0" * (3 * 1048576 // 2))
     page = open_docs()
-    page.set_input_files(testid("file-input"), str(big))
+    page.set_input_files(tid("file-input"), str(big))
     message = (
         f"File too large: big.bin (1.5MB, max: {MAX_FILE_SIZE_MB}MB). Increase max_file_size in host.yaml"
     )
-    assert page.locator(testid("attachment-warning")).inner_text() == message
+    assert page.locator(tid("attachment-warning")).inner_text() == message
     send(page, "read the file")
-    assert message in page.locator(testid("error")).inner_text()
-    assert page.locator(testid("message-user")).count() == 0
-    assert page.input_value(testid("prompt-input")) == "read the file"
+    assert message in page.locator(tid("error")).inner_text()
+    assert page.locator(tid("message-user")).count() == 0
+    assert page.input_value(tid("prompt-input")) == "read the file"
 
 
 def test_reloading_mid_turn_resumes_the_running_turn(open_docs):
     page = open_docs()
     send(page, "count to 12 slowly")
-    page.wait_for_selector(f'{testid("tool-card")}[data-status="completed"] >> nth=2')
+    page.wait_for_selector(f'{tid("tool-card")}[data-status="completed"] >> nth=2')
     shot(page, "mid-turn")
     page.reload()
-    page.wait_for_selector(f'{testid("status")}[data-state="running"]')
-    assert page.locator(testid("notice"), has_text="Re-attached").count() == 1
-    assert page.locator(testid("message-user")).inner_text().strip() == "count to 12 slowly"
+    page.wait_for_selector(f'{tid("status")}[data-state="running"]')
+    assert page.locator(tid("notice"), has_text="Re-attached").count() == 1
+    assert page.locator(tid("message-user")).inner_text().strip() == "count to 12 slowly"
     shot(page, "resumed")
     assert agent_reply(page, 0) == "1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12"
-    tool_ids = page.eval_on_selector_all(testid("tool-card"), "cards => cards.map(c => c.dataset.toolId)")
+    tool_ids = page.eval_on_selector_all(tid("tool-card"), "cards => cards.map(c => c.dataset.toolId)")
     assert len(tool_ids) == 12 and len(set(tool_ids)) == 12, tool_ids
-    assert page.locator(testid("message-user")).count() == 1
+    assert page.locator(tid("message-user")).count() == 1
     wait_ready(page)
 
 
@@ -314,31 +268,31 @@ def test_reloading_after_the_turn_shows_the_conversation(open_docs):
     wait_ready(page)
     page.reload()
     wait_ready(page)
-    assert page.locator(testid("message-agent")).inner_text().strip().startswith("Nice to meet you, Grace!")
+    assert page.locator(tid("message-agent")).inner_text().strip().startswith("Nice to meet you, Grace!")
     assert agent_reply(page, send(page, "what is my name")) == "Your name is Grace."
 
 
 def test_cancel_stops_a_running_turn(open_docs):
     page = open_docs()
     send(page, "count to 40 slowly")
-    page.wait_for_selector(testid("tool-card"))
-    page.click(testid("cancel-button"))
+    page.wait_for_selector(tid("tool-card"))
+    page.click(tid("cancel-button"))
     wait_ready(page)
-    assert page.locator(testid("cancel-button")).is_hidden()
-    assert page.locator(testid("tool-card")).count() < 40
+    assert page.locator(tid("cancel-button")).is_hidden()
+    assert page.locator(tid("tool-card")).count() < 40
 
 
 def test_new_conversation_starts_a_fresh_session(open_docs):
     page = open_docs()
     agent_reply(page, send(page, "my name is Linus"))
-    first = page.locator(testid("session-id")).get_attribute("title")
-    page.click(testid("new-button"))
+    first = page.locator(tid("session-id")).get_attribute("title")
+    page.click(tid("new-button"))
     page.wait_for_function(
         "old => { const s = document.querySelector('[data-testid=session-id]').title; return s && s !== old; }",
         arg=first,
     )
     wait_ready(page)
-    assert page.locator(testid("message-user")).count() == 0
+    assert page.locator(tid("message-user")).count() == 0
     assert agent_reply(page, send(page, "what is my name")) == "You haven't told me your name yet."
 
 
@@ -347,24 +301,24 @@ def test_untrusted_text_is_shown_as_text(open_docs):
     page = open_docs()
     answer = agent_reply(page, send(page, payload))
     assert payload in answer
-    assert page.locator(testid("message-user")).inner_text().strip() == payload
-    assert page.locator(f"{testid('transcript')} img, {testid('transcript')} script").count() == 0
+    assert page.locator(tid("message-user")).inner_text().strip() == payload
+    assert page.locator(f"{tid('transcript')} img, {tid('transcript')} script").count() == 0
 
 
 def test_the_http_panel_continues_the_chat_session(open_docs):
     page = open_docs()
     agent_reply(page, send(page, "my name is Ada"))
     wait_ready(page)
-    page.click(f"{testid('http-panel')} > summary")
-    page.fill(testid("http-prompt"), "what is my name")
-    page.click(testid("http-send"))
+    page.click(f"{tid('http-panel')} > summary")
+    page.fill(tid("http-prompt"), "what is my name")
+    page.click(tid("http-send"))
     page.wait_for_function(
         "() => document.querySelector('[data-testid=http-response]').textContent.length > 0"
     )
-    reply = json.loads(page.locator(testid("http-response")).inner_text())
+    reply = json.loads(page.locator(tid("http-response")).inner_text())
     assert reply["result"] == "Your name is Ada."
-    assert reply["session_id"] == page.locator(testid("session-id")).get_attribute("title")
-    assert "curl -X POST" in page.locator(testid("http-curl")).inner_text()
+    assert reply["session_id"] == page.locator(tid("session-id")).get_attribute("title")
+    assert "curl -X POST" in page.locator(tid("http-curl")).inner_text()
     assert agent_reply(page, 1) == "Your name is Ada."
     assert page.locator(".via").last.inner_text() == "via POST /input"
 
@@ -372,8 +326,8 @@ def test_the_http_panel_continues_the_chat_session(open_docs):
 def test_the_session_panel_shows_the_stored_record(open_docs):
     page = open_docs()
     agent_reply(page, send(page, "calculate 6*7"))
-    page.wait_for_selector(f'{testid("session-status")}[data-state="done"]', timeout=TIMEOUT_MS)
-    assert "42" in page.locator(testid("session-json")).inner_text()
+    page.wait_for_selector(f'{tid("session-status")}[data-state="done"]', timeout=TIMEOUT_MS)
+    assert "42" in page.locator(tid("session-json")).inner_text()
 
 
 def test_the_header_shows_the_agent(open_docs, docs_host):
@@ -381,27 +335,25 @@ def test_the_header_shows_the_agent(open_docs, docs_host):
 
     info = httpx.get(f"{docs_host}/info").json()
     page = open_docs()
-    assert page.locator(testid("agent-name")).inner_text() == info["name"]
-    assert page.locator(testid("agent-address")).get_attribute("title") == info["address"]
-    assert page.locator(testid("agent-trust")).inner_text() == info["trust"]
-    tools = page.locator(f"{testid('agent-tools')} li").all_inner_texts()
+    assert page.locator(tid("agent-name")).inner_text() == info["name"]
+    assert page.locator(tid("agent-address")).get_attribute("title") == info["address"]
+    assert page.locator(tid("agent-trust")).inner_text() == info["trust"]
+    tools = page.locator(f"{tid('agent-tools')} li").all_inner_texts()
     assert tools == info["tools"]
-    page.wait_for_selector(f'{testid("health")}[data-state="healthy"]')
-    assert re.fullmatch(
-        rf"≤ \d+ files, {MAX_FILE_SIZE_MB} MB each", page.locator(testid("limits")).inner_text()
-    )
+    page.wait_for_selector(f'{tid("health")}[data-state="healthy"]')
+    assert re.fullmatch(rf"≤ \d+ files, {MAX_FILE_SIZE_MB} MB each", page.locator(tid("limits")).inner_text())
 
 
 def test_phone_width_has_no_sideways_scrolling(open_docs):
     page = open_docs(viewport=(360, 740))
     answer = send(page, "save a note: a very long note " + "x" * 200)
-    page.wait_for_selector(testid("approval-approve"))
+    page.wait_for_selector(tid("approval-approve"))
     overflow = page.evaluate(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
     )
     assert overflow <= 0
     shot(page, "phone")
-    page.click(testid("approval-approve"))
+    page.click(tid("approval-approve"))
     agent_reply(page, answer)
 
 
@@ -414,16 +366,16 @@ def test_dark_mode_follows_the_system(open_docs):
 
 def test_the_api_page_lists_curl_examples(open_docs):
     page = open_docs(path="/docs/api")
-    page.wait_for_selector(testid("endpoint"))
+    page.wait_for_selector(tid("endpoint"))
     paths = page.eval_on_selector_all(
-        testid("endpoint"), "nodes => nodes.map(n => n.dataset.method + ' ' + n.dataset.path)"
+        tid("endpoint"), "nodes => nodes.map(n => n.dataset.method + ' ' + n.dataset.path)"
     )
     assert "POST /input" in paths and "GET /health" in paths and "WS /ws" in paths
-    curl = page.locator(f'[data-testid="endpoint"][data-path="/input"] {testid("curl")}').first.inner_text()
+    curl = page.locator(f'[data-testid="endpoint"][data-path="/input"] {tid("curl")}').first.inner_text()
     assert curl.startswith("curl -X POST") and "/input" in curl
     health = page.locator('[data-testid="endpoint"][data-method="GET"][data-path="/health"]')
-    health.locator(testid("try-button")).click()
-    health.locator(testid("try-output")).wait_for()
+    health.locator(tid("try-button")).click()
+    health.locator(tid("try-output")).wait_for()
     page.wait_for_function(
         "() => document.querySelector('[data-path=\"/health\"] [data-testid=try-output]').textContent.includes('healthy')"
     )

@@ -219,3 +219,47 @@ def test_limit_messages_match_the_protocol():
         "image_size": "Image too large: image 1 (2.0MB, max: 2MB). Increase max_file_size in host.yaml",
         "fine": None,
     }
+
+
+# ---- signing in the browser: what the page signs verifies under PROTOCOL §2.2 / §2.5 ---------------
+
+
+@needs_node
+def test_browser_signatures_verify_like_the_protocol_says():
+    from nacl.signing import SigningKey, VerifyKey
+
+    seed = bytes(range(32))
+    signing = (STATIC / "signing.js").as_uri()
+    to = "0x" + "cd" * 32
+    payload = {"prompt": 'héllo ✓ "q" \\ \n', "session": {"z": 1, "a": [True, None, 1.5]}, "b": 2}
+    out = run_node_module(
+        f"import {{ BrowserIdentity }} from {json.dumps(signing)};\n"
+        f"const id = await BrowserIdentity.fromHex({json.dumps(seed.hex())});\n"
+        f"const envelope = await id.envelope({json.dumps(payload)}, {json.dumps(to)});\n"
+        f"const headers = await id.readHeaders('GET', '/sessions/abc', {json.dumps(to)});\n"
+        "console.log(JSON.stringify({ address: id.address, envelope, headers }));"
+    )
+    result = json.loads(out)
+    key = SigningKey(seed)
+    assert result["address"] == "0x" + key.verify_key.encode().hex()
+    envelope = result["envelope"]
+    assert envelope["from"] == result["address"]
+    signed = envelope["payload"]
+    assert {k: signed[k] for k in payload} == payload
+    assert signed["to"] == to and isinstance(signed["timestamp"], int) and signed["nonce"]
+    text = json.dumps(signed, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    VerifyKey(key.verify_key.encode()).verify(text, bytes.fromhex(envelope["signature"]))
+
+    headers = result["headers"]
+    read = {
+        "method": "GET",
+        "path": "/sessions/abc",
+        "query": "",
+        "body_sha256": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "timestamp": int(headers["X-Co-Timestamp"]),
+        "request_id": headers["X-Co-Request-Id"],
+        "to": to,
+    }
+    text = json.dumps(read, sort_keys=True, separators=(",", ":")).encode()
+    VerifyKey(key.verify_key.encode()).verify(text, bytes.fromhex(headers["X-Co-Signature"]))
+    assert headers["X-Co-From"] == result["address"] and headers["X-Co-To"] == to

@@ -324,7 +324,15 @@ class RelayLink:
         """Re-announce every interval whatever the traffic (D10)."""
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            await self._announce(ws)
+            try:
+                await self._announce(ws)
+            except ConnectionClosed:
+                return
+            except Exception:
+                # Without heartbeats the registration would lapse silently: start over instead.
+                logger.exception("relay: could not send the heartbeat ANNOUNCE; reconnecting")
+                await ws.close(1011, "heartbeat failed")
+                return
 
     async def _send(self, ws: Any, frame: dict[str, Any]) -> None:
         """Send on one relay socket; a socket that is already gone drops the frame (its routes are ending)."""
@@ -388,6 +396,9 @@ class RelayLink:
             self._routes[key] = route
             route.task = asyncio.create_task(self._serve_route(route), name=f"relay-conversation-{key[:8]}")
         if closing:
+            # Off the table at once: a later frame with this key (a new socket reusing a session id)
+            # starts a new conversation instead of queueing behind the one that is ending.
+            del self._routes[key]
             route.end()
             return
         try:
@@ -508,7 +519,8 @@ def _describe(exc: BaseException) -> str:
 
 class EchoConversation:
     """A stand-in conversation: answers handshakes with ``CONNECTED``, ``INPUT`` with an ``OUTPUT`` whose
-    ``result`` is the prompt, and echoes any other frame back as ``{"type": "ECHO", "received": …}``.
+    ``result`` is the prompt, ``SEAL`` with an ``ERROR`` (D19), and echoes any other frame back as
+    ``{"type": "ECHO", "received": …}``.
 
     Used by the ``announce`` command until ``hosting.protocol`` is wired in, by tests and by the bench.
     """
@@ -530,6 +542,8 @@ class EchoConversation:
             if frame.get("input_id") is not None:
                 output["input_id"] = frame["input_id"]
             await self.send(output)
+        elif kind == "SEAL":  # no sealing here: answer at once so a client falls back (PROTOCOL §4.8)
+            await self.send({"type": "ERROR", "message": "unknown message type: 'SEAL'"})
         elif kind not in ("PING", "PONG"):
             await self.send({"type": "ECHO", "received": frame, "session_id": self.session_id})
 

@@ -304,3 +304,24 @@ def test_both_relay_url_forms_announce_on_the_same_url(url):
     link = RelayLink(new_identity(), relay_url=url, conversation_factory=EchoConversation)
     assert wire.announce_url(link.relay_base) == "wss://r/ws/announce"
     assert link.state == "connecting"
+
+
+async def test_a_session_id_reused_right_after_close_gets_a_new_conversation(scripted_relay, link_factory):
+    async def script(ws):
+        await ws.send(json.dumps({"type": "CONNECT", "session_id": "s"}))
+        await ws.send(json.dumps({"type": "close", "session_id": "s"}))
+        await ws.send(json.dumps({"type": "CONNECT", "session_id": "s"}))
+        await ws.send(json.dumps({"type": "INPUT", "prompt": "again", "session_id": "s"}))
+
+    made: list[EchoConversation] = []
+
+    def factory(send, *, transport="relay"):
+        made.append(EchoConversation(send, transport=transport))
+        return made[-1]
+
+    scripted = await scripted_relay(script)
+    link = await link_factory(scripted.base, conversation_factory=factory)
+    await wait_until(lambda: scripted.frames("OUTPUT"), what="the second conversation to answer")
+    assert scripted.frames("OUTPUT")[0]["result"] == "again"
+    await wait_until(lambda: made[0].closed, what="the first conversation to close")
+    assert len(made) == 2 and not made[1].closed and link.conversations == 1

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import uuid
 from dataclasses import replace
 from typing import Any
@@ -52,13 +53,11 @@ class Command(BaseCommand):
             raise CommandError("no relay configured (relay_url is empty); pass --relay-url")
         if options["heartbeat"] <= 0 or options["idle_timeout"] <= 0 or options["max_conversations"] < 1:
             raise CommandError("--heartbeat, --idle-timeout and --max-conversations must be positive")
-        try:
-            asyncio.run(self._serve(cfg, options))
-        except KeyboardInterrupt:
-            self.stdout.write("relay link stopped")
+        wiring = _wiring(cfg, echo=options["echo"])  # loads the agent (sync, like runhost) before the loop
+        asyncio.run(self._serve(cfg, wiring, options))
+        self.stdout.write("relay link stopped")
 
-    async def _serve(self, cfg: HostConfig, options: dict[str, Any]) -> None:
-        wiring = _wiring(cfg, echo=options["echo"])
+    async def _serve(self, cfg: HostConfig, wiring: dict[str, Any], options: dict[str, Any]) -> None:
         link = relay_link.RelayLink.from_config(
             cfg,
             wiring["identity"],
@@ -74,10 +73,15 @@ class Command(BaseCommand):
             link.endpoints = []
         self.stdout.write(f"{wiring['identity'].address} → {link.relay_base} ({wiring['what']})")
         self.stdout.flush()
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopping.set)
+        await link.start()
         try:
-            await link.run()
+            await stopping.wait()
         finally:
-            await link.stop()
+            await link.stop()  # closes the relay socket cleanly (1001) and ends every conversation
 
 
 def _wiring(cfg: HostConfig, *, echo: bool) -> dict[str, Any]:

@@ -66,7 +66,8 @@ export class Transcript {
     this.tools = new Map(); // tool_id → card parts
     this.llmLines = new Map(); // llm_call id → line
     this.openLlm = null; // the last llm_call line still waiting for its llm_result
-    this.requests = new Map(); // request id → {card, settle(text)}
+    this.requests = new Map(); // request id → {card, settle(text)} while it waits
+    this.cards = new Map(); // request id → settle(text, state), kept for a late "stale" verdict
     this.pendingUser = null; // a user message sent from this page, waiting for its user_input event
     this.activeThinking = null;
     this.busyLine = null;
@@ -377,7 +378,10 @@ export class Transcript {
       this.requests.delete(String(event.id));
       if (event.tool_call_id != null) this.requests.delete(`tool:${event.tool_call_id}`);
     };
-    if (event.id != null) this.requests.set(String(event.id), { card, settle });
+    if (event.id != null) {
+      this.requests.set(String(event.id), { card, settle });
+      this.cards.set(String(event.id), settle);
+    }
     this.item("item-request", null, card);
     return { card, body, settle };
   }
@@ -486,9 +490,9 @@ export class Transcript {
 
   /** Settle a request by id: answered earlier (kept across reloads), or refused as stale by the host. */
   settleRequest(requestId, text, state = "answered") {
-    const request = this.requests.get(String(requestId));
-    if (request) request.settle(text, state);
-    return Boolean(request);
+    const settle = this.cards.get(String(requestId));
+    if (settle) settle(text, state);
+    return Boolean(settle);
   }
 
   /** The turn moved on or ended: nothing is waiting any more. */

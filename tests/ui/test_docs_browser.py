@@ -54,6 +54,16 @@ def docs_host(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def strict_host(tmp_path_factory):
+    """A demo-agent host that only accepts signed requests."""
+    host = HostProcess(tmp_path_factory.mktemp("docs-strict"), "--trust", "strict").start()
+    try:
+        yield host.url
+    finally:
+        host.stop()
+
+
+@pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -82,15 +92,16 @@ def open_docs(browser, docs_host):
     contexts = []
     watched: list[Watched] = []
 
-    def opener(viewport=(1280, 860), path="/docs", **options):
-        context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **options)
-        context.set_default_timeout(TIMEOUT_MS)
-        contexts.append(context)
+    def opener(viewport=(1280, 860), path="/docs", base=None, context=None, ready=True, **options):
+        if context is None:
+            context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]}, **options)
+            context.set_default_timeout(TIMEOUT_MS)
+            contexts.append(context)
         page = context.new_page()
         watch = Watched(page)
         watched.append(watch)
-        page.goto(docs_host + path)
-        if path == "/docs":
+        page.goto((base or docs_host) + path)
+        if path == "/docs" and ready:
             wait_ready(page)
         return page
 
@@ -380,3 +391,42 @@ def test_the_api_page_lists_curl_examples(open_docs):
         "() => document.querySelector('[data-path=\"/health\"] [data-testid=try-output]').textContent.includes('healthy')"
     )
     shot(page, "api")
+
+
+def test_a_second_tab_follows_the_running_turn(open_docs):
+    first = open_docs()
+    answer = send(first, "save a note: shared")
+    first.wait_for_selector(tid("approval-approve"))
+    second = open_docs(context=first.context, ready=False)  # same browser profile: same saved session
+    second.wait_for_selector(f'{tid("approval-card")}[data-state="waiting"]')
+    assert second.locator(tid("message-user")).count() == 1
+    first.click(tid("approval-approve"))
+    assert agent_reply(first, answer) == "Done: note saved: shared."
+    assert agent_reply(second, answer) == "Done: note saved: shared."
+    assert second.locator(tid("approval-card")).get_attribute("data-state") != "waiting"
+    assert second.locator(tid("approval-approve")).is_hidden()
+
+
+def test_a_browser_key_lets_the_page_chat_at_strict(open_docs, strict_host):
+    page = open_docs(base=strict_host, ready=False)
+    page.wait_for_selector(tid("error"))
+    assert "unauthorized: signed request required" in page.locator(tid("error")).inner_text()
+    page.click(f"{tid('identity-panel')} > summary")
+    page.click(tid("identity-generate"))
+    wait_ready(page)
+    assert agent_reply(page, send(page, "my name is Ada")) == "Nice to meet you, Ada!"
+    wait_ready(page)
+    page.reload()
+    wait_ready(page)  # the signed ATTACH resumed the conversation this key owns
+    assert agent_reply(page, send(page, "what is my name")) == "Your name is Ada."
+    page.click(f"{tid('http-panel')} > summary")
+    page.fill(tid("http-prompt"), "what is my name")
+    page.click(tid("http-send"))
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=http-response]').textContent.length > 0"
+    )
+    body = json.loads(page.locator(tid("http-response")).inner_text())
+    assert body["result"] == "Your name is Ada."
+    assert body["session"]["requester"]["address"] == page.locator(
+        f"{tid('identity-status')} code"
+    ).get_attribute("title")

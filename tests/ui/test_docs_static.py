@@ -263,3 +263,101 @@ def test_browser_signatures_verify_like_the_protocol_says():
     text = json.dumps(read, sort_keys=True, separators=(",", ":")).encode()
     VerifyKey(key.verify_key.encode()).verify(text, bytes.fromhex(headers["X-Co-Signature"]))
     assert headers["X-Co-From"] == result["address"] and headers["X-Co-To"] == to
+
+
+# ---- /docs/api: routes and curl bodies from an OpenAPI 3 document -----------------------------------
+
+SPECTACULAR_LIKE = {
+    "openapi": "3.0.3",
+    "info": {"title": "ConnectOnion host", "version": "0.1.0"},
+    "paths": {
+        "/input": {
+            "post": {
+                "operationId": "input_create",
+                "summary": "Run one turn",
+                "requestBody": {
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/InputRequest"}}
+                    },
+                    "required": True,
+                },
+                "security": [{}],
+                "responses": {
+                    "200": {
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Result"}}}
+                    }
+                },
+            }
+        },
+        "/sessions/{session_id}": {
+            "get": {
+                "parameters": [
+                    {"in": "path", "name": "session_id", "schema": {"type": "string"}, "required": True}
+                ],
+                "responses": {"200": {"content": {"application/json": {"schema": {"type": "object"}}}}},
+            }
+        },
+        "/admin/logs": {
+            "get": {"security": [{"bearerAuth": []}], "responses": {"200": {"description": "log"}}}
+        },
+    },
+    "components": {
+        "schemas": {
+            "InputRequest": {
+                "type": "object",
+                "properties": {
+                    "prompt": {"type": "string"},
+                    "session": {"type": "object"},
+                    "images": {"type": "array", "items": {"type": "string"}},
+                },
+                "required": ["prompt"],
+            },
+            "Result": {
+                "allOf": [
+                    {
+                        "type": "object",
+                        "properties": {"status": {"type": "string", "enum": ["done", "failed"]}},
+                    },
+                    {"type": "object", "properties": {"duration_ms": {"type": "integer"}}},
+                ]
+            },
+        }
+    },
+}
+
+
+@needs_node
+def test_api_page_routes_come_from_the_openapi_document():
+    module = (STATIC / "openapi.js").as_uri()
+    out = run_node_module(
+        f"import {{ routesFromOpenApi }} from {json.dumps(module)};\n"
+        f"console.log(JSON.stringify(routesFromOpenApi({json.dumps(SPECTACULAR_LIKE)}, 'abc-123')));"
+    )
+    routes = {f"{r['method']} {r['path']}": r for r in json.loads(out)}
+    assert list(routes) == ["POST /input", "GET /sessions/{session_id}", "GET /admin/logs"]
+    assert routes["POST /input"]["body"] == {"prompt": "Hello"}
+    assert routes["POST /input"]["response"] == {"status": "done", "duration_ms": 0}
+    assert routes["POST /input"]["admin"] is False
+    assert routes["GET /sessions/{session_id}"]["params"] == {"session_id": "abc-123"}
+    assert routes["GET /sessions/{session_id}"]["body"] is None
+    assert routes["GET /admin/logs"]["admin"] is True
+
+
+@needs_node
+def test_built_in_routes_cover_the_protocol_table():
+    module = (STATIC / "openapi.js").as_uri()
+    out = run_node_module(
+        f"import {{ builtinRoutes }} from {json.dumps(module)};\n"
+        "console.log(JSON.stringify(builtinRoutes('abc').map((r) => `${r.method} ${r.path}`)));"
+    )
+    assert set(json.loads(out)) >= {
+        "POST /input",
+        "GET /sessions/{session_id}",
+        "GET /sessions",
+        "GET /health",
+        "GET /info",
+        "GET /docs",
+        "GET /",
+        "GET /admin/logs",
+        "GET /admin/sessions",
+    }

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
-from hosting.config import load_config
+from hosting.config import HostConfig, load_config
 from hosting.errors import ConfigError
 from hosting.network import allowed_hosts
 
@@ -17,10 +18,7 @@ except ConfigError as exc:  # a clear one-line start-up error, never a traceback
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 PRODUCTION = HOST.environment == "production"
-
-SECRET_KEY = HOST.secret_key
 DEBUG = False
-ALLOWED_HOSTS = allowed_hosts(HOST)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -48,6 +46,51 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+def _database(url: str | None, co_dir: Path) -> dict:
+    if not url:
+        return {"ENGINE": "django.db.backends.sqlite3", "NAME": co_dir / "db.sqlite3",
+                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
+                            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}}
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise SystemExit(f"error: DATABASE_URL must be postgres:// (got scheme {parts.scheme!r})")
+    return {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": parts.path.lstrip("/"),
+        "USER": unquote(parts.username or ""),
+        "PASSWORD": unquote(parts.password or ""),
+        "HOST": parts.hostname or "",
+        "PORT": str(parts.port or ""),
+        "CONN_MAX_AGE": 60,
+    }
+
+
+
+def _channel_layers(redis_url: str | None) -> dict:
+    if redis_url:
+        return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                            "CONFIG": {"hosts": [redis_url], "capacity": 1000, "expiry": 60}}}
+    return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+
+def host_settings(host: HostConfig) -> dict[str, Any]:
+    """Every setting that follows from the host config (``runhost`` re-applies it after parsing options)."""
+    return {
+        "HOST": host,
+        "SECRET_KEY": host.secret_key,
+        "ALLOWED_HOSTS": allowed_hosts(host),
+        "DATABASES": {"default": _database(host.database_url, host.co_dir)},
+        "CHANNEL_LAYERS": _channel_layers(host.redis_url),
+        "DATA_UPLOAD_MAX_MEMORY_SIZE": host.max_request_bytes,
+    }
+
+
+globals().update(host_settings(HOST))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
 ROOT_URLCONF = "connectonion_site.urls"
 ASGI_APPLICATION = "connectonion_site.asgi.application"
 APPEND_SLASH = False
@@ -68,40 +111,6 @@ TEMPLATES = [
 ]
 
 
-def _database(url: str | None) -> dict:
-    if not url:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": HOST.co_dir / "db.sqlite3",
-                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
-                            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}}
-    from urllib.parse import unquote, urlsplit
-
-    parts = urlsplit(url)
-    if parts.scheme not in ("postgres", "postgresql"):
-        raise SystemExit(f"error: DATABASE_URL must be postgres:// (got scheme {parts.scheme!r})")
-    return {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": parts.path.lstrip("/"),
-        "USER": unquote(parts.username or ""),
-        "PASSWORD": unquote(parts.password or ""),
-        "HOST": parts.hostname or "",
-        "PORT": str(parts.port or ""),
-        "CONN_MAX_AGE": 60,
-    }
-
-
-DATABASES = {"default": _database(HOST.database_url)}
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
-if HOST.redis_url:
-    CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [HOST.redis_url], "capacity": 1000, "expiry": 60},
-        }
-    }
-else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
-
 REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["hosting.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["hosting.renderers.CompactJSONRenderer"],
@@ -117,12 +126,10 @@ USE_I18N = False
 USE_TZ = True
 
 STATIC_URL = "/static/"
-STATIC_ROOT = HOST.co_dir / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = False
 
-DATA_UPLOAD_MAX_MEMORY_SIZE = HOST.max_request_bytes
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 1000
 
 # Security posture (HARDENING P1-P3). TLS usually ends at a proxy; see SECURITY.md for the silenced ids.

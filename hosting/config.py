@@ -64,6 +64,7 @@ class HostConfig:
     api_key: str | None = field(default=None, repr=False)
     admin_token: str | None = field(default=None, repr=False)
     secret_key: str | None = field(default=None, repr=False)
+    machine_dir: Path | None = None
     loaded_env_files: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
 
@@ -102,6 +103,9 @@ class HostConfig:
         """Serialise for child processes (paths and tuples become JSON types)."""
         data = asdict(self)
         data["project_dir"] = str(self.project_dir)
+        for secret in ("api_key", "admin_token", "secret_key", "machine_dir", "loaded_env_files", "warnings",
+                       "environment", "public_domain", "trust_explicit"):
+            data.pop(secret, None)  # re-read from the environment in each worker, never passed around
         return json.dumps(data)
 
 
@@ -272,7 +276,9 @@ def load_env_files(project_dir: Path, environ: dict[str, str]) -> tuple[str, ...
 
 def _derive_request_cap(cfg: HostConfig) -> float:
     # Files and images at their limits, base64-inflated, plus 1 MiB of JSON (PROTOCOL D24).
-    return cfg.max_files_per_request * cfg.max_file_size * 4 / 3 * 2 + 1
+    from hosting.uploads import max_request_bytes
+
+    return max_request_bytes(cfg.max_file_size, cfg.max_files_per_request) / MB
 
 
 def _secret_key(co_dir: Path, environ: dict[str, str]) -> str:
@@ -355,6 +361,7 @@ def load_config(
         api_key=env.get("OPENONION_API_KEY") or None,
         admin_token=env.get("CONNECTONION_ADMIN_TOKEN") or None,
         secret_key=_secret_key(cfg.co_dir, env),
+        machine_dir=Path(env.get("AGENT_CONFIG_PATH") or Path.home() / ".co"),
         loaded_env_files=loaded,
     )
 

@@ -1,0 +1,204 @@
+"""Turn events: the agent thread's IO object, and the in-process hub that fans events out to viewers.
+
+Agent thread → ``TurnIO.send`` stamps the event (number, ``ts``, ``session_id``), logs it for replay,
+then hands it to the loop with ``call_soon_threadsafe``; the hub puts it on each viewer's queue.
+Answers travel back through ``TurnIO.deliver`` into a thread-safe inbox the agent blocks on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+VIEWER_QUEUE = 10_000
+ANSWER_TYPES = {"ask_user": "ASK_USER_RESPONSE", "approval_needed": "APPROVAL_RESPONSE"}
+
+
+class TurnInterrupted(BaseException):
+    """Raised inside the agent thread at the next step boundary after a cancel.
+
+    A ``BaseException`` so that user code's ``except Exception`` does not swallow it.
+    """
+
+
+class AnswerTimeout(Exception):
+    """Nobody answered an ``ask_user`` / ``approval_needed`` within ``answer_timeout``."""
+
+
+@dataclass
+class PendingRequest:
+    """The question or approval the turn is blocked on; answers must name its ``id``."""
+
+    id: str
+    kind: str  # "ask_user" | "approval_needed"
+
+    @property
+    def answer_type(self) -> str:
+        return ANSWER_TYPES[self.kind]
+
+
+class TurnIO:
+    """The released connectonion IO interface (``send``/``receive``/``receive_all``) for one turn."""
+
+    def __init__(
+        self,
+        *,
+        session_id: str,
+        first_seq: int,
+        emit: Callable[[dict[str, Any]], None],
+        interactive: bool,
+        answer_timeout: float,
+        on_pending: Callable[[PendingRequest | None], None] | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self._seq = first_seq
+        self._seq_lock = threading.Lock()
+        self._emit = emit
+        self.interactive = interactive
+        self.answer_timeout = answer_timeout
+        self._on_pending = on_pending
+        self._inbox: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._held: list[dict[str, Any]] = []
+        self.cancelled = threading.Event()
+        self.pending: PendingRequest | None = None
+
+    # -- agent thread ---------------------------------------------------------------------------------
+    def send(self, event: dict[str, Any]) -> None:
+        if self.cancelled.is_set():
+            raise TurnInterrupted()
+        kind = event.get("type")
+        if kind == "session_sync":
+            return  # optional (PROTOCOL §4.7.2); OUTPUT carries the session
+        if kind == "llm_call":
+            self._publish({"type": "thinking"})  # D18: thinking precedes every model call
+        stamped = self._publish(dict(event))
+        if kind in ANSWER_TYPES:
+            self.pending = PendingRequest(stamped["id"], kind)
+            if self._on_pending:
+                self._on_pending(self.pending)
+
+    _send_persisted_trace = send
+
+    def send_image(self, image_data: str) -> None:
+        self.send({"type": "agent_image", "image": image_data})
+
+    def log(self, event_type: str, **data: Any) -> None:
+        self.send({"type": event_type, **data})
+
+    def receive(self) -> dict[str, Any]:
+        """Block until the client answers (or interrupts). Non-interactive turns get a refusal."""
+        pending = self.pending
+        try:
+            if not self.interactive:
+                return _refusal(pending)
+            if self._held:
+                return self._held.pop(0)
+            try:
+                message = self._inbox.get(timeout=self.answer_timeout)
+            except queue.Empty:
+                raise AnswerTimeout(f"no answer within {int(self.answer_timeout)} s") from None
+            return message
+        finally:
+            self.pending = None
+            if self._on_pending and pending is not None:
+                self._on_pending(None)
+
+    def receive_all(self, msg_type: str | None = None) -> list[dict[str, Any]]:
+        self._drain()
+        taken = [m for m in self._held if msg_type is None or m.get("type") == msg_type]
+        self._held = [m for m in self._held if not (msg_type is None or m.get("type") == msg_type)]
+        return taken
+
+    def poll(self) -> dict[str, Any] | None:
+        self._drain()
+        return self._held.pop(0) if self._held else None
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._held.append(self._inbox.get_nowait())
+            except queue.Empty:
+                return
+
+    def _publish(self, event: dict[str, Any]) -> dict[str, Any]:
+        with self._seq_lock:
+            self._seq += 1
+            if "id" in event and event.get("type") != "thinking":
+                event["trace_id"] = event["id"]  # keep the agent's own id (llm_call/llm_result share one)
+            event["id"] = str(self._seq)
+            event.setdefault("ts", time.time())
+            event["session_id"] = self.session_id
+            self._emit(event)
+        return event
+
+    def next_seq(self) -> int:
+        with self._seq_lock:
+            self._seq += 1
+            return self._seq
+
+    # -- loop side ------------------------------------------------------------------------------------
+    def deliver(self, message: dict[str, Any]) -> None:
+        """Hand a client message (an answer, INTERRUPT, a custom frame) to the agent's inbox."""
+        if message.get("type") == "INTERRUPT":
+            self.cancelled.set()
+        self._inbox.put(message)
+
+
+def _refusal(pending: PendingRequest | None) -> dict[str, Any]:
+    """HTTP turns have nobody to ask: questions get no answer, approvals are refused."""
+    if pending is not None and pending.kind == "approval_needed":
+        return {"type": "APPROVAL_RESPONSE", "approved": False, "scope": "once", "mode": "reject_soft",
+                "feedback": "no interactive client: approvals need a WebSocket connection"}
+    return {"type": "ASK_USER_RESPONSE", "answer": None}
+
+
+class Subscription:
+    """One viewer's queue of live events for a session."""
+
+    def __init__(self, hub: Hub, session_id: str) -> None:
+        self.hub = hub
+        self.session_id = session_id
+        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=VIEWER_QUEUE)
+        self.lagged = False
+
+    def put(self, event: dict[str, Any]) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagged = True  # the viewer backfills from the event log
+
+    def close(self) -> None:
+        self.hub._remove(self)
+
+
+class Hub:
+    """In-process fan-out of live events to the viewers of each session (loop thread only)."""
+
+    def __init__(self) -> None:
+        self._subs: dict[str, set[Subscription]] = {}
+
+    def subscribe(self, session_id: str) -> Subscription:
+        sub = Subscription(self, session_id)
+        self._subs.setdefault(session_id, set()).add(sub)
+        return sub
+
+    def publish(self, session_id: str, event: dict[str, Any]) -> None:
+        for sub in tuple(self._subs.get(session_id, ())):
+            sub.put(event)
+
+    def viewers(self, session_id: str) -> int:
+        return len(self._subs.get(session_id, ()))
+
+    def _remove(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.session_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                with contextlib.suppress(KeyError):
+                    del self._subs[sub.session_id]

@@ -1,0 +1,473 @@
+"""The WebSocket conversation (PROTOCOL §4), shared by the /ws consumer and the relay link.
+
+A transport decodes nothing itself: it hands each text frame to ``Conversation.handle_text`` and
+gives the conversation a ``send`` coroutine (and a ``close`` one). Frames are dispatched by type to
+small ``on_<type>`` methods. Streaming a turn to the client runs in its own task, so answers,
+PONGs and INTERRUPTs are read while events flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from hosting.errors import BadRequest, HostError, SessionBusy, SessionIdRequired, Unauthorized
+from hosting.jsonwire import dumps, loads_object
+from hosting.messages import SessionField, read_input
+from hosting.runtime import Runtime
+from sessions_app.records import chat_items, merge_sessions
+from sessions_app.store import LIVE_STATUSES, DoesNotExist
+
+log = logging.getLogger("connectonion.ws")
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Close = Callable[[int], Awaitable[None]]
+HANDSHAKES = ("CONNECT", "INIT", "ATTACH")
+UNSIGNED_ALWAYS = ("PONG", "SESSION_STATUS", "ONBOARD_SUBMIT") + HANDSHAKES
+TERMINAL = ("OUTPUT", "ERROR")
+POLL_INTERVAL = 0.25
+PROTOCOL_DESCRIPTOR = {"name": "oip", "version": "0.1", "min_version": "0.1", "max_version": "0.1",
+                       "websocket_path": "/ws"}
+
+
+@dataclass(frozen=True)
+class Peer:
+    """Who is on the other end once a handshake succeeded."""
+
+    signer: str | None
+    level: str
+    v2: bool
+    handshake: str
+    to: str | None
+
+
+class Conversation:
+    """One client conversation: handshake, then turns on one session."""
+
+    def __init__(self, *, runtime: Runtime, send: Send, close: Close | None = None, transport: str = "ws") -> None:
+        self.runtime = runtime
+        self._send = send
+        self._close = close
+        self.transport = transport
+        self.peer: Peer | None = None
+        self.session_id: str | None = None
+        self.client_session: dict[str, Any] | None = None
+        self._viewer: asyncio.Task[None] | None = None
+        self._pinger: asyncio.Task[None] | None = None
+        self._last_seen = time.monotonic()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Begin keep-alive (PING every ``ws_ping_interval``; close after ``ws_pong_timeout`` of silence)."""
+        self._pinger = asyncio.create_task(self._keepalive())
+
+    async def close(self) -> None:
+        """The transport went away. A running turn is never stopped by this (PROTOCOL §4.1)."""
+        self._closed = True
+        for task in (self._viewer, self._pinger):
+            if task is not None and not task.done():
+                task.cancel()
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        if not self._closed:
+            await self._send(frame)
+
+    async def _keepalive(self) -> None:
+        cfg = self.runtime.config
+        while not self._closed:
+            await asyncio.sleep(cfg.ws_ping_interval)
+            if time.monotonic() - self._last_seen > cfg.ws_pong_timeout:
+                log.info("closing a silent %s connection (no PONG for %.0f s)", self.transport, cfg.ws_pong_timeout)
+                if self._close is not None:
+                    await self._close(4408)
+                return
+            with contextlib.suppress(Exception):
+                await self.send({"type": "PING"})
+
+    # -- input -------------------------------------------------------------------------------------------
+    async def handle_text(self, text: str) -> None:
+        """Decode one text frame and handle it; every problem becomes an ERROR frame."""
+        self._last_seen = time.monotonic()
+        limit = self.runtime.config.max_request_bytes
+        if len(text) > limit:  # counted before parsing (D24)
+            await self.send({"type": "ERROR", "message": f"message too large (max {limit} bytes)"})
+            return
+        try:
+            frame = loads_object(text, what="message")
+        except HostError as exc:
+            await self.send(exc.as_frame(received=text[:200]))
+            return
+        await self.handle(frame)
+
+    async def handle(self, frame: dict[str, Any]) -> None:
+        """Dispatch a decoded frame by its ``type``."""
+        self._last_seen = time.monotonic()
+        kind = frame.get("type")
+        if not isinstance(kind, str):
+            await self.send({"type": "ERROR", "message": f"unknown message type: {kind!r}"})
+            return
+        handler = getattr(self, "on_" + kind.lower(), None) if kind.isupper() or kind == "mode_change" else None
+        try:
+            if handler is None:
+                await self.on_other(kind, frame)
+            else:
+                await handler(frame)
+        except HostError as exc:
+            await self.send(exc.as_frame(**({"session_id": self.session_id} if self.session_id else {})))
+            if exc.fatal and self._close is not None:
+                await self._close(4003)
+        except Exception:
+            log.exception("unexpected error handling a %s frame", kind)
+            await self.send({"type": "ERROR", "message": "internal error"})
+
+    # -- handshakes (PROTOCOL §4.2-§4.5) -------------------------------------------------------------------
+    async def on_seal(self, frame: dict[str, Any]) -> None:
+        # D19: no sealing yet. One immediate ERROR lets the released client fall back to a plain socket.
+        await self.send({"type": "ERROR", "message": "unknown message type: 'SEAL'"})
+
+    async def on_pong(self, frame: dict[str, Any]) -> None:
+        return None
+
+    async def on_connect(self, frame: dict[str, Any]) -> None:
+        peer = await self._authenticate(frame)
+        if peer is None:
+            return
+        wanted = frame.get("session_id") if isinstance(frame.get("session_id"), str) else None
+        record = await self._record(wanted) if wanted else None
+        if wanted and record is not None and record.owner != peer.signer:
+            wanted, record = None, None  # someone else's session: silently a new one (PROTOCOL §4.3)
+        self.session_id = wanted if wanted and _valid_id(wanted) else str(uuid.uuid4())
+        client = await self._client_session(frame)
+        running = self._is_running(self.session_id, record)
+        status = "running" if running else ("connected" if record is not None else "new")
+        reply: dict[str, Any] = {"type": "CONNECTED", "session_id": self.session_id, "status": status,
+                                 "protocol": PROTOCOL_DESCRIPTOR}
+        if record is not None and record.session is not None:
+            merged, newer = merge_sessions(record.session, client)
+            if newer:
+                reply.update(server_newer=True, session=merged, chat_items=chat_items(merged))
+            self.client_session = merged
+        await self.send(reply)
+        await self.send(self._profile())
+        if running:
+            self._watch(after=_cursor(frame.get("last_msg_id")))
+
+    async def on_init(self, frame: dict[str, Any]) -> None:
+        peer = await self._authenticate(frame)
+        if peer is None:
+            return
+        self.session_id = str(uuid.uuid4())
+        self.client_session = await self._client_session(frame)
+        await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "new"})
+
+    async def on_attach(self, frame: dict[str, Any]) -> None:
+        wanted = frame.get("session_id")
+        if not isinstance(wanted, str) or not wanted:
+            raise SessionIdRequired()
+        peer = await self._authenticate(frame)
+        if peer is None:
+            return
+        record = await self._record(wanted)
+        if record is None or record.owner != peer.signer:
+            foreign = record is not None
+            self.session_id = str(uuid.uuid4()) if foreign or not _valid_id(wanted) else wanted
+            await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "expired"})
+            return
+        self.session_id = wanted
+        after = _cursor(frame.get("last_msg_id"))
+        if self._is_running(wanted, record):
+            await self.send({"type": "CONNECTED", "session_id": wanted, "status": "running"})
+            self._watch(after=after)
+            return
+        reply = {"type": "CONNECTED", "session_id": wanted, "status": "completed"}
+        for key in ("result", "duration_ms", "session"):
+            if record.data.get(key) is not None:
+                reply[key] = record.data[key]
+        self.client_session = record.session
+        await self.send(reply)
+        if after is not None:
+            self._watch(after=after)  # replays what was missed of the last turn, ending with its OUTPUT
+
+    async def _authenticate(self, frame: dict[str, Any]) -> Peer | None:
+        """Run the handshake's trust check once per socket (PROTOCOL §4.2)."""
+        protocol = frame.get("protocol")
+        if protocol is not None and not (
+            isinstance(protocol, dict) and protocol.get("name") == "oip" and protocol.get("version") == "0.1"
+        ):
+            await self.send({"type": "ERROR", "code": -32010, "message": "Unsupported OIP protocol",
+                             "retryable": False, "protocol": PROTOCOL_DESCRIPTOR})
+            return None
+        payload = frame.get("payload") if isinstance(frame.get("payload"), dict) else {}
+        if self.peer is not None:
+            same = (
+                frame.get("from") == self.peer.signer and payload.get("to") == self.peer.to
+                and (payload.get("signed_commands") == 1) == self.peer.v2
+                and frame.get("session_id") in (None, self.session_id)
+            )
+            if not same:
+                raise BadRequest("already authenticated: open a new connection")
+            await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "connected"})
+            return None
+        v2 = payload.get("signed_commands") == 1
+        admission = await sync_to_async(self.runtime.gate.admit)(
+            frame, require_to=True, allow_repeat=v2, transport=self.transport,
+        )
+        if admission.repeated and not v2:
+            admission = _downgraded(admission)  # D20: a repeated plain handshake grants nothing
+        if frame.get("type") != "CONNECT" and isinstance(payload.get("session_id"), str):
+            if payload["session_id"] != frame.get("session_id"):
+                raise Unauthorized("unauthorized: session_id mismatch")
+        self.peer = Peer(admission.signer, admission.level, v2 and admission.signer is not None, frame["type"],
+                         payload.get("to"))
+        return self.peer
+
+    async def _implicit_handshake(self, frame: dict[str, Any]) -> None:
+        """First frame INPUT (PROTOCOL §4.5): anonymous, or authenticated by the INPUT's own signature."""
+        signed = any(k in frame for k in ("payload", "from", "signature"))
+        admission = await sync_to_async(self.runtime.gate.admit)(
+            frame if signed else None, require_to=False, transport=self.transport,
+        )
+        self.peer = Peer(admission.signer, admission.level, False, "INPUT", None)
+        session = frame.get("session") if isinstance(frame.get("session"), dict) else None
+        if signed and isinstance(admission.payload.get("session"), dict):
+            session = admission.payload["session"]
+        sid = session.get("session_id") if session else None
+        record = await self._record(sid) if isinstance(sid, str) and _valid_id(sid) else None
+        if record is not None and record.owner != self.peer.signer:
+            sid = None
+        self.session_id = sid if isinstance(sid, str) and _valid_id(sid) else str(uuid.uuid4())
+        await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "new"})
+
+    # -- turns -------------------------------------------------------------------------------------------
+    async def on_input(self, frame: dict[str, Any]) -> None:
+        if self.peer is None:
+            await self._implicit_handshake(frame)
+        assert self.peer is not None and self.session_id is not None
+        payload = await self._command_payload(frame)
+        if self.session_id in self.runtime.turns.active:
+            raise SessionBusy("session already has a running agent")
+        request = read_input(payload, config=self.runtime.config, owner=self.peer.signer, level=self.peer.level,
+                             session_id=self.session_id)
+        if request.session is None and self.client_session is not None:
+            request = _with_session(request, self.client_session)
+        self._stop_viewer()
+        after = await sync_to_async(self.runtime.eventlog.last_seq, thread_sensitive=False)(self.session_id)
+        subscription = self.runtime.hub.subscribe(self.session_id)
+        try:
+            turn = await self.runtime.turns.start(request, interactive=True)
+        except BaseException:
+            subscription.close()
+            raise
+        self._viewer = asyncio.create_task(self._stream(self.session_id, after, subscription, local=turn))
+
+    async def on_ask_user_response(self, frame: dict[str, Any]) -> None:
+        await self._answer(frame, "ask_user")
+
+    async def on_approval_response(self, frame: dict[str, Any]) -> None:
+        await self._answer(frame, "approval_needed")
+
+    async def _answer(self, frame: dict[str, Any], kind: str) -> None:
+        payload = await self._command_payload(frame)
+        turn = self.runtime.turns.active.get(self.session_id or "")
+        pending = turn.pending if turn is not None else None
+        request_id = payload.get("request_id")
+        if (
+            turn is None or pending is None or pending.kind != kind
+            or (request_id is not None and request_id != pending.id)
+        ):
+            await self.send({"type": "ERROR", "code": "STALE_ANSWER", "reason": "stale", "request_id": request_id,
+                             "session_id": self.session_id,
+                             "message": "that request is no longer waiting for an answer"})
+            return
+        if self.peer is None or turn.owner != self.peer.signer:
+            raise BadRequest("forbidden: only the session's owner may answer")
+        turn.io.deliver(_normalized_answer(payload, kind))
+
+    async def on_interrupt(self, frame: dict[str, Any]) -> None:
+        await self._command_payload(frame)
+        turn = self.runtime.turns.active.get(self.session_id or "")
+        if turn is None or self.peer is None or turn.owner != self.peer.signer:
+            raise BadRequest("interrupt requires an active turn")
+        turn.cancel()
+
+    on_cancel = on_interrupt  # our own spelling, documented in the README
+
+    async def on_session_status(self, frame: dict[str, Any]) -> None:
+        wanted = (frame.get("session") or {}).get("session_id") if isinstance(frame.get("session"), dict) else None
+        wanted = wanted or frame.get("session_id")
+        status = "not_found"
+        if isinstance(wanted, str) and self.peer is not None:
+            record = await self._record(wanted)
+            if record is not None and record.owner == self.peer.signer:
+                status = "running" if self._is_running(wanted, record) else "connected"
+        await self.send({"type": "SESSION_STATUS", "session_id": wanted, "status": status})
+
+    async def on_other(self, kind: str, frame: dict[str, Any]) -> None:
+        turn = self.runtime.turns.active.get(self.session_id or "") if self.peer else None
+        if turn is not None and self.peer is not None and turn.owner == self.peer.signer:
+            turn.io.deliver(frame)  # custom frames go to the running agent's inbox
+            return
+        if self.peer is None:
+            raise BadRequest("authenticate first (send CONNECT)")
+        raise BadRequest(f"unknown message type: {kind!r}")
+
+    async def _command_payload(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """The object to act on: the signed payload on a v2 socket (PROTOCOL §2.6), else the frame."""
+        if self.peer is None:
+            raise BadRequest("authenticate first (send CONNECT)")
+        if self.peer.v2:
+            verified = await sync_to_async(self.runtime.gate.verify_command)(frame, owner=self.peer.signer)
+            return verified.payload
+        if frame.get("type") == "INPUT" and isinstance(frame.get("payload"), dict) and "signature" in frame:
+            admission = await sync_to_async(self.runtime.gate.admit)(frame, require_to=False,
+                                                                     transport=self.transport)
+            return admission.payload
+        return frame
+
+    # -- streaming ---------------------------------------------------------------------------------------
+    def _watch(self, *, after: int | None) -> None:
+        assert self.session_id is not None
+        self._stop_viewer()
+        subscription = self.runtime.hub.subscribe(self.session_id)
+        self._viewer = asyncio.create_task(self._stream(self.session_id, after, subscription, local=None,
+                                                        replay_turn=True))
+
+    def _stop_viewer(self) -> None:
+        if self._viewer is not None and not self._viewer.done():
+            self._viewer.cancel()
+        self._viewer = None
+
+    async def _stream(self, session_id: str, after: int | None, subscription: Any, *, local: Any,
+                      replay_turn: bool = False) -> None:
+        """Send every event after ``after`` exactly once, in order: backlog from the log, then live.
+
+        The subscription was opened before the backlog was read, so nothing falls in between.
+        """
+        eventlog = self.runtime.eventlog
+        read = sync_to_async(eventlog.after, thread_sensitive=False)
+        last = after or 0
+        try:
+            if replay_turn:
+                turn_no = await sync_to_async(_turn_to_replay, thread_sensitive=False)(eventlog, session_id, after)
+                backlog = await read(session_id, last if after is not None else 0, turn=turn_no)
+            else:
+                backlog = await read(session_id, last)
+            for event in backlog:
+                last = int(event["id"])
+                await self.send(event)
+                if event.get("type") in TERMINAL:
+                    return
+            while True:
+                try:
+                    event = await asyncio.wait_for(subscription.queue.get(), timeout=POLL_INTERVAL * 4)
+                except TimeoutError:
+                    event = None
+                if event is None or subscription.lagged:
+                    subscription.lagged = False
+                    for missed in await read(session_id, last):  # another worker's turn, or a lag
+                        last = int(missed["id"])
+                        await self.send(missed)
+                        if missed.get("type") in TERMINAL:
+                            return
+                    continue
+                seq = int(event["id"])
+                if seq <= last:
+                    continue
+                if seq > last + 1:
+                    for missed in await read(session_id, last):
+                        if int(missed["id"]) >= seq:
+                            break
+                        last = int(missed["id"])
+                        await self.send(missed)
+                last = seq
+                await self.send(event)
+                if event.get("type") in TERMINAL:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("event stream of %s failed", session_id)
+        finally:
+            subscription.close()
+
+    # -- helpers -----------------------------------------------------------------------------------------
+    def _is_running(self, session_id: str, record: Any) -> bool:
+        if session_id in self.runtime.turns.active:
+            return True
+        return record is not None and record.status in LIVE_STATUSES
+
+    async def _record(self, session_id: str | None) -> Any:
+        if not session_id:
+            return None
+        try:
+            return await sync_to_async(self.runtime.store.get, thread_sensitive=False)(session_id)
+        except DoesNotExist:
+            return None
+
+    async def _client_session(self, frame: dict[str, Any]) -> dict[str, Any] | None:
+        session = frame.get("session")
+        if session is None:
+            return None
+        return SessionField().to_internal_value(session) if isinstance(session, dict) else None
+
+    def _profile(self) -> dict[str, Any]:
+        info = self.runtime.info
+        return {"type": "AGENT_PROFILE", "session_id": self.session_id, "name": self.runtime.config.name or info.name,
+                "address": self.runtime.address, "model": info.model, "tools": list(info.tools), "skills": []}
+
+
+def _turn_to_replay(eventlog: Any, session_id: str, after: int | None) -> int | None:
+    """Resume replays the turn the cursor belongs to (or the latest turn when it is unknown)."""
+    if after:
+        turn = eventlog.turn_of(session_id, after)
+        if turn is not None:
+            return turn
+    return eventlog.last_turn(session_id)
+
+
+def _cursor(value: Any) -> int | None:
+    """``last_msg_id`` → event number; anything unknown means 'from the start of the turn'."""
+    if isinstance(value, str) and value.isdigit() and len(value) < 19:
+        return int(value)
+    return None
+
+
+def _valid_id(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value.lower()
+    except ValueError:
+        return False
+
+
+def _normalized_answer(payload: dict[str, Any], kind: str) -> dict[str, Any]:
+    if kind == "ask_user":
+        return {"type": "ASK_USER_RESPONSE", "answer": payload.get("answer")}
+    approved, scope = payload.get("approved"), payload.get("scope", "once")
+    if not isinstance(approved, bool) or scope not in ("once", "session"):
+        return {"type": "APPROVAL_RESPONSE", "approved": False, "scope": "once", "mode": "reject_hard"}
+    answer = {"type": "APPROVAL_RESPONSE", "approved": approved, "scope": scope}
+    for key in ("mode", "feedback"):
+        if isinstance(payload.get(key), str):
+            answer[key] = payload[key]
+    return answer
+
+
+def _with_session(request: Any, session: dict[str, Any]) -> Any:
+    return replace(request, session=session)
+
+
+def _downgraded(admission: Any) -> Any:
+    return replace(admission, signer=None)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return dumps(frame)

@@ -1,0 +1,176 @@
+"""Running the host: one daphne process, N daphne workers on one shared socket, or the autoreloader.
+
+Why daphne on a shared socket for ``workers > 1``: daphne holds an idle WebSocket in ~27 KiB (uvicorn
+with websockets ~60 KiB, HARDENING §1), and a listening socket inherited by N processes lets the kernel
+hand connections to whichever worker accepts first, with no proxy in between. The parent binds the
+port (so a busy port fails before the banner), prepares ``.co/`` once, prints the banner and
+supervises the workers, restarting any that die.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from hosting.config import ARGS_ENV, HostConfig
+from hosting.errors import ConfigError
+
+log = logging.getLogger("connectonion")
+WORKER_ENV = "CONNECTONION_WORKER"
+ANNOUNCER_ENV = "CONNECTONION_ANNOUNCER"
+
+
+def bind_socket(cfg: HostConfig) -> socket.socket:
+    """Bind and listen, or stop with a message naming the port and how to change it."""
+    family = socket.AF_INET6 if ":" in cfg.bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((cfg.bind, cfg.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"port {cfg.port} on {cfg.bind} is not available ({exc.strerror}); "
+            "choose another with --port, port: in .co/host.yaml, or AGENT_PORT"
+        ) from None
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def prepare(cfg: HostConfig) -> None:
+    """One-time start-up work: Django's tables, interrupted turns, compaction, the agent identity."""
+    import fcntl
+
+    from django.core.management import call_command
+
+    from hosting.runtime import get_runtime
+
+    cfg.co_dir.mkdir(parents=True, exist_ok=True)
+    with open(cfg.co_dir / "prepare.lock", "w") as lock:  # several workers may start at once
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        call_command("migrate", interactive=False, verbosity=0)
+        runtime = get_runtime()
+        runtime.store.recover_interrupted()
+        runtime.maintain()
+
+
+def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = True) -> None:
+    """Serve on ``sock`` in this process with daphne (blocks until SIGINT/SIGTERM)."""
+    from daphne.server import Server
+
+    from connectonion_site.asgi import application
+    from hosting.runtime import get_runtime
+
+    runtime = get_runtime()  # load the agent before the first request
+    runtime.start_maintenance()
+    hooks: list[object] = []
+
+    def ready() -> None:
+        if announcer:
+            hooks.append(start_relay(runtime))
+
+    server = Server(
+        application,
+        endpoints=[f"fd:fileno={sock.fileno()}" + (":domain=INET6" if sock.family == socket.AF_INET6 else "")],
+        signal_handlers=True,
+        websocket_max_message_size=max(cfg.max_request_bytes, 1024 * 1024),
+        websocket_max_frame_size=max(cfg.max_request_bytes, 1024 * 1024),
+        ping_interval=max(cfg.ws_ping_interval, 1),
+        ping_timeout=max(cfg.ws_pong_timeout, 1),
+        websocket_connect_timeout=20,
+        application_close_timeout=30,
+        ready_callable=ready,
+        verbosity=0,
+    )
+    server.run()
+
+
+def start_relay(runtime: object) -> object | None:
+    """Start the relay link inside the server's loop (when a relay is configured)."""
+    try:
+        from hosting.relay.service import start_link
+    except ImportError:
+        return None
+    return start_link(runtime)
+
+
+def run(cfg: HostConfig) -> None:
+    """The ``runhost`` / ``host()`` entry: prepare, banner, then serve (1 process, N workers, or reload)."""
+    from hosting.banner import print_banner
+
+    os.environ[ARGS_ENV] = cfg.to_args_json()
+    if cfg.reload and os.environ.get("RUN_MAIN") != "true":
+        print_banner(cfg)
+    if cfg.reload:
+        _run_with_reloader(cfg)
+        return
+    sock = bind_socket(cfg)
+    prepare(cfg)
+    print_banner(cfg)
+    if cfg.workers == 1:
+        serve_forever(cfg, sock)
+    else:
+        _supervise(cfg, sock)
+
+
+def _run_with_reloader(cfg: HostConfig) -> None:
+    from django.utils import autoreload
+
+    def watch_config(sender: autoreload.BaseReloader, **kwargs: object) -> None:
+        sender.extra_files.add(cfg.host_yaml)
+        sender.watch_dir(cfg.project_dir, "*.py")
+
+    autoreload.autoreload_started.connect(watch_config)
+
+    def inner() -> None:
+        sock = bind_socket(cfg)
+        prepare(cfg)
+        serve_forever(cfg, sock)
+
+    autoreload.run_with_reloader(inner)
+
+
+def _supervise(cfg: HostConfig, sock: socket.socket) -> None:
+    """Start ``cfg.workers`` daphne processes on the inherited socket; restart any that die."""
+    stopping = False
+
+    def spawn(index: int) -> subprocess.Popen[bytes]:
+        env = dict(os.environ, **{WORKER_ENV: str(index), ANNOUNCER_ENV: "1" if index == 0 else "0"})
+        return subprocess.Popen(
+            [sys.executable, "-m", "hosting.worker", str(sock.fileno())],
+            pass_fds=[sock.fileno()], env=env, cwd=str(Path.cwd()),
+        )
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    workers = {i: spawn(i) for i in range(cfg.workers)}
+    try:
+        while not stopping:
+            time.sleep(0.5)
+            for i, proc in list(workers.items()):
+                if proc.poll() is not None and not stopping:
+                    log.warning("worker %d exited with %s; restarting it", i, proc.returncode)
+                    workers[i] = spawn(i)
+    finally:
+        for proc in workers.values():
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        for proc in workers.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                proc.kill()
+        sock.close()

@@ -1,0 +1,197 @@
+"""HTTP adapters: read (one call) → act (one call into the core) → shape (one call)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from adrf.views import APIView as AsyncAPIView
+from asgiref.sync import sync_to_async
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import render
+from rest_framework import exceptions as drf_exceptions
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from hosting import __version__
+from hosting.errors import (
+    BadRequest,
+    HostError,
+    InternalError,
+    InvalidJSON,
+    MethodNotAllowed,
+    NotFound,
+    RateLimited,
+    UnsupportedMediaType,
+)
+from hosting.messages import read_input
+from hosting.protocol import PROTOCOL_DESCRIPTOR
+from hosting.runtime import Runtime, get_runtime
+from sessions_app.store import DoesNotExist
+
+log = logging.getLogger("connectonion")
+
+
+class InputView(AsyncAPIView):
+    """``POST /input``: run one turn and return its result (async: a slow turn parks no thread)."""
+
+    async def post(self, request: Request) -> Response:
+        runtime = get_runtime()
+        admission = await sync_to_async(runtime.gate.admit)(request.data, transport="http")
+        turn_request = read_input(admission.payload, config=runtime.config, owner=admission.signer,
+                                  level=admission.level)
+        result = await runtime.turns.run(turn_request)
+        return Response(result.as_response(), headers=_trust_headers(runtime, admission))
+
+
+class SessionDetailView(APIView):
+    """``GET /sessions/{id}``: one stored record, for whoever may read it (PROTOCOL §3.2)."""
+
+    def get(self, request: Request, session_id: str) -> Response:
+        runtime = get_runtime()
+        reader = _reader(runtime, request)
+        try:
+            record = runtime.store.get(session_id)
+        except DoesNotExist:
+            raise NotFound() from None
+        if not _may_read(runtime, reader, record.owner):
+            raise NotFound()
+        return Response(_public_record(record.data))
+
+
+class SessionListView(APIView):
+    """``GET /sessions``: newest first, only what the caller may read (PROTOCOL §3.3, D21)."""
+
+    def get(self, request: Request) -> Response:
+        runtime = get_runtime()
+        reader = _reader(runtime, request)
+        limit = _limit(request.query_params.get("limit"))
+        if reader.signer is None and not _anonymous_listing_allowed(runtime, request._request):
+            return Response({"sessions": []})
+        if reader.signer is not None and runtime.gate.is_admin(reader.signer):
+            found = runtime.store.filter(visible=True)
+        else:
+            found = runtime.store.filter(visible=True, owner=reader.signer)
+        return Response({"sessions": [r.summary() for r in found[:limit]]})
+
+
+class HealthView(APIView):
+    def get(self, request: Request) -> Response:
+        runtime = get_runtime()
+        return Response({"status": "healthy", "agent": runtime.info.name, "uptime": runtime.uptime(),
+                         "relay": runtime.relay_state})
+
+
+class InfoView(APIView):
+    def get(self, request: Request) -> Response:
+        return Response(agent_info(get_runtime()), headers={"Cache-Control": "no-store"})
+
+
+class IndexView(APIView):
+    def get(self, request: Request) -> Response:
+        return Response({"docs": "/docs", "info": "/info", "health": "/health", "input": "POST /input",
+                         "websocket": "/ws", "openapi": "/openapi.json"})
+
+
+def agent_info(runtime: Runtime) -> dict[str, Any]:
+    """The ``/info`` body (PROTOCOL §3.5); also the /docs page's context."""
+    cfg, info = runtime.config, runtime.info
+    return {
+        "name": cfg.name or info.name,
+        "address": runtime.address,
+        "tools": list(info.tools),
+        "model": info.model,
+        "trust": cfg.trust_level,
+        "version": __version__,
+        "accepted_inputs": {
+            "text": True,
+            "images": True,
+            "files": {"max_file_size_mb": cfg.max_file_size, "max_files_per_request": cfg.max_files_per_request},
+        },
+        "summary": cfg.summary or (info.system_prompt[:1000] if info.system_prompt else f"{info.name} agent"),
+        "examples": list(cfg.examples),
+        "skills": [],
+        "protocol": PROTOCOL_DESCRIPTOR,
+    }
+
+
+def docs_page(request: HttpRequest):
+    runtime = get_runtime()
+    return render(request, "hosting/docs.html", {"agent": agent_info(runtime), "ws_path": "/ws"})
+
+
+def api_page(request: HttpRequest):
+    runtime = get_runtime()
+    return render(request, "hosting/api.html", {"agent": agent_info(runtime)})
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    return JsonResponse({"error": "not found"}, status=404)
+
+
+def server_error(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"error": "internal error"}, status=500)
+
+
+def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
+    """DRF's handler replaced: every error is ``{"error": "..."}`` with the right status (STYLE §5)."""
+    if isinstance(exc, drf_exceptions.UnsupportedMediaType):
+        exc = UnsupportedMediaType()
+    elif isinstance(exc, drf_exceptions.MethodNotAllowed):
+        exc = MethodNotAllowed()
+    elif isinstance(exc, drf_exceptions.NotFound):
+        exc = NotFound()
+    elif isinstance(exc, drf_exceptions.ParseError):
+        exc = InvalidJSON()
+    elif not isinstance(exc, HostError):
+        log.error("unexpected error in %s", context.get("view").__class__.__name__, exc_info=exc)
+        exc = InternalError()
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+    return Response(exc.as_body(), status=exc.status, headers=headers)
+
+
+def _trust_headers(runtime: Runtime, admission: Any) -> dict[str, str]:
+    if admission.signer is None and runtime.config.trust_level == "careful":
+        return {"X-Co-Trust": "careful; signature recommended"}
+    return {}
+
+
+def _reader(runtime: Runtime, request: Request) -> Any:
+    raw = request._request
+    return runtime.gate.admit_headers(method=raw.method, path=raw.path, query_string=raw.META.get("QUERY_STRING", ""),
+                                      body=raw.body, headers=raw.headers)
+
+
+def _may_read(runtime: Runtime, reader: Any, owner: str | None) -> bool:
+    if owner is None:
+        return True  # anonymous sessions: anyone holding the (unguessable) id
+    return reader.signer is not None and (reader.signer == owner or runtime.gate.is_admin(reader.signer))
+
+
+def _anonymous_listing_allowed(runtime: Runtime, request: HttpRequest) -> bool:
+    """D21: anonymous listing at open; at careful only for the operator on loopback."""
+    level = runtime.config.trust_level
+    if level == "open":
+        return True
+    if level == "careful" and not runtime.config.public_domain:
+        return request.META.get("REMOTE_ADDR") in ("127.0.0.1", "::1")
+    return False
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 100
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest("limit must be an integer from 1 to 1000") from None
+    if not 1 <= value <= 1000:
+        raise BadRequest("limit must be an integer from 1 to 1000")
+    return value
+
+
+def _public_record(data: dict[str, Any]) -> dict[str, Any]:
+    """The stored record without process bookkeeping."""
+    hidden = {"pid", "host", "owner"}
+    return {k: v for k, v in data.items() if k not in hidden and v is not None}

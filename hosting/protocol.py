@@ -325,7 +325,8 @@ class Conversation:
         if self.peer is None:
             raise BadRequest("authenticate first (send CONNECT)")
         if self.peer.v2:
-            verified = await sync_to_async(self.runtime.gate.verify_command)(frame, owner=self.peer.signer)
+            verified = await sync_to_async(self.runtime.gate.admit_command)(frame, owner=self.peer.signer,
+                                                                             transport=self.transport)
             return verified.payload
         if frame.get("type") == "INPUT" and isinstance(frame.get("payload"), dict) and "signature" in frame:
             admission = await sync_to_async(self.runtime.gate.admit)(frame, require_to=False,

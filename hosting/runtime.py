@@ -6,6 +6,7 @@ Built lazily on first use (never in ``AppConfig.ready``), once per process.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -111,6 +112,7 @@ def _build() -> Runtime:
 
     from trust.gate import build_gate, record_decision
     from trust.identity import load_identity
+    from trust.policy import trust_settings
 
     config: HostConfig = settings.HOST
     config.co_dir.mkdir(parents=True, exist_ok=True)
@@ -126,5 +128,6 @@ def _build() -> Runtime:
     pool = ThreadPoolExecutor(max_workers=config.pool_size, thread_name_prefix="agent")
     turns = TurnManager(config=config, source=source, store=store, eventlog=eventlog, hub=hub, pool=pool)
     identity = load_identity(config.co_dir, machine_dir=config.machine_dir)
-    gate = build_gate(config, identity, trust=_trust_agent, recorder=record_decision)
+    gate = build_gate(config, identity, trust=_trust_agent, settings=trust_settings(os.environ),
+                      recorder=record_decision)
     return Runtime(config, source, info, store, eventlog, hub, pool, turns, identity, gate, time.monotonic())

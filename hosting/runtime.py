@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from hosting import activity
 from hosting.agents import AgentInfo, AgentSource
 from hosting.config import HostConfig
 from hosting.events import Hub
@@ -130,4 +131,7 @@ def _build() -> Runtime:
     identity = load_identity(config.co_dir, machine_dir=config.machine_dir)
     gate = build_gate(config, identity, trust=_trust_agent, settings=trust_settings(os.environ),
                       recorder=record_decision)
+    activity.configure(config.logs_dir, config.name or info.name, secrets=(
+        config.api_key or "", config.admin_token or "", config.secret_key or "",
+        bytes(identity.signing_key).hex()))
     return Runtime(config, source, info, store, eventlog, hub, pool, turns, identity, gate, time.monotonic())

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from hosting import activity as history
 from hosting import uploads
 from hosting.agents import AgentSource
 from hosting.config import HostConfig
@@ -140,6 +141,7 @@ class TurnManager:
 
         def emit(event: dict[str, Any]) -> None:  # agent thread
             self.eventlog.append(session_id, int(event["id"]), turn_number, event)
+            history.log_event(self.agent_name, session_id, event)
             loop.call_soon_threadsafe(self.hub.publish, session_id, event)
 
         def on_pending(pending: PendingRequest | None) -> None:  # agent thread
@@ -233,6 +235,7 @@ class TurnManager:
                               session=new_session, prompt=request.prompt)
             activity.info("[%s] result %s (%d ms): %s", self.source.describe().name, turn.session_id[:8],
                           duration, _one_line(result_text))
+            self._write_history(turn.session_id, new_session)
             self._terminal(turn, {"type": "OUTPUT", **_output_fields(result)})
             return result
         except TurnInterrupted:
@@ -271,6 +274,18 @@ class TurnManager:
             turn.io._publish(frame)
         except Exception:
             log.exception("could not publish the terminal frame of %s", turn.session_id)
+
+    @property
+    def agent_name(self) -> str:
+        return self.config.name or self.source.describe().name
+
+    def _write_history(self, session_id: str, session: dict[str, Any]) -> None:
+        """``.co/sessions/<id>.yaml``: the conversation so far (a failure is logged, never raised)."""
+        try:
+            history.write_session_yaml(self.config.co_dir / "sessions", name=self.agent_name,
+                                       session_id=session_id, session=session)
+        except (OSError, ValueError, TypeError):
+            log.exception("could not write the history of %s", session_id)
 
     def _checkpoint(self, session_id: str, status: str) -> None:
         try:

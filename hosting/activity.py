@@ -1,0 +1,161 @@
+"""The agent's activity log (``.co/logs/<agent name>.log``) and per-session history (``.co/sessions/*.yaml``).
+
+``configure()`` is called once per process when the runtime is built (never at import time). One line per
+event; control characters are escaped and known secrets redacted, so neither a prompt nor a mistake can
+forge a line or leak a key into the file that ``/admin/logs`` serves.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from logging.handlers import RotatingFileHandler
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LOGGERS = ("connectonion.activity", "connectonion.trust")
+MAX_BYTES = 10 * 1024 * 1024
+BACKUPS = 5
+
+activity = logging.getLogger("connectonion.activity")
+_lock = threading.Lock()
+_handler: RotatingFileHandler | None = None
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def safe_name(name: str) -> str:
+    """The agent name as a file name (no separators, no dot files)."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "_", name or "agent").strip("._") or "agent"
+    return cleaned[:100]
+
+
+def log_path(logs_dir: Path, agent_name: str) -> Path:
+    return logs_dir / f"{safe_name(agent_name)}.log"
+
+
+def escape(text: str) -> str:
+    """Control characters (newlines included) as visible escapes: one event stays one line."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+class ActivityFormatter(logging.Formatter):
+    """``<time> [<agent>] <message>``, one line, secrets replaced by ``[redacted]``."""
+
+    def __init__(self, agent: str, secrets: Iterable[str]) -> None:
+        super().__init__()
+        self.agent = escape(agent)
+        self.secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if record.exc_info:
+            message = f"{message} | {self.formatException(record.exc_info)}"
+        for secret in self.secrets:
+            message = message.replace(secret, "[redacted]")
+        message = escape(message)
+        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        prefix = f"[{self.agent}]"
+        if message.startswith(prefix):
+            return f"{stamp} {message}"
+        kind = record.name.rsplit(".", 1)[-1]
+        return f"{stamp} {prefix} {kind}: {message}"
+
+
+def configure(logs_dir: Path, agent_name: str, *, secrets: Iterable[str] = ()) -> Path:
+    """Send the activity and trust loggers to the agent's rotating log file. Idempotent per path."""
+    global _handler
+    path = log_path(logs_dir, agent_name)
+    with _lock:
+        if _handler is not None and Path(_handler.baseFilename) == path.resolve():
+            return path
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8", delay=True)
+        handler.setFormatter(ActivityFormatter(agent_name, secrets))
+        handler.setLevel(logging.INFO)
+        for name in LOGGERS:
+            logger = logging.getLogger(name)
+            if _handler is not None:
+                logger.removeHandler(_handler)
+            logger.addHandler(handler)
+            if logger.getEffectiveLevel() > logging.INFO:
+                logger.setLevel(logging.INFO)
+        if _handler is not None:
+            _handler.close()
+        _handler = handler
+    return path
+
+
+def log_event(agent_name: str, session_id: str, event: dict[str, Any]) -> None:
+    """The events worth a line of their own (today: a finished tool call with its duration)."""
+    if event.get("type") != "tool_result":
+        return
+    result = str(event.get("result", ""))
+    activity.info("[%s] tool %s %s: %s (%s ms) -> %s", agent_name, session_id[:8], event.get("name"),
+                  event.get("status", "completed"), event.get("timing_ms"), result[:200])
+
+
+# -- session history ---------------------------------------------------------------------------------
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, session: dict[str, Any]) -> Path:
+    """Write ``<session_id>.yaml`` with the whole conversation; atomic (temp file + rename)."""
+    sessions_dir.mkdir(parents=True, exist_ok=True)
+    path = sessions_dir / f"{safe_name(session_id)}.yaml"
+    created = None
+    if path.exists():
+        try:
+            previous = yaml.safe_load(path.read_text(encoding="utf-8"))
+            if isinstance(previous, dict):
+                created = previous.get("created")
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            created = None
+    now = _iso(time.time())
+    turns = [
+        {"role": str(m.get("role")), "content": _plain(m.get("content"))}
+        for m in session.get("messages") or []
+        if isinstance(m, dict) and not m.get("internal") and m.get("role") in ("user", "assistant", "tool")
+    ]
+    document = {
+        "name": name,
+        "session_id": session_id,
+        "created": str(created) if created else now,
+        "updated": now,
+        "total_cost": float(_number(session.get("total_cost"))),
+        "total_tokens": int(_number(session.get("total_tokens"))),
+        "turns": turns,
+    }
+    fd, tmp = tempfile.mkstemp(dir=sessions_dir, prefix=".tmp-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            yaml.safe_dump(document, f, allow_unicode=True, sort_keys=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _number(value: Any) -> float:
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+def _plain(value: Any) -> Any:
+    """JSON-shaped data only (what ``safe_dump`` can always write)."""
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return str(value)

@@ -1,0 +1,283 @@
+"""/ws end to end against a real host process: handshakes, streamed turns, human in the loop, bad frames.
+
+PROTOCOL §4; checklist items 48-75, 79a. One host serves the module (``max_request_mb: 0.01`` so the
+oversize check is cheap to reach); every test opens its own sockets and sessions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+
+import httpx
+import pytest
+import websockets
+
+from .conftest import WS, events_only
+
+SEAL = {"type": "SEAL", "to": "0x" + "ab" * 32, "from": "0x" + "cd" * 32, "ephemeral": "ef" * 32,
+        "timestamp": int(time.time()), "signature": "00" * 64}
+
+
+@pytest.fixture(scope="module")
+def host(module_hosts):
+    return module_hosts(yaml="max_request_mb: 0.01\n", name="wsturns")
+
+
+async def turn(ws: WS, prompt: str, **extra) -> list[dict]:
+    await ws.send({"type": "INPUT", "prompt": prompt, **extra})
+    return await ws.until(("OUTPUT", "ERROR"))
+
+
+# -- opening sequences ---------------------------------------------------------------------------------------
+
+async def test_seal_first_gets_exactly_one_error_quickly_then_connect_works(host):
+    async with await WS.open(host.ws_url) as ws:
+        started = time.monotonic()
+        await ws.send(SEAL)
+        error = await ws.recv(timeout=1)
+        assert error["type"] == "ERROR" and time.monotonic() - started < 1
+        assert await ws.nothing_for(0.3) == []
+        await ws.send({"type": "CONNECT"})
+        connected = await ws.recv()
+        assert connected["type"] == "CONNECTED" and connected["status"] == "new"
+
+
+async def test_other_path_is_closed_with_4004(host):
+    sock = await websockets.connect(host.ws_url.replace("/ws", "/other"))
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(sock.recv(), 5)
+    assert sock.close_code == 4004
+
+
+async def test_bare_input_is_an_implicit_anonymous_handshake(host):
+    async with await WS.open(host.ws_url) as ws:
+        frames = await turn(ws, "calculate (2+3)*7")
+        assert frames[0]["type"] == "CONNECTED" and frames[0]["status"] == "new"
+        output = frames[-1]
+        assert output["type"] == "OUTPUT" and "35" in output["result"]
+        assert output["session_id"] == frames[0]["session_id"] == output["session"]["session_id"]
+        assert {"tool_call", "tool_result"} <= {f["type"] for f in events_only(frames)}
+
+
+async def test_init_opens_a_new_session_and_input_then_runs(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INIT"})
+        connected = await ws.recv()
+        assert connected["type"] == "CONNECTED" and connected["status"] == "new"
+        uuid.UUID(connected["session_id"])
+        frames = await turn(ws, "what time is it")
+        assert frames[-1]["type"] == "OUTPUT" and frames[-1]["session"]["session_id"] == connected["session_id"]
+
+
+async def test_connect_answers_with_protocol_and_agent_profile(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "CONNECT"})
+        connected, profile = await ws.recv(), await ws.recv()
+        assert connected["status"] == "new" and connected["protocol"]["name"] == "oip"
+        assert connected["protocol"]["version"] == "0.1"
+        assert profile["type"] == "AGENT_PROFILE" and profile["session_id"] == connected["session_id"]
+        assert "calculate" in profile["tools"] and profile["address"].startswith("0x")
+
+
+# -- streaming ------------------------------------------------------------------------------------------------
+
+async def test_tool_turn_streams_an_ordered_enveloped_event_sequence(host):
+    async with await WS.open(host.ws_url) as ws:
+        frames = await turn(ws, "calculate 6*7")
+        sid = frames[0]["session_id"]
+        events = events_only(frames)
+        kinds = [e["type"] for e in events]
+        assert kinds.index("thinking") < kinds.index("llm_call") < kinds.index("tool_call") < kinds.index("tool_result")
+        call = next(e for e in events if e["type"] == "tool_call")
+        result = next(e for e in events if e["type"] == "tool_result")
+        assert call["tool_id"] == result["tool_id"] and result["name"] == "calculate" and result["result"] == "42"
+        assert "timing_ms" in result and result["status"] == "completed"
+        for event in events + [frames[-1]]:
+            assert isinstance(event["id"], str), event
+            assert event["session_id"] == sid
+        for event in events:
+            assert isinstance(event["ts"], float)
+        ids = [int(e["id"]) for e in events + [frames[-1]]]
+        assert ids == sorted(set(ids)), ids
+
+
+async def test_input_id_is_echoed_and_output_session_continues_the_conversation(host):
+    async with await WS.open(host.ws_url) as ws:
+        first = (await turn(ws, "my name is Ada", input_id="in-1"))[-1]
+        assert first["input_id"] == "in-1"
+    async with await WS.open(host.ws_url) as ws:
+        second = (await turn(ws, "what is my name", session=first["session"]))[-1]
+        assert "Ada" in second["result"] and second["session"]["session_id"] == first["session_id"]
+        assert second["session"]["turn"] == 2
+
+
+# -- human in the loop ----------------------------------------------------------------------------------------
+
+async def test_ask_user_round_trip(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": "quiz me"})
+        ask = (await ws.until("ask_user"))[-1]
+        assert ask["question"] and ask["options"]
+        await ws.send({"type": "ASK_USER_RESPONSE", "answer": "Paris", "request_id": ask["id"]})
+        output = (await ws.until(("OUTPUT", "ERROR")))[-1]
+        assert output["type"] == "OUTPUT" and output["result"] == "Correct!"
+
+
+@pytest.mark.parametrize("answer, saved", [
+    ({"approved": True, "scope": "once"}, True),
+    ({"approved": False, "scope": "once"}, False),
+    ({"approved": "yes", "scope": "once"}, False),
+    ({"approved": True, "scope": "session"}, True),
+])
+async def test_approval_round_trips(host, answer, saved):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": "save a note: milk"})
+        ask = (await ws.until("approval_needed"))[-1]
+        assert ask["tool"] == "save_note" and ask["arguments"] == {"text": "milk"}
+        await ws.send({"type": "APPROVAL_RESPONSE", "request_id": ask["id"], **answer})
+        frames = await ws.until(("OUTPUT", "ERROR"))
+        result = next(f for f in frames if f["type"] == "tool_result")
+        assert result["tool_id"] == ask["tool_call_id"]
+        if saved:
+            assert result["status"] == "completed" and "note saved: milk" in frames[-1]["result"]
+        else:
+            assert result["status"] == "failed" and frames[-1]["result"] == "OK, I did not save the note."
+
+
+async def test_wrong_request_id_is_stale_and_the_turn_keeps_waiting(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": "save a note: milk"})
+        ask = (await ws.until("approval_needed"))[-1]
+        await ws.send({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once", "request_id": "999999"})
+        stale = await ws.recv()
+        assert stale["type"] == "ERROR" and stale["code"] == "STALE_ANSWER" and stale["request_id"] == "999999"
+        await ws.send({"type": "ASK_USER_RESPONSE", "answer": "x", "request_id": ask["id"]})  # wrong kind
+        assert (await ws.recv())["code"] == "STALE_ANSWER"
+        await ws.send({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once", "request_id": ask["id"]})
+        output = (await ws.until(("OUTPUT", "ERROR")))[-1]
+        assert output["type"] == "OUTPUT" and "note saved" in output["result"]
+
+
+async def test_a_disconnected_client_reconnects_and_answers_a_pending_approval(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": "save a note: eggs"})
+        frames = await ws.until("approval_needed")
+        sid, ask = frames[0]["session_id"], frames[-1]
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "ATTACH", "session_id": sid, "last_msg_id": ask["id"]})
+        assert (await ws.recv())["status"] == "running"
+        await ws.send({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once", "request_id": ask["id"]})
+        output = (await ws.until(("OUTPUT", "ERROR")))[-1]
+        assert output["type"] == "OUTPUT" and "note saved: eggs" in output["result"]
+
+
+# -- cancel, busy -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["INTERRUPT", "CANCEL"])
+async def test_interrupt_or_cancel_mid_turn_ends_it_as_cancelled(host, kind):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": "count to 8 slowly"})
+        frames = await ws.until("tool_result")
+        await ws.send({"type": kind})
+        terminal = (await ws.until(("OUTPUT", "ERROR")))[-1]
+        assert terminal["type"] in ("OUTPUT", "ERROR")
+    record = await wait_record(host, frames[0]["session_id"], lambda r: r["status"] != "running")
+    assert record["status"] == "cancelled"
+
+
+async def test_interrupt_with_nothing_running_is_an_error(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "CONNECT"})
+        await ws.until("AGENT_PROFILE")
+        await ws.send({"type": "INTERRUPT"})
+        error = await ws.recv()
+        assert error["type"] == "ERROR" and error["message"] == "interrupt requires an active turn"
+
+
+async def test_second_input_while_running_is_refused_and_the_first_completes(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": "count to 3 slowly"})
+        await ws.until("tool_call")
+        await ws.send({"type": "INPUT", "prompt": "what time is it"})
+        frames = await ws.until(("OUTPUT", "ERROR"))
+        assert frames[-1]["type"] == "ERROR" and frames[-1]["message"] == "session already has a running agent"
+        output = (await ws.until("OUTPUT"))[-1]
+        assert output["result"] == "1, 2, 3"
+
+
+# -- bad frames ---------------------------------------------------------------------------------------------------
+
+async def test_bad_frames_get_errors_and_the_socket_stays_usable(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send("{not json")
+        error = await ws.recv()
+        assert error["type"] == "ERROR" and error["message"].startswith("Invalid JSON")
+        await ws.send(b"\x00\x01binary")
+        assert (await ws.recv())["type"] == "ERROR"
+        await ws.send({"type": "CONNECT"})
+        await ws.until("AGENT_PROFILE")
+        await ws.send({"type": "NOPE"})
+        assert (await ws.recv())["message"] == "unknown message type: 'NOPE'"
+        await ws.send({"type": "INPUT", "prompt": "x" * 20_000})
+        too_big = await ws.recv()
+        assert too_big["type"] == "ERROR"
+        assert too_big["message"] == f"message too large (max {int(0.01 * 1024 * 1024)} bytes)"
+        frames = await turn(ws, "calculate 1+1")
+        assert frames[-1]["type"] == "OUTPUT" and frames[-1]["result"] == "1+1 = 2"
+
+
+# -- resume -------------------------------------------------------------------------------------------------------
+
+async def wait_record(host, sid: str, done, timeout: float = 20) -> dict:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(base_url=host.url) as client:
+        while True:
+            response = await client.get(f"/sessions/{sid}")
+            if response.status_code == 200 and done(response.json()):
+                return response.json()
+            assert time.monotonic() < deadline, response.text
+            await asyncio.sleep(0.1)
+
+
+async def _start_and_drop(host, prompt: str, seen: int) -> tuple[str, list[dict]]:
+    """Start a turn, read ``seen`` events, drop the socket."""
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": prompt})
+        connected = await ws.recv()
+        got = [await ws.recv() for _ in range(seen)]
+    return connected["session_id"], got
+
+
+@pytest.mark.parametrize("handshake", ["ATTACH", "CONNECT"])
+async def test_resume_mid_turn_sends_exactly_the_missed_events_then_live_then_output(host, handshake):
+    sid, before = await _start_and_drop(host, "count to 8 slowly", seen=4)
+    await asyncio.sleep(0.8)  # events happen while nobody is connected
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": handshake, "session_id": sid, "last_msg_id": before[-1]["id"]})
+        connected = await ws.recv()
+        assert connected["type"] == "CONNECTED" and connected["status"] == "running" and connected["session_id"] == sid
+        after = [f for f in await ws.until("OUTPUT", timeout=20) if f["type"] != "AGENT_PROFILE"]
+    ids = [int(f["id"]) for f in before + after]
+    assert ids == list(range(ids[0], ids[0] + len(ids))), ids  # no gap, no duplicate, original ids
+    assert after[-1]["result"] == "1, 2, 3, 4, 5, 6, 7, 8"
+
+
+async def test_closing_mid_turn_does_not_stop_it(host):
+    sid, _ = await _start_and_drop(host, "count to 3 slowly", seen=2)
+    record = await wait_record(host, sid, lambda r: r["status"] != "running")
+    assert record["status"] == "done" and record["result"] == "1, 2, 3"
+
+
+async def test_attach_finished_is_completed_with_result_and_unknown_is_expired(host):
+    async with await WS.open(host.ws_url) as ws:
+        output = (await turn(ws, "calculate 2*21"))[-1]
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "ATTACH", "session_id": output["session_id"]})
+        connected = await ws.recv()
+        assert connected["status"] == "completed" and connected["result"] == output["result"]
+    async with await WS.open(host.ws_url) as ws:
+        unknown = str(uuid.uuid4())
+        await ws.send({"type": "ATTACH", "session_id": unknown})
+        assert await ws.recv() == {"type": "CONNECTED", "session_id": unknown, "status": "expired"}

@@ -1,0 +1,64 @@
+"""The /ws flow in-process with Channels' ``WebsocketCommunicator`` against the real ASGI application."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from connectonion_site.asgi import application
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+async def frames_until(comm: WebsocketCommunicator, *types: str, timeout: float = 10) -> list[dict]:
+    got: list[dict] = []
+    while True:
+        frame = json.loads(await comm.receive_from(timeout=timeout))
+        if frame["type"] == "PING":
+            continue
+        got.append(frame)
+        if frame["type"] in types:
+            return got
+
+
+async def test_seal_then_connect_then_a_tool_turn():
+    comm = WebsocketCommunicator(application, "/ws")
+    connected, _ = await comm.connect()
+    assert connected
+    await comm.send_json_to({"type": "SEAL"})
+    assert (await frames_until(comm, "ERROR"))[0]["message"] == "unknown message type: 'SEAL'"
+    await comm.send_json_to({"type": "CONNECT"})
+    hello = await frames_until(comm, "AGENT_PROFILE")
+    assert [f["type"] for f in hello] == ["CONNECTED", "AGENT_PROFILE"] and hello[0]["status"] == "new"
+    await comm.send_json_to({"type": "INPUT", "prompt": "translate hello to spanish", "input_id": "a"})
+    frames = await frames_until(comm, "OUTPUT", "ERROR")
+    kinds = [f["type"] for f in frames]
+    assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("OUTPUT")
+    assert frames[-1]["input_id"] == "a" and "hola" in frames[-1]["result"]
+    await comm.disconnect()
+
+
+async def test_other_paths_close_with_4004():
+    comm = WebsocketCommunicator(application, "/elsewhere")
+    connected, _ = await comm.connect()
+    assert connected
+    assert (await comm.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4004}
+
+
+async def test_errors_leave_the_socket_usable():
+    comm = WebsocketCommunicator(application, "/ws")
+    await comm.connect()
+    await comm.send_to(text_data="[1,")
+    error = json.loads(await comm.receive_from())
+    assert error["message"].startswith("Invalid JSON") and error["received"] == "[1,"
+    await comm.send_to(bytes_data=b"\x01")
+    assert json.loads(await comm.receive_from())["type"] == "ERROR"
+    await comm.send_json_to({"type": "NOPE"})
+    assert json.loads(await comm.receive_from())["message"] == "authenticate first (send CONNECT)"
+    await comm.send_json_to({"type": "INIT"})
+    assert json.loads(await comm.receive_from())["status"] == "new"
+    await comm.send_json_to({"type": "NOPE"})
+    assert json.loads(await comm.receive_from())["message"] == "unknown message type: 'NOPE'"
+    await comm.disconnect()

@@ -162,6 +162,16 @@ def _str_list(key: str, value: Any) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _address_list(key: str, value: Any) -> tuple[str, ...]:
+    """Like ``_str_list``, but an unquoted ``0x...`` address that YAML read as an integer is restored."""
+    if isinstance(value, list | tuple):
+        value = [f"0x{v:064x}" if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**256 else v
+                 for v in value]
+    elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**256:
+        value = f"0x{value:064x}"
+    return _str_list(key, value)
+
+
 def _trust(key: str, value: Any) -> str:
     if isinstance(value, dict):
         # A mapping policy (PROTOCOL §7.1 form 4) is kept as YAML front matter text.
@@ -180,8 +190,8 @@ YAML_KEYS: dict[str, Any] = {
     "workers": _int(1),
     "reload": _bool,
     "trust": _trust,
-    "blacklist": _str_list,
-    "whitelist": _str_list,
+    "blacklist": _address_list,
+    "whitelist": _address_list,
     "result_ttl": _int(1),
     "relay_url": _str_or_none,
     "max_file_size": _int(1),
@@ -338,7 +348,11 @@ def load_config(
     for key, value in args.items():
         if key not in known:
             raise ConfigError(f"unknown option {key!r}")
-        if value is not None or key in ("relay_url", "redis_url"):
+        if key in ("blacklist", "whitelist") and value is not None and values.get(key):
+            # Access lists add up: an argument never drops what host.yaml blocks or admits.
+            given = _address_list(key, value)
+            values[key] = tuple(values[key]) + tuple(v for v in given if v not in values[key])
+        elif value is not None or key in ("relay_url", "redis_url"):
             values[key] = value
     values["trust_explicit"] = "trust" in args
     for key in _TUPLE_FIELDS:

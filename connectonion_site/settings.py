@@ -28,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "channels",
     "hosting",
     "trust",
@@ -118,6 +119,16 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
     "EXCEPTION_HANDLER": "hosting.views.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ConnectOnion agent host",
+    "DESCRIPTION": "HTTP API of a hosted agent (PROTOCOL.md §3). Errors are always {\"error\": \"...\"}.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {"TrustLevelEnum": ["stranger", "contact", "whitelist", "blocked"]},
 }
 
 LANGUAGE_CODE = "en-us"
@@ -154,6 +165,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "connectonion": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        # the activity file handler is added by hosting.activity.configure() when the runtime is built
+        "connectonion.activity": {"level": "INFO"},
+        "connectonion.trust": {"level": "INFO"},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "daphne": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from hosting import __version__
+from hosting import __version__, openapi
 from hosting.errors import (
     BadRequest,
     HostError,
@@ -36,6 +36,7 @@ log = logging.getLogger("connectonion")
 class InputView(AsyncAPIView):
     """``POST /input``: run one turn and return its result (async: a slow turn parks no thread)."""
 
+    @openapi.input_schema
     async def post(self, request: Request) -> Response:
         runtime = get_runtime()
         admission = await sync_to_async(runtime.gate.admit)(request.data, transport="http")
@@ -48,6 +49,7 @@ class InputView(AsyncAPIView):
 class SessionDetailView(APIView):
     """``GET /sessions/{id}``: one stored record, for whoever may read it (PROTOCOL §3.2)."""
 
+    @openapi.session_detail_schema
     def get(self, request: Request, session_id: str) -> Response:
         runtime = get_runtime()
         reader = _reader(runtime, request)
@@ -63,6 +65,7 @@ class SessionDetailView(APIView):
 class SessionListView(APIView):
     """``GET /sessions``: newest first, only what the caller may read (PROTOCOL §3.3, D21)."""
 
+    @openapi.session_list_schema
     def get(self, request: Request) -> Response:
         runtime = get_runtime()
         reader = _reader(runtime, request)
@@ -77,6 +80,7 @@ class SessionListView(APIView):
 
 
 class HealthView(APIView):
+    @openapi.health_schema
     def get(self, request: Request) -> Response:
         runtime = get_runtime()
         return Response({"status": "healthy", "agent": runtime.info.name, "uptime": runtime.uptime(),
@@ -84,11 +88,13 @@ class HealthView(APIView):
 
 
 class InfoView(APIView):
+    @openapi.info_schema
     def get(self, request: Request) -> Response:
         return Response(agent_info(get_runtime()), headers={"Cache-Control": "no-store"})
 
 
 class IndexView(APIView):
+    @openapi.index_schema
     def get(self, request: Request) -> Response:
         return Response({"docs": "/docs", "info": "/info", "health": "/health", "input": "POST /input",
                          "websocket": "/ws", "openapi": "/openapi.json"})

@@ -1,0 +1,103 @@
+"""OpenAPI descriptions of the public HTTP API (drf-spectacular). The views carry them as decorators only;
+the shapes here follow PROTOCOL §3 and are checked against live responses in ``tests/openapi``."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
+from rest_framework import serializers
+
+ERROR = inline_serializer("Error", {
+    "error": serializers.CharField(),
+    "code": serializers.CharField(required=False),
+    "data": serializers.DictField(required=False),
+})
+
+
+def _errors(*codes: int) -> dict[int, OpenApiResponse]:
+    text = {400: "invalid request", 401: "signature missing, invalid or reused", 403: "forbidden by the trust gate",
+            404: "not found", 409: "session busy", 413: "request body too large", 415: "unsupported media type",
+            429: "rate limited", 500: "agent failed", 503: "service unavailable"}
+    return {code: OpenApiResponse(ERROR, description=text[code]) for code in codes}
+
+
+SESSION = serializers.DictField(help_text="session object: session_id, messages, trace, turn, ...")
+
+INPUT_REQUEST = inline_serializer("InputRequest", {
+    "prompt": serializers.CharField(help_text="the user's message (unsigned form)", required=False),
+    "session": serializers.DictField(required=False, help_text="{session_id, messages, trace, turn}"),
+    "session_id": serializers.CharField(required=False),
+    "images": serializers.ListField(child=serializers.CharField(), required=False, help_text="data: URLs"),
+    "files": serializers.ListField(child=serializers.DictField(), required=False,
+                                   help_text="{name, data (base64 or data: URL)}"),
+    "input_id": serializers.CharField(required=False),
+    "payload": serializers.DictField(required=False, help_text="signed form: the fields above plus to, timestamp"),
+    "from": serializers.CharField(required=False),
+    "signature": serializers.CharField(required=False),
+})
+
+INPUT_RESULT = inline_serializer("InputResult", {
+    "session_id": serializers.CharField(),
+    "status": serializers.CharField(),
+    "result": serializers.CharField(allow_null=True),
+    "duration_ms": serializers.IntegerField(),
+    "session": SESSION,
+    "chat_items": serializers.ListField(child=serializers.DictField()),
+    "server_newer": serializers.BooleanField(),
+})
+
+SESSION_SUMMARY = inline_serializer("SessionSummary", {
+    "session_id": serializers.CharField(),
+    "status": serializers.CharField(),
+    "created": serializers.IntegerField(),
+})
+
+SESSION_RECORD = inline_serializer("SessionRecord", {
+    "session_id": serializers.CharField(),
+    "status": serializers.CharField(),
+    "prompt": serializers.CharField(required=False),
+    "created": serializers.IntegerField(),
+    "expires": serializers.IntegerField(required=False),
+    "result": serializers.CharField(required=False, allow_null=True),
+    "error": serializers.CharField(required=False),
+    "duration_ms": serializers.IntegerField(required=False),
+    "session": serializers.DictField(required=False),
+})
+
+input_schema = extend_schema(
+    summary="Run one turn and return its result", request=INPUT_REQUEST,
+    responses={200: INPUT_RESULT, **_errors(400, 401, 403, 404, 409, 413, 415, 429, 500, 503)},
+)
+session_detail_schema = extend_schema(
+    summary="One stored session result", responses={200: SESSION_RECORD, **_errors(401, 403, 404)},
+)
+session_list_schema = extend_schema(
+    summary="Stored sessions the caller may read, newest first",
+    operation_id="sessions_list",
+    parameters=[OpenApiParameter("limit", int, description="1-1000", default=100)],
+    responses={200: inline_serializer("SessionList", {"sessions": serializers.ListField(child=SESSION_SUMMARY)}),
+               **_errors(400, 401, 403)},
+)
+health_schema = extend_schema(summary="Liveness", responses={200: inline_serializer("Health", {
+    "status": serializers.CharField(),
+    "agent": serializers.CharField(),
+    "uptime": serializers.IntegerField(),
+    "relay": serializers.CharField(),
+})})
+info_schema = extend_schema(summary="What the agent is and accepts", responses={200: inline_serializer("Info", {
+    "name": serializers.CharField(),
+    "address": serializers.CharField(),
+    "tools": serializers.ListField(child=serializers.CharField()),
+    "model": serializers.CharField(allow_null=True),
+    "trust": serializers.CharField(),
+    "version": serializers.CharField(),
+    "accepted_inputs": serializers.DictField(),
+    "summary": serializers.CharField(),
+    "examples": serializers.ListField(child=serializers.CharField()),
+    "skills": serializers.ListField(child=serializers.DictField()),
+    "protocol": serializers.DictField(),
+})})
+index_schema = extend_schema(summary="Route index", responses={200: inline_serializer("Index", {
+    "docs": serializers.CharField(), "info": serializers.CharField(), "health": serializers.CharField(),
+    "input": serializers.CharField(), "websocket": serializers.CharField(),
+    "openapi": serializers.CharField(required=False),
+})})

@@ -57,7 +57,8 @@ def print_banner(cfg: HostConfig, out: TextIO | None = None) -> None:
 
     runtime = get_runtime()
     info = runtime.info
-    relay_line = "✓ relay" if cfg.relay_url else "no relay"
+    # The link connects after the banner: the "✓ relay" line (or the reason) follows in the log.
+    relay_line = f"↻ relay (connecting to {cfg.relay_url})" if cfg.relay_url else "no relay"
     text = banner_text(cfg, name=cfg.name or info.name, model=info.model, tools=len(info.tools),
                        address=runtime.address, shared=info.shared, relay_line=relay_line)
     stream = out or sys.stdout

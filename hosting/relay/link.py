@@ -111,7 +111,9 @@ class RelayLink:
         stable_after: float = 10.0,
         open_timeout: float = 10.0,
         inbox_size: int = 256,
+        on_state: Callable[[str], None] | None = None,
     ) -> None:
+        self.on_state = on_state
         self.identity = identity
         self.relay_base = wire.relay_base(relay_url)
         self.conversation_factory = conversation_factory
@@ -181,6 +183,21 @@ class RelayLink:
     @property
     def state(self) -> str:
         return self._state
+
+    @property
+    def _state(self) -> str:
+        return self.__dict__.get("_state_value", "disabled")
+
+    @_state.setter
+    def _state(self, value: str) -> None:
+        """Every state change goes through here, so ``on_state`` (the host's /health, its log) follows it."""
+        old = self.__dict__.get("_state_value")
+        self.__dict__["_state_value"] = value
+        if value != old and getattr(self, "on_state", None) is not None:
+            try:
+                self.on_state(value)
+            except Exception:
+                logger.exception("relay: the on_state callback failed")
 
     @property
     def conversations(self) -> int:

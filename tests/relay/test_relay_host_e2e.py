@@ -1,8 +1,6 @@
-"""End to end through our relay: the released 1.9.2 client ↔ our relay ↔ our agent host (PROTOCOL §10
-items 110-113). The host announces with no direct endpoints, so every turn goes through the relay.
-
-Skipped until ``hosting.protocol`` is wired into the host's relay link (``runhost --relay-url``): the lead
-engineer owns that wiring (``RelayLink.from_config(..., conversation_factory=<Conversation factory>)``).
+"""End to end through our relay: the released 1.9.2 client and our client ↔ ``manage.py runrelay`` ↔
+``manage.py runhost --relay-url`` with the demo agent (PROTOCOL §10 items 110-113). Unless a test says
+otherwise the host announces no direct endpoints, so every turn goes through the relay.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ import pytest
 
 from .conftest import REPO, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.skip(reason="waiting for hosting.protocol")]
+pytestmark = [pytest.mark.slow]
 
 
 def _env(project: Path, machine: Path) -> dict[str, str]:
@@ -70,14 +68,35 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def hosted(project: Path, tmp_path: Path, relay_process):
-    """Our relay process plus ``runhost --relay-url <relay>`` with the demo agent; yields (relay, address)."""
-    relay = relay_process()
+class Hosted:
+    """A running ``runhost --relay-url`` process and the relay it announces on."""
+
+    def __init__(self, relay, address: str, port: int, log: Path) -> None:
+        self.relay, self.address, self.port, self.log = relay, address, port, log
+
+    def health(self) -> dict:
+        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).json()
+
+    def wait_relay_state(self, wanted: str, timeout: float = 30) -> dict:
+        deadline = time.monotonic() + timeout
+        body: dict = {}
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                body = self.health()
+                if str(body.get("relay", "")).startswith(wanted):
+                    return body
+            time.sleep(0.05)
+        raise AssertionError(f"/health relay never became {wanted!r} (last {body}):\n{self.log.read_text()}")
+
+
+@contextlib.contextmanager
+def _host(relay, project: Path, tmp_path: Path, extra_env: dict[str, str] | None = None):
     port = free_port()
     cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "--port", str(port), "--relay-url", relay.base]
     log = tmp_path / "host.log"
-    with _process(cmd, project, _env(project, tmp_path / "machine"), log):
+    env = _env(project, tmp_path / "machine")
+    env.update(extra_env or {})
+    with _process(cmd, project, env, log):
         deadline = time.monotonic() + 40
         address = None
         while time.monotonic() < deadline and address is None:
@@ -85,9 +104,17 @@ def hosted(project: Path, tmp_path: Path, relay_process):
                 address = httpx.get(f"http://127.0.0.1:{port}/info", timeout=1).json().get("address")
             time.sleep(0.1)
         assert address, log.read_text()
-        record = _wait_listed(relay.http, address)
-        assert record["endpoints"] == []
-        yield relay, address
+        _wait_listed(relay.http, address)
+        yield Hosted(relay, address, port, log)
+
+
+@pytest.fixture
+def hosted(project: Path, tmp_path: Path, relay_process):
+    """Our relay process plus ``runhost --relay-url <relay>`` with the demo agent; yields (relay, address)."""
+    relay = relay_process()
+    with _host(relay, project, tmp_path) as host:
+        assert _wait_listed(relay.http, host.address)["endpoints"] == []
+        yield relay, host.address
 
 
 def test_released_client_reaches_our_host_through_our_relay(hosted):
@@ -142,3 +169,76 @@ def test_announce_command_serves_the_real_conversation(project: Path, tmp_path: 
             "calculate (2+3)*7", timeout=60
         )
         assert "35" in reply.text
+
+
+def _our_client(address: str, relay_base: str, **options):
+    from nacl.signing import SigningKey
+
+    from hosting.client import connect
+    from trust.identity import AgentIdentity
+
+    return connect(address, relay_url=relay_base,
+                   keys=AgentIdentity.from_signing_key(SigningKey.generate()), **options)
+
+
+def test_banner_health_and_log_follow_the_relay_link(project: Path, tmp_path: Path, relay_process):
+    relay = relay_process()
+    with _host(relay, project, tmp_path) as host:
+        body = host.wait_relay_state("connected")
+        assert body["relay"] == "connected"
+        text = host.log.read_text()
+        assert f"↻ relay (connecting to {relay.base})" in text
+        assert "✓ relay" in text
+
+
+def test_host_re_announces_after_the_relay_restarts(project: Path, tmp_path: Path, relay_process):
+    relay = relay_process()
+    with _host(relay, project, tmp_path) as host:
+        host.wait_relay_state("connected")
+        relay.stop()
+        host.wait_relay_state("failed")  # /health tells the truth while the relay is away
+        again = relay_process(port=relay.port)  # a fresh relay with an empty registry, same URL
+        _wait_listed(again.http, host.address, timeout=40)
+        host.wait_relay_state("connected")
+        reply = _our_client(host.address, again.base).input("calculate (2+3)*7")
+        assert "35" in reply
+        assert "relay not connected" in host.log.read_text()
+
+
+def test_our_client_prefers_the_announced_direct_endpoint(project: Path, tmp_path: Path, relay_process):
+    (project / ".co" / "host.yaml").write_text("announce_loopback: true\n")
+    relay = relay_process()
+    with _host(relay, project, tmp_path) as host:
+        assert _wait_listed(relay.http, host.address)["endpoints"]
+        agent = _our_client(host.address, relay.base)
+        assert "hola" in agent.input("translate hello to spanish").lower()
+        assert agent.transport == "direct"
+
+
+def test_our_client_falls_back_to_the_relay_when_the_endpoint_is_unreachable(
+    project: Path, tmp_path: Path, relay_process
+):
+    dead = free_port()  # announced, but nothing listens there
+    relay = relay_process()
+    with _host(relay, project, tmp_path, {"AGENT_PUBLIC_DOMAIN": f"127.0.0.1:{dead}"}) as host:
+        assert _wait_listed(relay.http, host.address)["endpoints"] == [
+            f"https://127.0.0.1:{dead}", f"wss://127.0.0.1:{dead}/ws"
+        ]
+        agent = _our_client(host.address, relay.base)
+        assert "hola" in agent.input("translate hello to spanish").lower()
+        assert agent.transport == "relay"
+
+
+def test_approval_is_answered_through_the_relay(hosted):
+    relay, address = hosted
+    asked: list[dict] = []
+
+    def approve(event: dict) -> bool:
+        asked.append(event)
+        return True
+
+    agent = _our_client(address, relay.base, on_approval=approve)
+    reply = agent.input("save a note: buy milk")
+    assert asked and asked[0]["tool"] == "save_note"
+    assert "note saved: buy milk" in reply
+    assert agent.transport == "relay"

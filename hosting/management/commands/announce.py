@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import uuid
 from dataclasses import replace
 from typing import Any
 
@@ -104,40 +103,7 @@ def _wiring(cfg: HostConfig, *, echo: bool) -> dict[str, Any]:
 
 
 def _host_wiring() -> dict[str, Any]:
-    from asgiref.sync import sync_to_async
-
-    from hosting.messages import read_input
-    from hosting.protocol import Conversation
+    from hosting.relay.service import wiring
     from hosting.runtime import get_runtime
 
-    runtime = get_runtime()
-
-    async def conversation_factory(send: relay_link.SendFrame, *, transport: str = "relay") -> Any:
-        conversation = Conversation(runtime=runtime, send=send, transport=transport)
-        await conversation.start()
-        return conversation
-
-    async def legacy_input(prompt: str, input_id: str) -> str:
-        # D12: a one-shot anonymous turn, trust permitting.
-        admission = await sync_to_async(runtime.gate.admit, thread_sensitive=False)(
-            None, require_to=False, prompt=prompt, transport="relay"
-        )
-        request = read_input(
-            {"prompt": prompt},
-            config=runtime.config,
-            owner=None,
-            level=admission.level,
-            session_id=str(uuid.uuid4()),
-        )
-        result = await runtime.turns.run(request)
-        return result.result or ""
-
-    info = runtime.info
-    return {
-        "factory": conversation_factory,
-        "legacy": legacy_input,
-        "identity": runtime.identity,
-        "summary": info.system_prompt,
-        "profile": {"alias": info.name, "tools": list(info.tools), "model": info.model, "skills": []},
-        "what": f"agent {info.name}",
-    }
+    return wiring(get_runtime())

@@ -1,0 +1,145 @@
+"""Every documented way to start the host, each from a user's own folder, as real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from tests.conftest import REPO, free_port, host_env
+
+MYAGENT = '''
+from hosting import host, create_app
+
+
+class Greeter:
+    name = "greeter"
+    model = "user/greeter"
+    tools = []
+
+    def input(self, prompt: str) -> str:
+        return "hello " + prompt
+
+
+def create_agent():
+    return Greeter()
+
+
+if __name__ == "__main__":
+    import sys
+    host(create_agent, port=int(sys.argv[1]), relay_url=None)
+'''
+
+APP = MYAGENT + "\n\napp = create_app(create_agent, trust='open')\n"
+
+
+@contextlib.contextmanager
+def serve(cmd: list[str], folder: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
+    log = folder / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=folder, env=host_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 40
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"exited {proc.returncode}:\n{log.read_text()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not ready:\n{log.read_text()}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture
+def user_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "user-project"
+    folder.mkdir()
+    (folder / "myagent.py").write_text(APP)
+    return folder
+
+
+def assert_greets(url: str) -> None:
+    body = httpx.post(url + "/input", json={"prompt": "Ada"}, timeout=30).json()
+    assert body["status"] == "done" and body["result"] == "hello Ada"
+
+
+def ws_turn(url: str, prompt: str) -> dict:
+    with connect(url.replace("http://", "ws://") + "/ws", open_timeout=10) as ws:
+        ws.send(json.dumps({"type": "INPUT", "prompt": prompt}))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            frame = json.loads(ws.recv(timeout=20))
+            if frame.get("type") in ("OUTPUT", "ERROR"):
+                return frame
+    raise AssertionError("no OUTPUT frame")
+
+
+def test_runhost_imports_the_users_module_from_cwd(user_folder):
+    (user_folder / "myagent.py").write_text(MYAGENT)
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "myagent:create_agent", "--no-relay", "--port", str(port)]
+    with serve(cmd, user_folder, port) as url:
+        assert_greets(url)
+        assert httpx.get(url + "/info").json()["name"] == "greeter"
+    assert (user_folder / ".co/session_results.jsonl").is_file()
+    assert not (REPO / ".co").exists() or not (REPO / ".co/session_results.jsonl").exists()
+
+
+def test_python_myagent_py_calls_host(user_folder):
+    (user_folder / "myagent.py").write_text(MYAGENT)
+    port = free_port()
+    with serve([sys.executable, "myagent.py", str(port)], user_folder, port) as url:
+        assert_greets(url)
+    banner = (user_folder / "serve.log").read_text()
+    assert "greeter" in banner and "Waiting for tasks" in banner
+    assert (user_folder / ".co/session_results.jsonl").is_file()
+
+
+def test_create_app_served_by_uvicorn(user_folder):
+    port = free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "myagent:app", "--port", str(port), "--log-level", "warning"]
+    with serve(cmd, user_folder, port) as url:
+        assert_greets(url)
+        frame = ws_turn(url, "socket")
+        assert frame["type"] == "OUTPUT", frame
+        assert frame["result"] == "hello socket"
+
+
+def test_daphne_serves_the_agent_named_by_env(user_folder):
+    (user_folder / "myagent.py").write_text(MYAGENT)
+    port = free_port()
+    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "connectonion_site.asgi:application"]
+    env = {"CONNECTONION_AGENT": "myagent:create_agent", "PYTHONPATH": f"{REPO}{os.pathsep}{user_folder}"}
+    with serve(cmd, user_folder, port, env=env) as url:
+        assert_greets(url)
+        frame = ws_turn(url, "daphne")
+        assert frame["type"] == "OUTPUT" and frame["result"] == "hello daphne"
+
+
+def test_daphne_defaults_to_the_demo_agent(tmp_path):
+    port = free_port()
+    cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "connectonion_site.asgi:application"]
+    with serve(cmd, tmp_path, port) as url:
+        assert httpx.get(url + "/info").json()["name"] == "demo"

@@ -165,9 +165,6 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "loggers": {
         "connectonion": {"handlers": ["console"], "level": "INFO", "propagate": False},
-        # the activity file handler is added by hosting.activity.configure() when the runtime is built
-        "connectonion.activity": {"level": "INFO"},
-        "connectonion.trust": {"level": "INFO"},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},
         "daphne": {"handlers": ["console"], "level": "WARNING", "propagate": False},
     },

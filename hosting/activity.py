@@ -93,6 +93,22 @@ def configure(logs_dir: Path, agent_name: str, *, secrets: Iterable[str] = ()) -
     return path
 
 
+def ensure_attached() -> None:
+    """Re-attach the file handler if a later ``logging.config.dictConfig`` (a second ``django.setup()``,
+    e.g. importing the ASGI module after the runtime was built) reset the loggers' handlers."""
+    handler = _handler
+    if handler is None:
+        return
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if handler not in logger.handlers:
+            with _lock:
+                if handler not in logger.handlers:
+                    logger.addHandler(handler)
+                    if logger.getEffectiveLevel() > logging.INFO:
+                        logger.setLevel(logging.INFO)
+
+
 def log_event(agent_name: str, session_id: str, event: dict[str, Any]) -> None:
     """The events worth a line of their own (today: a finished tool call with its duration)."""
     if event.get("type") != "tool_result":

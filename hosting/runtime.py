@@ -96,6 +96,7 @@ def get_runtime() -> Runtime:
         with _lock:
             if _runtime is None:
                 _runtime = _build()
+    activity.ensure_attached()
     return _runtime
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.utils import get_handler_name
 
 from hosting.jsonwire import dumps
 from hosting.protocol import Conversation
@@ -13,9 +15,19 @@ from hosting.runtime import get_runtime
 
 class AgentConsumer(AsyncWebsocketConsumer):
     conversation: Conversation
+    # No per-socket channel: live events reach sockets through the process hub (and its Redis bridge),
+    # so 1,000 idle sockets cost no channel-layer bookkeeping.
+    channel_layer_alias = "no-layer-for-agent-sockets"
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels runs close_old_connections() in asgiref's one shared thread before every frame; our
+        # database work runs in pool threads, so that hop would only serialise every socket.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is not None:
+            await handler(message)
 
     async def connect(self) -> None:
-        await self.accept()
+        await self.accept(headers=worker_headers())
         self.conversation = Conversation(runtime=get_runtime(), send=self._send_frame, close=self._close_code)
         await self.conversation.start()
 
@@ -35,3 +47,9 @@ class AgentConsumer(AsyncWebsocketConsumer):
 
     async def _close_code(self, code: int) -> None:
         await self.close(code)
+
+
+def worker_headers() -> list[tuple[bytes, bytes]]:
+    """``X-Connectonion-Worker: <index>`` under ``--workers N`` (which worker serves this socket; tests)."""
+    index = os.environ.get("CONNECTONION_WORKER")
+    return [(b"x-connectonion-worker", index.encode())] if index else []

@@ -123,8 +123,9 @@ class Conversation:
                 await handler(frame)
         except HostError as exc:
             await self.send(exc.as_frame(**({"session_id": self.session_id} if self.session_id else {})))
-            if exc.fatal and self._close is not None:
-                await self._close(4003)
+            refused = self.peer is None and kind in HANDSHAKES and exc.status in (401, 403)
+            if (exc.fatal or refused) and self._close is not None:
+                await self._close(4003)  # a refused handshake: ERROR, then close (PROTOCOL §2.3)
         except Exception:
             log.exception("unexpected error handling a %s frame", kind)
             await self.send({"type": "ERROR", "message": "internal error"})
@@ -160,6 +161,8 @@ class Conversation:
         await self.send(self._profile())
         if running:
             self._watch(after=_cursor(frame.get("last_msg_id")))
+        else:
+            self._follow()
 
     async def on_init(self, frame: dict[str, Any]) -> None:
         peer = await self._authenticate(frame)
@@ -168,6 +171,7 @@ class Conversation:
         self.session_id = str(uuid.uuid4())
         self.client_session = await self._client_session(frame)
         await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "new"})
+        self._follow()
 
     async def on_attach(self, frame: dict[str, Any]) -> None:
         wanted = frame.get("session_id")
@@ -196,6 +200,8 @@ class Conversation:
         await self.send(reply)
         if after is not None:
             self._watch(after=after)  # replays what was missed of the last turn, ending with its OUTPUT
+        else:
+            self._follow()
 
     async def _authenticate(self, frame: dict[str, Any]) -> Peer | None:
         """Run the handshake's trust check once per socket (PROTOCOL §4.2)."""
@@ -218,7 +224,7 @@ class Conversation:
             await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "connected"})
             return None
         v2 = payload.get("signed_commands") == 1
-        admission = await sync_to_async(self.runtime.gate.admit)(
+        admission = await sync_to_async(self.runtime.gate.admit, thread_sensitive=False)(
             frame, require_to=True, allow_repeat=v2, transport=self.transport,
         )
         if admission.repeated and not v2:
@@ -233,7 +239,7 @@ class Conversation:
     async def _implicit_handshake(self, frame: dict[str, Any]) -> None:
         """First frame INPUT (PROTOCOL §4.5): anonymous, or authenticated by the INPUT's own signature."""
         signed = any(k in frame for k in ("payload", "from", "signature"))
-        admission = await sync_to_async(self.runtime.gate.admit)(
+        admission = await sync_to_async(self.runtime.gate.admit, thread_sensitive=False)(
             frame if signed else None, require_to=False, transport=self.transport,
         )
         self.peer = Peer(admission.signer, admission.level, False, "INPUT", None)
@@ -267,7 +273,8 @@ class Conversation:
         except BaseException:
             subscription.close()
             raise
-        self._viewer = asyncio.create_task(self._stream(self.session_id, after, subscription, local=turn))
+        self._viewer = asyncio.create_task(self._then_follow(
+            self._stream(self.session_id, after, subscription, local=turn)))
 
     async def on_ask_user_response(self, frame: dict[str, Any]) -> None:
         await self._answer(frame, "ask_user")
@@ -280,6 +287,8 @@ class Conversation:
         turn = self.runtime.turns.active.get(self.session_id or "")
         pending = turn.pending if turn is not None else None
         request_id = payload.get("request_id")
+        if turn is None and await self._forward(_normalized_answer(payload, kind), kind=kind, request_id=request_id):
+            return  # the turn runs on another worker: the bridge hands the answer to it
         if (
             turn is None or pending is None or pending.kind != kind
             or (request_id is not None and request_id != pending.id)
@@ -295,6 +304,8 @@ class Conversation:
     async def on_interrupt(self, frame: dict[str, Any]) -> None:
         await self._command_payload(frame)
         turn = self.runtime.turns.active.get(self.session_id or "")
+        if turn is None and await self._forward({"type": "INTERRUPT"}):
+            return
         if turn is None or self.peer is None or turn.owner != self.peer.signer:
             raise BadRequest("interrupt requires an active turn")
         turn.cancel()
@@ -316,6 +327,8 @@ class Conversation:
         if turn is not None and self.peer is not None and turn.owner == self.peer.signer:
             turn.io.deliver(frame)  # custom frames go to the running agent's inbox
             return
+        if turn is None and self.peer is not None and await self._forward(frame):
+            return
         if self.peer is None:
             raise BadRequest("authenticate first (send CONNECT)")
         raise BadRequest(f"unknown message type: {kind!r}")
@@ -325,11 +338,11 @@ class Conversation:
         if self.peer is None:
             raise BadRequest("authenticate first (send CONNECT)")
         if self.peer.v2:
-            verified = await sync_to_async(self.runtime.gate.admit_command)(frame, owner=self.peer.signer,
+            verified = await sync_to_async(self.runtime.gate.admit_command, thread_sensitive=False)(frame, owner=self.peer.signer,
                                                                              transport=self.transport)
             return verified.payload
         if frame.get("type") == "INPUT" and isinstance(frame.get("payload"), dict) and "signature" in frame:
-            admission = await sync_to_async(self.runtime.gate.admit)(frame, require_to=False,
+            admission = await sync_to_async(self.runtime.gate.admit, thread_sensitive=False)(frame, require_to=False,
                                                                      transport=self.transport)
             return admission.payload
         return frame
@@ -339,8 +352,46 @@ class Conversation:
         assert self.session_id is not None
         self._stop_viewer()
         subscription = self.runtime.hub.subscribe(self.session_id)
-        self._viewer = asyncio.create_task(self._stream(self.session_id, after, subscription, local=None,
-                                                        replay_turn=True))
+        self._viewer = asyncio.create_task(self._then_follow(
+            self._stream(self.session_id, after, subscription, local=None, replay_turn=True)))
+
+    def _follow(self) -> None:
+        """While the session is idle, show turns that other connections of its owner start (PROTOCOL §4.9)."""
+        assert self.session_id is not None
+        self._stop_viewer()
+        self._viewer = asyncio.create_task(self._then_follow(None))
+
+    async def _then_follow(self, first: Awaitable[None] | None) -> None:
+        """Finish ``first`` (a stream of this connection's own turn or a resume), then wait for the next turn.
+
+        A turn started elsewhere reaches us through the hub; its prompt goes out as ``user_message`` (this
+        viewer never typed it), then its events from the first one, exactly once, like any stream.
+        """
+        session_id = self.session_id
+        assert session_id is not None
+        if first is not None:
+            await first
+        last_seq = sync_to_async(self.runtime.eventlog.last_seq, thread_sensitive=False)
+        while not self._closed:
+            seen = await last_seq(session_id)
+            subscription = self.runtime.hub.subscribe(session_id)
+            try:
+                await subscription.queue.get()
+                turn = self.runtime.turns.active.get(session_id)
+                if turn is not None:
+                    owned = self.peer is not None and turn.owner == self.peer.signer
+                else:
+                    record = await self._record(session_id)
+                    owned = record is not None and self.peer is not None and record.owner == self.peer.signer
+            except BaseException:
+                subscription.close()
+                raise
+            if not owned:  # an id named before its first turn, taken by someone else: show nothing
+                subscription.close()
+                return
+            if turn is not None and turn.prompt:
+                await self.send({"type": "user_message", "content": turn.prompt, "session_id": session_id})
+            await self._stream(session_id, seen, subscription, local=None)
 
     def _stop_viewer(self) -> None:
         if self._viewer is not None and not self._viewer.done():
@@ -401,6 +452,18 @@ class Conversation:
             subscription.close()
 
     # -- helpers -----------------------------------------------------------------------------------------
+    async def _forward(self, message: dict[str, Any], *, kind: str | None = None,
+                       request_id: str | None = None) -> bool:
+        """Send ``message`` to the worker running this session's turn (``hosting.bridge``, Redis only)."""
+        bridge = getattr(self.runtime, "bridge", None)
+        if bridge is None or self.peer is None or not self.session_id:
+            return False
+        record = await self._record(self.session_id)
+        if record is None or record.status not in LIVE_STATUSES or record.owner != self.peer.signer:
+            return False
+        return await bridge.forward(self.session_id, message, signer=self.peer.signer, kind=kind,
+                                    request_id=request_id)
+
     def _is_running(self, session_id: str, record: Any) -> bool:
         if session_id in self.runtime.turns.active:
             return True

@@ -21,7 +21,7 @@ PRODUCTION = HOST.environment == "production"
 DEBUG = False
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "sessions_app.apps.HostAdminConfig",  # django.contrib.admin with the session browser
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

@@ -6,7 +6,7 @@ import os
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.utils import get_handler_name
+from channels.consumer import get_handler_name
 
 from hosting.jsonwire import dumps
 from hosting.protocol import Conversation

@@ -8,5 +8,6 @@ urlpatterns = [
     path("", include("hosting.urls")),
 ]
 
+handler400 = "hosting.views.bad_request"
 handler404 = "hosting.views.not_found"
 handler500 = "hosting.views.server_error"

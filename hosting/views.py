@@ -39,6 +39,8 @@ class InputView(AsyncAPIView):
     @openapi.input_schema
     async def post(self, request: Request) -> Response:
         runtime = get_runtime()
+        if not request._request.body:
+            raise InvalidJSON()  # HARDENING H1: an empty body is not an empty object
         admission = await sync_to_async(runtime.gate.admit)(request.data, transport="http")
         turn_request = read_input(admission.payload, config=runtime.config, owner=admission.signer,
                                   level=admission.level)
@@ -130,6 +132,11 @@ def docs_page(request: HttpRequest):
 def api_page(request: HttpRequest):
     runtime = get_runtime()
     return render(request, "hosting/api.html", {"agent": agent_info(runtime)})
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:
+    """Django-level 400s (DisallowedHost, malformed multipart) as JSON, never the HTML page (HARDENING G4)."""
+    return JsonResponse({"error": "bad request"}, status=400)
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> JsonResponse:

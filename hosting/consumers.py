@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.consumer import get_handler_name
+from channels.generic.websocket import AsyncWebsocketConsumer
 
 from hosting.jsonwire import dumps
 from hosting.protocol import Conversation
@@ -27,7 +27,7 @@ class AgentConsumer(AsyncWebsocketConsumer):
             await handler(message)
 
     async def connect(self) -> None:
-        await self.accept(headers=worker_headers())
+        await self.accept(subprotocol=worker_subprotocol(self.scope))
         self.conversation = Conversation(runtime=get_runtime(), send=self._send_frame, close=self._close_code)
         await self.conversation.start()
 
@@ -49,7 +49,12 @@ class AgentConsumer(AsyncWebsocketConsumer):
         await self.close(code)
 
 
-def worker_headers() -> list[tuple[bytes, bytes]]:
-    """``X-Connectonion-Worker: <index>`` under ``--workers N`` (which worker serves this socket; tests)."""
+def worker_subprotocol(scope: dict[str, Any]) -> str | None:
+    """Under ``--workers N``, which worker serves this socket, for a client that asks (tests, diagnostics).
+
+    A client that offers the subprotocols ``connectonion-worker-0`` … ``-<N-1>`` gets back the one naming
+    this worker (daphne sends no other handshake headers); other clients see no subprotocol, as before.
+    """
     index = os.environ.get("CONNECTONION_WORKER")
-    return [(b"x-connectonion-worker", index.encode())] if index else []
+    wanted = f"connectonion-worker-{index}"
+    return wanted if index and wanted in (scope.get("subprotocols") or ()) else None

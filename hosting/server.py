@@ -74,6 +74,7 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
     hooks: list[object] = []
 
     def ready() -> None:
+        hooks.append(start_bridge(runtime))
         if announcer:
             hooks.append(start_relay(runtime))
 
@@ -91,6 +92,17 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
         verbosity=0,
     )
     server.run()
+
+
+def start_bridge(runtime: object) -> object | None:
+    """Live events across workers through Redis (``redis_url``); never stops the server from starting."""
+    try:
+        from hosting.bridge import install
+
+        return install(runtime)
+    except Exception:
+        log.exception("bridge: could not start; live events cross workers by polling the event log")
+        return None
 
 
 def start_relay(runtime: object) -> object | None:

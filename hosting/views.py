@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
@@ -85,8 +86,12 @@ class HealthView(APIView):
     @openapi.health_schema
     def get(self, request: Request) -> Response:
         runtime = get_runtime()
-        return Response({"status": "healthy", "agent": runtime.info.name, "uptime": runtime.uptime(),
-                         "relay": runtime.relay_state})
+        body = {"status": "healthy", "agent": runtime.info.name, "uptime": runtime.uptime(),
+                "relay": runtime.relay_state}
+        worker = os.environ.get("CONNECTONION_WORKER")
+        if worker:  # --workers N: which worker answered (an index, not a pid)
+            body["worker"] = int(worker)
+        return Response(body)
 
 
 class InfoView(APIView):

@@ -1,0 +1,261 @@
+"""Live events across worker processes through the Redis channel layer (``redis_url`` with ``--workers N``).
+
+Without it a viewer on another worker sees a turn's events by polling the SQLite event log (about once a
+second, ``hosting.protocol.Conversation._stream``). With it:
+
+* the process running a turn also sends every event of it to the group ``session.<id>``: one pump task
+  per running session awaits ``group_send`` event after event, so order is kept;
+* every process has one channel of its own (``new_channel()``) and one receive task; the channel joins
+  ``session.<id>`` while a local viewer watches that session (first subscribe / last unsubscribe of the
+  hub) and received events go into the local hub. Messages carry the sending process's ``origin``,
+  which lives only in the bridge envelope (events reach clients untouched) and lets a process skip its
+  own events;
+* while a turn runs, its process's channel is in ``turn.<id>``: an answer, INTERRUPT or custom frame
+  from a viewer on another worker is sent there and handed to ``turn.io.deliver`` after the same checks
+  the local path makes (owner, pending kind, request id).
+
+Redis trouble never reaches a viewer: sends and group changes are logged and dropped, the receive task
+retries with a backoff, and the viewer's stream still fills any gap from the event log (it reads the log
+on a sequence gap and after a second without events), so the worst case is today's polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import uuid
+from typing import Any
+
+from hosting.events import Hub, Subscription
+
+log = logging.getLogger("connectonion.bridge")
+
+TERMINAL = ("OUTPUT", "ERROR")
+EVENT, ANSWER = "bridge.event", "bridge.answer"
+PUMP_IDLE = 5.0  # a pump with nothing to send checks whether its turn still runs this often
+RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)
+GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (session ids are UUIDs)
+
+
+class BridgedHub(Hub):
+    """The in-process hub plus the bridge hooks: local publishes go out, first/last viewers join/leave."""
+
+    def __init__(self, bridge: Bridge, subs: dict[str, set[Subscription]] | None = None) -> None:
+        super().__init__()
+        self.bridge = bridge
+        if subs:
+            self._subs = subs
+
+    def subscribe(self, session_id: str) -> Subscription:
+        first = not self._subs.get(session_id)
+        sub = super().subscribe(session_id)
+        if first:
+            self.bridge.watch(session_id)
+        return sub
+
+    def publish(self, session_id: str, event: dict[str, Any]) -> None:
+        super().publish(session_id, event)
+        self.bridge.outgoing(session_id, event)
+
+    def publish_remote(self, session_id: str, event: dict[str, Any]) -> None:
+        super().publish(session_id, event)
+
+    def _remove(self, sub: Subscription) -> None:
+        super()._remove(sub)
+        if not self._subs.get(sub.session_id):
+            self.bridge.unwatch(sub.session_id)
+
+
+class Bridge:
+    """One per process; ``start()`` on the server's loop (``install`` does it for ``serve_forever``)."""
+
+    def __init__(self, runtime: Any, layer: Any) -> None:
+        self.runtime = runtime
+        self.layer = layer
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.channel: str | None = None
+        self._ready = asyncio.Event()
+        self._pumps: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._receiver: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.received = 0
+        self.failures = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        hub = self.runtime.hub
+        bridged = BridgedHub(self, getattr(hub, "_subs", None))
+        self.runtime.hub = bridged
+        self.runtime.turns.hub = bridged
+        self.runtime.bridge = self
+        self._receiver = loop.create_task(self._receive(), name="bridge-receive")
+
+    async def stop(self) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiver
+
+    # -- outgoing events (the process that runs the turn) ---------------------------------------------
+    def outgoing(self, session_id: str, event: dict[str, Any]) -> None:
+        """Queue a local event for ``session.<id>`` (loop thread; returns at once)."""
+        if not GROUP_NAME.match(session_id):
+            return
+        queue = self._pumps.get(session_id)
+        if queue is None:
+            queue = self._pumps[session_id] = asyncio.Queue()
+            self._spawn(self._pump(session_id, queue), f"bridge-pump-{session_id[:8]}")
+        queue.put_nowait(event)
+
+    async def _pump(self, session_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Send one running session's events in order; joins ``turn.<id>`` meanwhile (answers)."""
+        join = asyncio.get_running_loop().create_task(self._group("add", f"turn.{session_id}"))
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), PUMP_IDLE)
+                except TimeoutError:
+                    if session_id in self.runtime.turns.active:
+                        continue
+                    break
+                await self._send(f"session.{session_id}",
+                                 {"type": EVENT, "origin": self.origin, "session_id": session_id, "event": event})
+                if event.get("type") in TERMINAL and queue.empty():
+                    break
+        finally:
+            if self._pumps.get(session_id) is queue:
+                del self._pumps[session_id]
+            if not queue.empty():  # a new turn began while the last send was in flight
+                rest = asyncio.Queue()
+                while not queue.empty():
+                    rest.put_nowait(queue.get_nowait())
+                self._pumps[session_id] = rest
+                self._spawn(self._pump(session_id, rest), f"bridge-pump-{session_id[:8]}")
+            if await join:
+                await self._group("discard", f"turn.{session_id}")
+
+    # -- answers from viewers on other workers --------------------------------------------------------
+    async def forward(self, session_id: str, message: dict[str, Any], *, signer: str | None,
+                      kind: str | None = None, request_id: str | None = None) -> bool:
+        """Send an answer / INTERRUPT / custom frame to the process running ``session_id``'s turn."""
+        if not GROUP_NAME.match(session_id):
+            return False
+        return await self._send(f"turn.{session_id}", {
+            "type": ANSWER, "origin": self.origin, "session_id": session_id, "message": message,
+            "signer": signer, "kind": kind, "request_id": request_id,
+        })
+
+    def _deliver(self, envelope: dict[str, Any]) -> None:
+        turn = self.runtime.turns.active.get(envelope.get("session_id") or "")
+        if turn is None or turn.owner != envelope.get("signer"):
+            return
+        message = envelope.get("message") or {}
+        kind = envelope.get("kind")
+        if kind is not None:
+            pending = turn.pending
+            request_id = envelope.get("request_id")
+            if pending is None or pending.kind != kind or (request_id is not None and request_id != pending.id):
+                log.info("bridge: a stale %s for %s from another worker was dropped", kind, turn.session_id)
+                return
+        if message.get("type") == "INTERRUPT":
+            turn.cancel()
+        else:
+            turn.io.deliver(message)
+
+    # -- watching (the processes with viewers) --------------------------------------------------------
+    def watch(self, session_id: str) -> None:
+        if GROUP_NAME.match(session_id):
+            self._spawn(self._group("add", f"session.{session_id}"), "bridge-watch")
+
+    def unwatch(self, session_id: str) -> None:
+        if GROUP_NAME.match(session_id):
+            self._spawn(self._group("discard", f"session.{session_id}"), "bridge-unwatch")
+
+    async def _receive(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                if self.channel is None:
+                    self.channel = await self.layer.new_channel(prefix="bridge")
+                    self._ready.set()
+                    for session_id in list(self.runtime.hub._subs):
+                        await self._group("add", f"session.{session_id}")
+                message = await self.layer.receive(self.channel)
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                delay = RETRY[min(attempt, len(RETRY) - 1)]
+                attempt += 1
+                log.warning("bridge: receiving from the channel layer failed (%s); viewers on this worker "
+                            "poll the event log; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                self._on_message(message)
+            except Exception:
+                log.exception("bridge: could not handle a %r message", message.get("type"))
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if message.get("origin") == self.origin:
+            return
+        self.received += 1
+        if message.get("type") == EVENT:
+            event, session_id = message.get("event"), message.get("session_id")
+            if isinstance(event, dict) and isinstance(session_id, str):
+                hub = self.runtime.hub
+                (hub.publish_remote if isinstance(hub, BridgedHub) else hub.publish)(session_id, event)
+        elif message.get("type") == ANSWER:
+            self._deliver(message)
+
+    # -- channel layer calls that never raise ---------------------------------------------------------
+    async def _send(self, group: str, message: dict[str, Any]) -> bool:
+        try:
+            await self.layer.group_send(group, message)
+        except Exception as exc:
+            self.failures += 1
+            log.warning("bridge: group_send to %s failed (%s); other workers fall back to the event log",
+                        group, exc)
+            return False
+        self.sent += 1
+        return True
+
+    async def _group(self, action: str, group: str) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), 10)
+            assert self.channel is not None
+            if action == "add":
+                await self.layer.group_add(group, self.channel)
+            else:
+                await self.layer.group_discard(group, self.channel)
+        except Exception as exc:
+            self.failures += 1
+            log.warning("bridge: group_%s %s failed (%s)", action, group, exc)
+            return False
+        return True
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def install(runtime: Any) -> Bridge | None:
+    """Start the bridge on the server's loop when ``redis_url`` is configured (from ``ready_callable``)."""
+    if not runtime.config.redis_url:
+        return None
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        log.warning("bridge: no channel layer configured; live events cross workers by polling the event log")
+        return None
+    bridge = Bridge(runtime, layer)
+    bridge.start(asyncio.get_event_loop())
+    return bridge

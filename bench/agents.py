@@ -1,0 +1,49 @@
+"""Trivial agents for the benchmarks, usable by our host and by the released connectonion ``host()``.
+
+Both hosts get the same object: a real ``connectonion.Agent`` whose LLM answers at once without a
+network call, so what is measured is the host, not a model.
+
+* ``instant_factory``: answers ``ok`` immediately.
+* ``sleep_factory``: a prompt ``sleep N`` makes the LLM call block the thread for N seconds (like a real
+  provider call would), then answers ``slept N``; any other prompt answers at once.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from connectonion import Agent
+from connectonion.core.llm import LLM, LLMResponse
+
+
+class InstantLLM(LLM):
+    """An LLM that answers without a network call; ``sleep N`` as the last user message blocks N seconds."""
+
+    def __init__(self) -> None:
+        self.model = "bench/instant"
+
+    def complete(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> LLMResponse:
+        last = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"), "") or ""
+        text = last if isinstance(last, str) else str(last)
+        words = text.split()
+        if len(words) == 2 and words[0] == "sleep":
+            seconds = min(float(words[1]), 30.0)
+            time.sleep(seconds)
+            return LLMResponse(content=f"slept {words[1]}", tool_calls=[], raw_response=None)
+        return LLMResponse(content="ok", tool_calls=[], raw_response=None)
+
+    def structured_complete(self, messages, output_schema):  # pragma: no cover - never asked for
+        raise NotImplementedError
+
+
+def _agent(name: str) -> Agent:
+    return Agent(name, llm=InstantLLM(), log=False, quiet=True)
+
+
+def instant_factory() -> Agent:
+    return _agent("bench-instant")
+
+
+def sleep_factory() -> Agent:
+    return _agent("bench-sleep")

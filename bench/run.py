@@ -1,0 +1,406 @@
+"""All HTTP benchmarks in one command: our host vs the released connectonion host vs a bare ASGI floor.
+
+    .venv/bin/python bench/run.py            # full run, ~10 min on 2 cores
+    .venv/bin/python bench/run.py --quick    # ~2 min subset (1 repeat, shorter points)
+
+Scenarios (HARDENING §5):
+
+* L5  ``POST /input``, instant agent, 1 / 8 / 64 concurrent clients: req/s, p50, p99. Each point runs
+  against a freshly started server (the reference slows down as its store grows) for at most
+  ``--seconds`` or ``--requests`` requests, whichever comes first, after a short warm-up.
+* L2  100 concurrent 3 s turns: wall time.
+* L1  1,000 concurrent 1 s turns, our host with ``--pool-size 1000``: wall time, errors, ``/health`` p99
+  measured meanwhile by a separate client, server RSS peak (process + children, psutil).
+* L6  our req/s at 8 clients with 100,000 ``done`` records pre-written to ``.co/session_results.jsonl``
+  vs fresh (and the start-up time with them).
+
+Every request to our host and to the reference is signed (PROTOCOL §2.1 envelope, ``trust.signing.sign_payload``)
+because the reference requires it; the floor gets the same bodies. Both hosts run at ``trust: open``.
+Each figure is the median of ``--repeats`` runs. The load generator (asyncio + httpx, one process) shares
+the machine's cores with the server. Prints a table and writes ``bench/out/results.json``. No asserts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from nacl.signing import SigningKey  # noqa: E402
+
+from trust.signing import sign_payload  # noqa: E402
+
+PY = str(REPO / ".venv" / "bin" / "python")
+if not Path(PY).exists():
+    PY = sys.executable
+KINDS = ("ours", "reference", "floor")
+CLIENT_KEY = SigningKey.generate()
+
+
+# ───────────────────────────── servers ─────────────────────────────
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """One server process in its own temp project folder; ``start()`` waits for ``/health``."""
+
+    def __init__(self, kind: str, agent: str = "instant", extra: tuple[str, ...] = (), folder: Path | None = None):
+        self.kind = kind
+        self.agent = agent
+        self.extra = extra
+        self._tmp = None if folder else tempfile.TemporaryDirectory(prefix=f"bench-{kind}-")
+        self.folder = folder or Path(self._tmp.name)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.address = "0x" + "0" * 64
+        self.start_seconds = 0.0
+
+    def command(self) -> list[str]:
+        if self.kind == "ours":
+            return [PY, str(REPO / "manage.py"), "runhost", f"bench.agents:{self.agent}_factory", "--no-relay",
+                    "--port", str(self.port), "--trust", "open", *self.extra]
+        if self.kind == "reference":
+            return [PY, str(REPO / "bench" / "reference_host.py"), "--port", str(self.port), "--agent", self.agent]
+        return [PY, str(REPO / "bench" / "floor.py"), "--port", str(self.port)]
+
+    def start(self, timeout: float = 120.0) -> Server:
+        env = dict(os.environ, PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
+        env.pop("CONNECTONION_ENV", None)
+        self.log = open(self.folder / "server.log", "w")  # noqa: SIM115 - closed in stop()
+        began = time.monotonic()
+        self.proc = subprocess.Popen(self.command(), cwd=self.folder, env=env, stdout=self.log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = began + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.kind} exited at start:\n{(self.folder / 'server.log').read_text()[-3000:]}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.1)
+        else:
+            self.stop()
+            raise RuntimeError(f"{self.kind} did not answer /health within {timeout} s")
+        self.start_seconds = time.monotonic() - began
+        if self.kind != "floor":
+            self.address = httpx.get(self.url + "/info", timeout=10).json()["address"]
+        return self
+
+    def rss(self) -> int:
+        """RSS of the server process and its children, bytes."""
+        try:
+            proc = psutil.Process(self.proc.pid)
+            total = proc.memory_info().rss
+            for child in proc.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    total += child.memory_info().rss
+            return total
+        except psutil.Error:
+            return 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        with contextlib.suppress(Exception):
+            self.log.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ───────────────────────────── load generation ─────────────────────────────
+
+def signed_body(prompt: str, to: str) -> bytes:
+    payload = {"prompt": prompt, "to": to, "timestamp": int(time.time()), "nonce": uuid.uuid4().hex}
+    return json.dumps(sign_payload(CLIENT_KEY, payload)).encode()
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+async def _post(client: httpx.AsyncClient, server: Server, prompt: str) -> tuple[float, bool]:
+    body = signed_body(prompt, server.address)
+    began = time.perf_counter()
+    try:
+        response = await client.post("/input", content=body, headers={"content-type": "application/json"})
+        ok = response.status_code == 200 and response.json().get("status") == "done"
+    except httpx.HTTPError:
+        ok = False
+    return time.perf_counter() - began, ok
+
+
+async def throughput(server: Server, clients: int, seconds: float, max_requests: int) -> dict[str, Any]:
+    """``clients`` loops posting instant turns back to back, bounded by time and by request count."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
+        await asyncio.gather(*(_post(client, server, "hi") for _ in range(min(clients, 16))))  # warm-up
+        latencies: list[float] = []
+        errors = 0
+        issued = 0
+        deadline = time.monotonic() + seconds
+
+        async def loop() -> None:
+            nonlocal errors, issued
+            while issued < max_requests and time.monotonic() < deadline:
+                issued += 1
+                took, ok = await _post(client, server, "hi")
+                if ok:
+                    latencies.append(took)
+                else:
+                    errors += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(loop() for _ in range(clients)))
+        wall = time.perf_counter() - began
+    return {"requests": len(latencies), "errors": errors, "wall_s": wall, "rps": len(latencies) / wall,
+            "p50_ms": pct(latencies, 0.5) * 1000, "p99_ms": pct(latencies, 0.99) * 1000}
+
+
+async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict[str, Any]:
+    """``turns`` turns at once; meanwhile ``/health`` is polled and server RSS sampled."""
+    limits = httpx.Limits(max_connections=turns + 10, max_keepalive_connections=turns + 10)
+    health: list[float] = []
+    health_errors = 0
+    rss_peak = server.rss()
+    stop = asyncio.Event()
+
+    async def poll_health() -> None:
+        nonlocal health_errors, rss_peak
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as probe:
+            while not stop.is_set():
+                began = time.perf_counter()
+                try:
+                    ok = (await probe.get("/health")).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                if ok:
+                    health.append(time.perf_counter() - began)
+                else:
+                    health_errors += 1
+                rss_peak = max(rss_peak, server.rss())
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.05)
+
+    bodies = [signed_body(prompt, server.address) for _ in range(turns)]
+    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout) as client:
+        poller = asyncio.create_task(poll_health())
+
+        async def one(body: bytes) -> bool:
+            try:
+                response = await client.post("/input", content=body, headers={"content-type": "application/json"})
+                return response.status_code == 200 and response.json().get("status") == "done"
+            except httpx.HTTPError:
+                return False
+
+        began = time.perf_counter()
+        results = await asyncio.gather(*(one(body) for body in bodies))
+        wall = time.perf_counter() - began
+        stop.set()
+        await poller
+    return {"turns": turns, "ok": sum(results), "errors": turns - sum(results), "wall_s": wall,
+            "health_p99_ms": pct(health, 0.99) * 1000, "health_samples": len(health),
+            "health_errors": health_errors, "rss_peak_mib": rss_peak / 2**20}
+
+
+# ───────────────────────────── scenarios ─────────────────────────────
+
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
+    return {k: statistics.median(run[k] for run in runs) for k in keys} | {"runs": runs}
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def l5(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for clients in (1, 8, 64):
+        for kind in KINDS:
+            runs = []
+            for _ in range(args.repeats):
+                with Server(kind) as server:
+                    runs.append(asyncio.run(throughput(server, clients, args.seconds, args.requests)))
+            out[f"{kind}@{clients}"] = median_of(runs)
+            m = out[f"{kind}@{clients}"]
+            say(f"  L5 {kind:9} {clients:3} clients: {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms"
+                f"  p99 {m['p99_ms']:7.1f} ms  errors {m['errors']:.0f}")
+    return out
+
+
+def burst_scenario(name: str, args: argparse.Namespace, turns: int, prompt: str, timeout: float,
+                   ours_extra: tuple[str, ...] = (), kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for kind in kinds:
+        runs = []
+        for _ in range(args.repeats if kind != "reference" else args.reference_repeats):
+            extra = ours_extra if kind == "ours" else ()
+            with Server(kind, agent="sleep", extra=extra) as server:
+                runs.append(asyncio.run(burst(server, turns, prompt, timeout)))
+        out[kind] = median_of(runs)
+        m = out[kind]
+        say(f"  {name} {kind:9}: {m['ok']:.0f}/{turns} ok in {m['wall_s']:6.2f} s  /health p99 "
+            f"{m['health_p99_ms']:7.1f} ms  RSS peak {m['rss_peak_mib']:6.1f} MiB")
+    return out
+
+
+def prefill(folder: Path, records: int) -> None:
+    co = folder / ".co"
+    co.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    with open(co / "session_results.jsonl", "w") as fh:
+        for i in range(records):
+            sid = str(uuid.UUID(int=i + 1))
+            session = {"session_id": sid, "messages": [{"role": "user", "content": "hi"},
+                                                        {"role": "assistant", "content": "ok"}],
+                       "trace": [], "turn": 1}
+            fh.write(json.dumps({"session_id": sid, "prompt": "hi", "status": "done", "result": "ok",
+                                 "created": now, "expires": now + 86400, "duration_ms": 1,
+                                 "session": session}, separators=(",", ":")) + "\n")
+
+
+def l6(args: argparse.Namespace, fresh: dict[str, Any]) -> dict[str, Any]:
+    runs = []
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="bench-l6-") as tmp:
+            folder = Path(tmp)
+            prefill(folder, args.stored)
+            size = (folder / ".co" / "session_results.jsonl").stat().st_size
+            with Server("ours", folder=folder) as server:
+                run = asyncio.run(throughput(server, 8, args.seconds, args.requests))
+                run["start_s"] = server.start_seconds
+                run["file_mib"] = size / 2**20
+            runs.append(run)
+    out = median_of(runs)
+    out["fresh_rps"] = fresh["rps"]
+    out["ratio"] = out["rps"] / fresh["rps"]
+    say(f"  L6 ours after {args.stored} stored turns: {out['rps']:.1f} req/s vs fresh {fresh['rps']:.1f}"
+        f" ({out['ratio']:.2f}x), start-up {out['start_s']:.1f} s")
+    return out
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}x" if b and b == b and a == a else "n/a"
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = ["| scenario | metric | ours | reference 1.9.2 | floor | ours/reference | ours/floor |",
+             "|---|---|---|---|---|---|---|"]
+    l5r = results.get("L5")
+    for clients in (1, 8, 64) if l5r else ():
+        o, r, f = (l5r[f"{k}@{clients}"] for k in KINDS)
+        lines.append(f"| L5 POST /input, {clients} clients | req/s | {o['rps']:.0f} | {r['rps']:.0f} | {f['rps']:.0f}"
+                     f" | {ratio(o['rps'], r['rps'])} | {ratio(o['rps'], f['rps'])} |")
+        for key in ("p50_ms", "p99_ms"):
+            lines.append(f"| | {key[:3]} ms | {o[key]:.1f} | {r[key]:.1f} | {f[key]:.1f}"
+                         f" | {ratio(o[key], r[key])} | {ratio(o[key], f[key])} |")
+        lines.append(f"| | errors | {o['errors']:.0f} | {r['errors']:.0f} | {f['errors']:.0f} | | |")
+    for name, label in (("L2", "L2 100 × 3 s turns"), ("L1", "L1 1,000 × 1 s turns")):
+        block = results.get(name)
+        if not block:
+            continue
+        o, r, f = (block.get(k, {}) for k in KINDS)
+        nan = float("nan")
+        for key, metric, fmt in (("wall_s", "wall s", "{:.2f}"), ("ok", "completed", "{:.0f}"),
+                                 ("health_p99_ms", "/health p99 ms", "{:.1f}"),
+                                 ("rss_peak_mib", "RSS peak MiB", "{:.0f}")):
+            vals = [d.get(key, nan) for d in (o, r, f)]
+            cells = [fmt.format(v) if v == v else "-" for v in vals]
+            lines.append(f"| {label if key == 'wall_s' else ''} | {metric} | {cells[0]} | {cells[1]} | {cells[2]}"
+                         f" | {ratio(vals[0], vals[1])} | {ratio(vals[0], vals[2])} |")
+    l6r = results.get("L6")
+    if l6r:
+        lines.append(f"| L6 8 clients after {results['config']['stored']:,} stored turns | req/s | {l6r['rps']:.0f}"
+                     f" (fresh {l6r['fresh_rps']:.0f}, {l6r['ratio']:.2f}x) | - | - | | |")
+        lines.append(f"| | start-up s | {l6r['start_s']:.1f} ({l6r['file_mib']:.0f} MiB file) | - | - | | |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="~2 min subset: 1 repeat, shorter points, smaller L1")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reference-repeats", type=int, help="repeats of the slow reference bursts (default: --repeats)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="max seconds per L5 point")
+    parser.add_argument("--requests", type=int, default=2000, help="max requests per L5 point")
+    parser.add_argument("--l1-turns", type=int, default=1000)
+    parser.add_argument("--stored", type=int, default=100_000)
+    parser.add_argument("--only", help="comma list of L5,L2,L1,L6")
+    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "results.json"))
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats, args.seconds, args.requests, args.l1_turns = 1, 3.0, 1000, 300
+    if args.reference_repeats is None:
+        args.reference_repeats = args.repeats
+    only = set((args.only or "L5,L2,L1,L6").upper().split(","))
+
+    started = time.time()
+    results: dict[str, Any] = {"config": vars(args) | {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+        "machine": platform.platform(), "python": platform.python_version(),
+        "command": " ".join([Path(sys.executable).name, *sys.argv])}}
+    if "L5" in only or "L6" in only:
+        say("L5: POST /input, instant agent")
+        results["L5"] = l5(args)
+    if "L2" in only:
+        say("L2: 100 concurrent 3 s turns")
+        results["L2"] = burst_scenario("L2", args, 100, "sleep 3", 60)
+    if "L1" in only:
+        say(f"L1: {args.l1_turns} concurrent 1 s turns (ours with --pool-size 1000)")
+        results["L1"] = burst_scenario("L1", args, args.l1_turns, "sleep 1", 120, ours_extra=("--pool-size", "1000"))
+    if "L6" in only:
+        say(f"L6: ours after {args.stored} stored turns")
+        results["L6"] = l6(args, results["L5"]["ours@8"])
+    results["elapsed_s"] = time.time() - started
+    text = table(results)
+    print()
+    print(text)
+    print(f"\n{args.repeats} repeat(s), medians; {results['elapsed_s']:.0f} s in all")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results | {"table": text}, indent=2, default=str))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,187 @@
+"""Signed WebSocket handshakes and v2 signed commands through real host processes (PROTOCOL §2.6, §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+import websockets
+from nacl.signing import SigningKey
+
+from tests.trust_e2e.conftest import address, host_address, signed, wait_for_output
+from trust.signing import sign_command, sign_payload
+
+ECHO = "tests.agents:echo_factory"
+
+
+class Sock:
+    def __init__(self, sock: Any) -> None:
+        self.sock = sock
+
+    @classmethod
+    async def open(cls, host: Any) -> Sock:
+        return cls(await websockets.connect(host.ws_url, ping_interval=None))
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.sock.send(json.dumps(frame))
+
+    async def recv(self, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("no frame in time")
+            frame = json.loads(await asyncio.wait_for(self.sock.recv(), left))
+            if frame.get("type") == "PING":
+                await self.send({"type": "PONG"})
+                continue
+            return frame
+
+    async def until(self, *types: str, timeout: float = 15) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        seen: list[dict[str, Any]] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            frame = await self.recv(max(0.1, deadline - time.monotonic()))
+            seen.append(frame)
+            if frame.get("type") in types:
+                return frame, seen
+
+    async def close(self) -> None:
+        await self.sock.close()
+
+
+def connect_frame(key: SigningKey, to: str, *, v2: bool = True, **extra: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"to": to, "timestamp": int(time.time())}
+    if v2:
+        payload["signed_commands"] = 1
+    return {"type": "CONNECT", **extra, **sign_payload(key, payload)}
+
+
+async def v2_socket(host: Any, key: SigningKey, to: str, **extra: Any) -> tuple[Sock, dict[str, Any]]:
+    sock = await Sock.open(host)
+    await sock.send(connect_frame(key, to, **extra))
+    connected, _ = await sock.until("CONNECTED", "ERROR")
+    assert connected["type"] == "CONNECTED", connected
+    return sock, connected
+
+
+@pytest.fixture
+def careful(start_host):
+    host = start_host(ECHO)
+    return host, host_address(host)
+
+
+async def test_signed_init_with_0x_signature_and_float_timestamp(careful):
+    host, to = careful
+    key = SigningKey.generate()
+    body = sign_payload(key, {"to": to, "timestamp": time.time()})
+    body["signature"] = "0x" + body["signature"]
+    sock = await Sock.open(host)
+    await sock.send({"type": "INIT", **body})
+    frame, _ = await sock.until("CONNECTED", "ERROR")
+    assert frame["type"] == "CONNECTED" and frame["status"] == "new"
+    await sock.close()
+
+
+async def test_v2_commands_are_checked_one_by_one(careful):
+    host, to = careful
+    a, b = SigningKey.generate(), SigningKey.generate()
+
+    async def refused(command: dict[str, Any]) -> str:
+        sock, _ = await v2_socket(host, a, to)
+        await sock.send(command)
+        frame, _ = await sock.until("ERROR", "OUTPUT")
+        await sock.close()
+        return frame.get("message", frame)
+
+    assert await refused({"type": "INPUT", "prompt": "plain"}) == "unauthorized: signed command required"
+    assert await refused(sign_command(b, {"type": "INPUT", "prompt": "x"}, to=to)) == (
+        "unauthorized: command signer does not own this connection")
+    mismatch = sign_command(a, {"type": "INTERRUPT"}, to=to)
+    mismatch["type"] = "INPUT"
+    assert await refused(mismatch) == "unauthorized: signed command type mismatch"
+    no_nonce = sign_payload(a, {"type": "INPUT", "prompt": "x", "to": to, "timestamp": int(time.time())})
+    assert await refused({"type": "INPUT", **no_nonce}) == "unauthorized: signed command nonce required"
+
+    sock, connected = await v2_socket(host, a, to)
+    command = sign_command(a, {"type": "INPUT", "prompt": "from the payload"}, to=to)
+    command["prompt"] = "top-level copy"
+    await sock.send(command)
+    output, _ = await sock.until("OUTPUT", "ERROR")
+    assert output["type"] == "OUTPUT" and output["result"] == "echo: from the payload"
+    await sock.send(command)
+    again, _ = await sock.until("ERROR", "OUTPUT")
+    assert again["message"] == "unauthorized: signed command already used"
+    await sock.close()
+    out = wait_for_output(host, "reason=unauthorized: signed command already used")
+    assert f"identity={address(a)}" in out
+
+
+async def test_byte_identical_v2_connects_both_succeed(careful):
+    host, to = careful
+    key = SigningKey.generate()
+    frame = connect_frame(key, to)
+    ids = []
+    for _ in range(2):
+        sock = await Sock.open(host)
+        await sock.send(frame)
+        reply, _ = await sock.until("CONNECTED", "ERROR")
+        assert reply["type"] == "CONNECTED", reply
+        ids.append(reply["session_id"])
+        await sock.close()
+    assert ids[0] != ids[1]
+
+
+async def test_another_signers_session_is_neither_resumed_nor_attached(careful):
+    host, to = careful
+    a, b = SigningKey.generate(), SigningKey.generate()
+    sock, connected = await v2_socket(host, a, to)
+    sid = connected["session_id"]
+    await sock.send(sign_command(a, {"type": "INPUT", "prompt": "secret of A"}, to=to))
+    output, _ = await sock.until("OUTPUT", "ERROR")
+    assert output["type"] == "OUTPUT"
+    await sock.close()
+
+    thief, connected = await v2_socket(host, b, to, session_id=sid)
+    assert connected["session_id"] != sid
+    assert "secret of A" not in json.dumps(connected)
+    later: list[dict[str, Any]] = []
+    with pytest.raises(TimeoutError):
+        while True:  # whatever else arrives (profile, status), none of it is A's conversation
+            later.append(await thief.recv(timeout=1))
+    assert "secret of A" not in json.dumps(later)
+    await thief.close()
+
+    attach = await Sock.open(host)
+    payload = {"to": to, "timestamp": int(time.time()), "session_id": sid}
+    await attach.send({"type": "ATTACH", "session_id": sid, "last_msg_id": "0", **sign_payload(b, payload)})
+    reply, _ = await attach.until("CONNECTED", "ERROR")
+    assert reply["status"] == "expired" and reply["session_id"] != sid
+    assert "secret of A" not in json.dumps(reply)
+    await attach.close()
+
+
+async def test_strict_and_blacklist_handshakes(start_host):
+    bad = SigningKey.generate()
+    host = start_host(ECHO, "--trust", "strict", "--blacklist", address(bad))
+    to = host_address(host)
+    sock = await Sock.open(host)
+    await sock.send({"type": "CONNECT"})
+    frame, _ = await sock.until("ERROR", "CONNECTED")
+    assert frame["type"] == "ERROR" and frame["message"].startswith("unauthorized")
+    with pytest.raises(websockets.ConnectionClosed):  # ERROR, then the host closes the socket
+        await sock.recv(timeout=10)
+
+    sock = await Sock.open(host)
+    await sock.send(connect_frame(bad, to))
+    frame, _ = await sock.until("ERROR", "CONNECTED")
+    assert frame["message"] == "forbidden: blacklisted"
+    await sock.close()
+
+    sock, _ = await v2_socket(host, SigningKey.generate(), to)  # strict admits any valid signer
+    await sock.close()
+    out = wait_for_output(host, "reason=forbidden: blacklisted")
+    assert "level=strict" in out and "transport=ws" in out

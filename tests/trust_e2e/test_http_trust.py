@@ -20,6 +20,12 @@ def error(response: httpx.Response) -> tuple[int, str]:
     return response.status_code, response.json().get("error")
 
 
+def tampered(key: SigningKey, to: str) -> dict:
+    body = signed(key, to, prompt="as signed")
+    body["payload"]["prompt"] = "as changed"
+    return body
+
+
 def test_signed_input_runs_only_the_payload_and_every_tamper_is_refused(start_host):
     host = start_host(ECHO)
     to = host_address(host)
@@ -29,6 +35,7 @@ def test_signed_input_runs_only_the_payload_and_every_tamper_is_refused(start_ho
     reply = post_input(host, body)
     assert reply.status_code == 200, reply.text
     assert reply.json()["result"] == "echo: signed words"
+    assert reply.json()["session_id"] != "x"  # the top-level session copy was ignored
 
     # the identical body again is a replay
     assert error(post_input(host, body)) == (401, "unauthorized: this CONNECT was already used")
@@ -74,6 +81,7 @@ def test_levels_from_trust_argument_and_environment(start_host, tmp_path):
     to = host_address(prod)
     assert error(post_input(prod, {"prompt": "hi"})) == (401, "unauthorized: signed request required")
     assert post_input(prod, signed(a, to, prompt="hi")).status_code == 200  # strict: any valid signer
+    assert error(post_input(prod, tampered(a, to))) == (401, "unauthorized: invalid signature")
     prod.stop()
 
     for folder, args, env in (
@@ -85,6 +93,7 @@ def test_levels_from_trust_argument_and_environment(start_host, tmp_path):
         host = start_host(*args, env=env, folder=folder)
         reply = post_input(host, {"prompt": "hi"})
         assert reply.status_code == 200, (folder.name, reply.text)
+        assert error(post_input(host, tampered(a, host_address(host)))) == (401, "unauthorized: invalid signature")
         if folder.name == "careful":
             assert "signature recommended" in reply.headers.get("X-Co-Trust", "")
         host.stop()
@@ -93,7 +102,8 @@ def test_levels_from_trust_argument_and_environment(start_host, tmp_path):
     (strict / ".co").mkdir(parents=True)
     (strict / ".co" / "host.yaml").write_text("strict_requires_whitelist: true\n")
     host = start_host(ECHO, "--trust", "strict", folder=strict)
-    assert error(post_input(host, signed(a, host_address(host), prompt="hi")))[0] == 403
+    assert error(post_input(host, signed(a, host_address(host), prompt="hi"))) == (
+        403, "forbidden: not on this agent's whitelist")
 
 
 def test_blacklist_from_every_source_beats_even_a_garbage_signature(start_host, project):
@@ -110,6 +120,8 @@ def test_blacklist_from_every_source_beats_even_a_garbage_signature(start_host, 
     assert post_input(host, signed(SigningKey.generate(), to, prompt="hi")).status_code == 200
     out = wait_for_output(host, "reason=forbidden: blacklisted")
     assert f"identity={address(by_arg)}" in out
+    logs = "".join(p.read_text() for p in (project / ".co" / "logs").glob("*.log"))
+    assert "forbidden: blacklisted" in logs and address(by_file) in logs
 
 
 def test_whitelist_from_every_source_bypasses_a_rejecting_policy(start_host, project, fake_llm):

@@ -11,6 +11,7 @@ import difflib
 import json
 import math
 import os
+import reprlib
 import secrets
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -109,13 +110,22 @@ class HostConfig:
         return json.dumps(data)
 
 
+def _shown(value: Any) -> str:
+    """A bounded repr for error lines: an alias bomb or a huge list never expands (HARDENING F6)."""
+    return _REPR.repr(value)
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 4, 4, 60, 60
+
+
 # Options a host.yaml may set, with the type checker used for each.
 def _int(minimum: int = 0):
     def check(key: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key} must be an integer (got {value!r})")
+            raise ConfigError(f"{key} must be an integer (got {_shown(value)})")
         if value < minimum:
-            raise ConfigError(f"{key} must be at least {minimum} (got {value!r})")
+            raise ConfigError(f"{key} must be at least {minimum} (got {_shown(value)})")
         return value
 
     return check
@@ -124,9 +134,9 @@ def _int(minimum: int = 0):
 def _number(minimum: float = 0.0):
     def check(key: str, value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise ConfigError(f"{key} must be a number (got {value!r})")
+            raise ConfigError(f"{key} must be a number (got {_shown(value)})")
         if value < minimum:
-            raise ConfigError(f"{key} must be at least {minimum} (got {value!r})")
+            raise ConfigError(f"{key} must be at least {minimum} (got {_shown(value)})")
         return float(value)
 
     return check
@@ -134,7 +144,7 @@ def _number(minimum: float = 0.0):
 
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} must be true or false (got {value!r})")
+        raise ConfigError(f"{key} must be true or false (got {_shown(value)})")
     return value
 
 
@@ -142,13 +152,13 @@ def _str_or_none(key: str, value: Any) -> str | None:
     if value is None or value == "":
         return None
     if not isinstance(value, str):
-        raise ConfigError(f"{key} must be a string (got {value!r})")
+        raise ConfigError(f"{key} must be a string (got {_shown(value)})")
     return value
 
 
 def _str(key: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key} must be a non-empty string (got {value!r})")
+        raise ConfigError(f"{key} must be a non-empty string (got {_shown(value)})")
     return value
 
 
@@ -158,7 +168,7 @@ def _str_list(key: str, value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         return (value,)
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{key} must be a list of strings (got {value!r})")
+        raise ConfigError(f"{key} must be a list of strings (got {_shown(value)})")
     return tuple(value)
 
 
@@ -179,7 +189,7 @@ def _trust(key: str, value: Any) -> str:
 
         return "---\n" + yaml.safe_dump(value, sort_keys=False) + "---\n"
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key} must be a trust level, a policy text or a policy file (got {value!r})")
+        raise ConfigError(f"{key} must be a trust level, a policy text or a policy file (got {_shown(value)})")
     return value
 
 

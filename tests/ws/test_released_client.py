@@ -71,3 +71,11 @@ async def test_on_approval_callback_runs_the_gated_tool(lookup, address):
     agent = connect(address, relay_url=lookup, keys=False)
     reply = await asyncio.to_thread(agent.input, "save a note: milk", timeout=20, on_approval=approve)
     assert reply.text == "Done: note saved: milk." and asked[0]["tool"] == "save_note"
+
+
+async def test_a_question_without_callback_is_answered_by_the_next_input(lookup, address):
+    agent = connect(address, relay_url=lookup, keys=False)
+    question = await asyncio.to_thread(agent.input, "quiz me", timeout=20)
+    assert not question.done and "capital of France" in question.text
+    verdict = await asyncio.to_thread(agent.input, "Paris", timeout=20)
+    assert verdict.done and verdict.text == "Correct!"

@@ -154,8 +154,13 @@ def _supervise(cfg: HostConfig, sock: socket.socket) -> None:
     """Start ``cfg.workers`` daphne processes on the inherited socket; restart any that die."""
     stopping = False
 
+    repo = str(Path(__file__).resolve().parent.parent)
+    search_path = os.pathsep.join([str(Path.cwd()), repo] + [p for p in sys.path if p])
+    quick_exits = 0
+
     def spawn(index: int) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, **{WORKER_ENV: str(index), ANNOUNCER_ENV: "1" if index == 0 else "0"})
+        env = dict(os.environ, **{WORKER_ENV: str(index), ANNOUNCER_ENV: "1" if index == 0 else "0",
+                                  "PYTHONPATH": search_path})
         return subprocess.Popen(
             [sys.executable, "-m", "hosting.worker", str(sock.fileno())],
             pass_fds=[sock.fileno()], env=env, cwd=str(Path.cwd()),
@@ -168,13 +173,18 @@ def _supervise(cfg: HostConfig, sock: socket.socket) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     workers = {i: spawn(i) for i in range(cfg.workers)}
+    started = dict.fromkeys(workers, time.monotonic())
     try:
         while not stopping:
             time.sleep(0.5)
             for i, proc in list(workers.items()):
                 if proc.poll() is not None and not stopping:
+                    quick_exits = quick_exits + 1 if time.monotonic() - started[i] < 10 else 0
+                    if quick_exits >= 5:
+                        raise ConfigError("workers keep exiting at start-up; see the errors above")
                     log.warning("worker %d exited with %s; restarting it", i, proc.returncode)
-                    workers[i] = spawn(i)
+                    time.sleep(min(quick_exits, 5))
+                    workers[i], started[i] = spawn(i), time.monotonic()
     finally:
         for proc in workers.values():
             with contextlib.suppress(ProcessLookupError):

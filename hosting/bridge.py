@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -38,6 +39,7 @@ TERMINAL = ("OUTPUT", "ERROR")
 EVENT, ANSWER = "bridge.event", "bridge.answer"
 PUMP_IDLE = 5.0  # a pump with nothing to send checks whether its turn still runs this often
 RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)
+PAUSE = 5.0  # after a failed send or group change, skip the channel layer this long (one warning per outage)
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (session ids are UUIDs)
 
 
@@ -85,6 +87,8 @@ class Bridge:
         self.sent = 0
         self.received = 0
         self.failures = 0
+        self._paused_until = 0.0
+        self._down = False
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -216,17 +220,20 @@ class Bridge:
 
     # -- channel layer calls that never raise ---------------------------------------------------------
     async def _send(self, group: str, message: dict[str, Any]) -> bool:
+        if self._paused():
+            return False
         try:
             await self.layer.group_send(group, message)
         except Exception as exc:
-            self.failures += 1
-            log.warning("bridge: group_send to %s failed (%s); other workers fall back to the event log",
-                        group, exc)
+            self._failed(f"group_send to {group}", exc)
             return False
+        self._ok()
         self.sent += 1
         return True
 
     async def _group(self, action: str, group: str) -> bool:
+        if self._paused():
+            return False
         try:
             await asyncio.wait_for(self._ready.wait(), 10)
             assert self.channel is not None
@@ -235,10 +242,26 @@ class Bridge:
             else:
                 await self.layer.group_discard(group, self.channel)
         except Exception as exc:
-            self.failures += 1
-            log.warning("bridge: group_%s %s failed (%s)", action, group, exc)
+            self._failed(f"group_{action} {group}", exc)
             return False
+        self._ok()
         return True
+
+    def _paused(self) -> bool:
+        return self._down and time.monotonic() < self._paused_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        self._paused_until = time.monotonic() + PAUSE
+        if not self._down:
+            self._down = True
+            log.warning("bridge: %s failed (%s); live events cross workers through the event log until the "
+                        "channel layer answers again (next try in %.0f s)", what, exc, PAUSE)
+
+    def _ok(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("bridge: the channel layer answers again; live events cross workers through it")
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

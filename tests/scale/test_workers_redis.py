@@ -191,3 +191,26 @@ def _done_records(project: Path) -> Counter:
     return counts
 
 
+
+
+async def test_without_a_reachable_redis_viewers_fall_back_to_the_event_log(tmp_path):
+    """A dead ``redis_url``: nothing crashes, turns run, a viewer on the other worker still gets every event
+    (from the event log) and the bridge says what went wrong."""
+    from tests.conftest import HostProcess, free_port
+
+    dead = HostProcess(tmp_path, "--workers", "2", "--redis-url", f"redis://127.0.0.1:{free_port()}/0").start()
+    try:
+        runner, index, session_id, _ = await _start_turn(dead, "count to 5 slowly")
+        viewer, _ = await _socket_on(dead, not_worker=index)
+        async with runner, viewer:
+            await viewer.send({"type": "ATTACH", "session_id": session_id})
+            assert (await viewer.recv())["status"] == "running"
+            events = await viewer.until(("OUTPUT", "ERROR"), timeout=30)
+            assert (await runner.until(("OUTPUT", "ERROR"), timeout=30))[-1]["type"] == "OUTPUT"
+        ids = [int(f["id"]) for f in events]
+        assert events[-1]["type"] == "OUTPUT" and ids == list(range(ids[0], ids[0] + len(ids)))
+        reply = httpx.post(dead.url + "/input", json={"prompt": "calculate (2+3)*7"}, timeout=30)
+        assert reply.status_code == 200 and "35" in reply.json()["result"]
+        assert "bridge:" in dead.output()
+    finally:
+        dead.stop()

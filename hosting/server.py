@@ -77,6 +77,8 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
         hooks.append(start_bridge(runtime))
         if announcer:
             hooks.append(start_relay(runtime))
+        elif runtime.config.relay_url:
+            runtime.relay_state = "on worker 0"  # /health on the other workers: the announcer holds the link
 
     server = Server(
         application,

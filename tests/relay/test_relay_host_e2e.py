@@ -90,9 +90,10 @@ class Hosted:
 
 
 @contextlib.contextmanager
-def _host(relay, project: Path, tmp_path: Path, extra_env: dict[str, str] | None = None):
+def _host(relay, project: Path, tmp_path: Path, extra_env: dict[str, str] | None = None, *args: str):
     port = free_port()
-    cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "--port", str(port), "--relay-url", relay.base]
+    cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "--port", str(port), "--relay-url", relay.base,
+           *args]
     log = tmp_path / "host.log"
     env = _env(project, tmp_path / "machine")
     env.update(extra_env or {})
@@ -242,3 +243,18 @@ def test_approval_is_answered_through_the_relay(hosted):
     assert asked and asked[0]["tool"] == "save_note"
     assert "note saved: buy milk" in reply
     assert agent.transport == "relay"
+
+
+def test_with_two_workers_only_the_announcer_holds_the_relay_link(project: Path, tmp_path: Path, relay_process):
+    relay = relay_process()
+    with _host(relay, project, tmp_path, None, "--workers", "2") as host:
+        states: dict[int, str] = {}
+        deadline = time.monotonic() + 30
+        while len(states) < 2 or states.get(0) != "connected":
+            assert time.monotonic() < deadline, (states, host.log.read_text())
+            body = httpx.get(f"http://127.0.0.1:{host.port}/health", headers={"Connection": "close"}).json()
+            states[body["worker"]] = body["relay"]
+        assert states == {0: "connected", 1: "on worker 0"}
+        reply = _our_client(host.address, relay.base).input("calculate (2+3)*7")
+        assert "35" in reply
+        assert host.log.read_text().count("✓ relay") == 1  # one link, not one per worker

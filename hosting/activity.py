@@ -14,7 +14,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 from typing import Any
@@ -61,7 +61,7 @@ class ActivityFormatter(logging.Formatter):
         for secret in self.secrets:
             message = message.replace(secret, "[redacted]")
         message = escape(message)
-        stamp = datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         prefix = f"[{self.agent}]"
         if message.startswith(prefix):
             return f"{stamp} {message}"
@@ -121,7 +121,7 @@ def log_event(agent_name: str, session_id: str, event: dict[str, Any]) -> None:
 # -- session history ---------------------------------------------------------------------------------
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
 def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, session: dict[str, Any]) -> Path:

@@ -21,8 +21,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hosting import activity
-from hosting.openapi import ERROR
 from hosting.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
+from hosting.openapi import ERROR
 from hosting.runtime import Runtime, get_runtime
 from trust.identity import is_address
 

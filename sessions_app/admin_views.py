@@ -7,7 +7,7 @@ detail page (record fields, messages, trace). Read-only: the host writes these r
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from django.contrib.admin import AdminSite
@@ -30,7 +30,7 @@ def _store() -> SessionStore:
 
 def _when(value: Any) -> str:
     try:
-        return datetime.fromtimestamp(float(value), timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(float(value), UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     except (TypeError, ValueError, OverflowError, OSError):
         return ""
 

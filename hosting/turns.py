@@ -8,6 +8,7 @@ stores the ``done``/``failed`` record itself, so no file I/O ever happens on the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -269,7 +270,13 @@ class TurnManager:
         return TurnResult(turn.session_id, "failed", None, 0, session, error=error, input_id=turn.input_id)
 
     def _terminal(self, turn: Turn, frame: dict[str, Any]) -> None:
-        """Log and publish the terminal frame like any event, so resume replays it too."""
+        """Log and publish the terminal frame like any event, so resume replays it too.
+
+        The turn leaves ``active`` first, on the loop, ahead of the frame's delivery (callbacks run in order):
+        a client that answers ``OUTPUT`` with its next ``INPUT`` at once must find the session free.
+        """
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown)
+            turn.done.get_loop().call_soon_threadsafe(self._release, turn)
         try:
             turn.io._publish(frame)
         except Exception:
@@ -294,10 +301,14 @@ class TurnManager:
             log.warning("could not checkpoint %s as %s", session_id, status)
 
     # -- loop ------------------------------------------------------------------------------------------
+    def _release(self, turn: Turn) -> None:
+        if self.active.get(turn.session_id) is turn:
+            del self.active[turn.session_id]
+
     def _time_out(self, turn: Turn) -> None:
         """The agent overran ``turn_timeout``: answer the client now; the thread stops at its next step."""
-        if turn.done.done():
-            return
+        if turn.done.done() or self.active.get(turn.session_id) is not turn:
+            return  # finished (its terminal frame is on its way)
         turn.io.cancelled.set()
         error = TurnTimedOut()
         self.pool.submit(self._store_timeout, turn, error)

@@ -281,3 +281,32 @@ async def test_attach_finished_is_completed_with_result_and_unknown_is_expired(h
         unknown = str(uuid.uuid4())
         await ws.send({"type": "ATTACH", "session_id": unknown})
         assert await ws.recv() == {"type": "CONNECTED", "session_id": unknown, "status": "expired"}
+
+
+async def test_a_second_connection_on_the_session_sees_a_turn_the_first_one_starts(host):
+    async with await WS.open(host.ws_url) as tab1, await WS.open(host.ws_url) as tab2:
+        await tab1.send({"type": "CONNECT"})
+        sid = (await tab1.until("AGENT_PROFILE"))[0]["session_id"]
+        await tab2.send({"type": "CONNECT", "session_id": sid})
+        await tab2.until("AGENT_PROFILE")
+        mine = await turn(tab1, "calculate 4*4")
+        theirs = await tab2.until(("OUTPUT", "ERROR"))
+        assert theirs[0] == {"type": "user_message", "content": "calculate 4*4", "session_id": sid}
+        assert [f["id"] for f in theirs[1:]] == [f["id"] for f in events_only(mine) + [mine[-1]]]
+        again = await turn(tab2, "calculate 5*5")  # and the other way round, for the next turn
+        seen = await tab1.until(("OUTPUT", "ERROR"))
+        assert seen[0]["type"] == "user_message" and seen[-1]["id"] == again[-1]["id"]
+
+
+async def test_input_sent_the_moment_output_arrives_is_never_busy(host):
+    """The turn leaves the running set before its OUTPUT is delivered (it once raced the next INPUT)."""
+    async def chat(ws: WS) -> list[str]:
+        return [(await turn(ws, f"calculate {i}+1"))[-1].get("message", "ok") for i in range(15)]
+
+    sockets = [await WS.open(host.ws_url) for _ in range(4)]
+    try:
+        results = await asyncio.gather(*(chat(ws) for ws in sockets))
+    finally:
+        for ws in sockets:
+            await ws.close()
+    assert all(r == "ok" for rs in results for r in rs), results

@@ -1,0 +1,78 @@
+"""--reload restarts on agent code and host.yaml changes; --workers N serves from N processes sharing .co/."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import psutil
+
+AGENT = 'def create_agent():\n    return lambda prompt: "{tag}: " + prompt\n'
+
+
+def ask(host, prompt: str = "hi") -> httpx.Response:
+    return httpx.post(host.url + "/input", json={"prompt": prompt}, timeout=20)
+
+
+def eventually(check, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = check()
+            if value:
+                return value
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(0.2)
+
+
+def worker_pids(supervisor: psutil.Process) -> list[int]:
+    pids = []
+    for child in supervisor.children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "hosting.worker" in " ".join(child.cmdline()):
+                pids.append(child.pid)
+        except psutil.Error:
+            continue
+    return pids
+
+
+def test_reload_picks_up_agent_code_and_host_yaml_keeping_data(start_host, project):
+    (project / "myagent.py").write_text(AGENT.format(tag="v1"))
+    host = start_host("myagent:create_agent", "--reload")
+    first = ask(host).json()
+    assert first["result"] == "v1: hi"
+
+    (project / "myagent.py").write_text(AGENT.format(tag="v2"))
+    eventually(lambda: ask(host).json().get("result") == "v2: hi")
+
+    (project / ".co" / "host.yaml").write_text("max_files_per_request: 3\n")
+    eventually(lambda: httpx.get(host.url + "/info").json()["accepted_inputs"]["files"]["max_files_per_request"] == 3)
+    # .co/ survives restarts: the first session is still there
+    assert httpx.get(f"{host.url}/sessions/{first['session_id']}").json()["status"] == "done"
+
+
+def test_two_workers_serve_one_port_and_share_results(start_host, project):
+    (project / "myagent.py").write_text(AGENT.format(tag="w"))
+    host = start_host("myagent:create_agent", "--workers", "2")
+    supervisor = psutil.Process(host.proc.pid)
+    eventually(lambda: len(worker_pids(supervisor)) == 2)
+    ids = [ask(host, f"p{i}").json()["session_id"] for i in range(20)]
+    # whichever worker answers, every result is readable
+    for sid in ids:
+        with httpx.Client() as fresh:  # a new connection may land on the other worker
+            assert fresh.get(f"{host.url}/sessions/{sid}").json()["status"] == "done"
+    lines = (project / ".co" / "session_results.jsonl").read_text().splitlines()
+    assert len(lines) == 40  # one running and one done line per turn, none lost or doubled
+
+
+def test_a_killed_worker_is_restarted(start_host, project):
+    (project / "myagent.py").write_text(AGENT.format(tag="w"))
+    host = start_host("myagent:create_agent", "--workers", "2")
+    supervisor = psutil.Process(host.proc.pid)
+    victim = eventually(lambda: worker_pids(supervisor))[0]
+    psutil.Process(victim).kill()
+    eventually(lambda: len([pid for pid in worker_pids(supervisor) if pid != victim]) == 2)
+    assert all(ask(host).status_code == 200 for _ in range(5))

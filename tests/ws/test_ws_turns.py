@@ -310,3 +310,30 @@ async def test_input_sent_the_moment_output_arrives_is_never_busy(host):
         for ws in sockets:
             await ws.close()
     assert all(r == "ok" for rs in results for r in rs), results
+
+
+async def test_interrupt_while_waiting_for_an_approval_ends_the_turn(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "INPUT", "prompt": "save a note: bread"})
+        frames = await ws.until("approval_needed")
+        await ws.send({"type": "INTERRUPT"})
+        terminal = (await ws.until(("OUTPUT", "ERROR")))[-1]
+        assert terminal["type"] in ("OUTPUT", "ERROR")
+    record = await wait_record(host, frames[0]["session_id"], lambda r: r["status"] not in ("running", "waiting_approval"))
+    assert record["status"] == "cancelled"
+
+
+async def test_attach_without_session_id_and_session_status(host):
+    async with await WS.open(host.ws_url) as ws:
+        await ws.send({"type": "ATTACH"})
+        assert (await ws.recv())["message"] == "session_id required"
+        await ws.send({"type": "INPUT", "prompt": "count to 2 slowly"})
+        sid = (await ws.recv())["session_id"]
+        await ws.send({"type": "SESSION_STATUS", "session": {"session_id": sid}})
+        status = (await ws.until("SESSION_STATUS"))[-1]
+        assert status["status"] == "running"
+        await ws.until("OUTPUT")
+        await ws.send({"type": "SESSION_STATUS", "session": {"session_id": sid}})
+        assert (await ws.until("SESSION_STATUS"))[-1]["status"] == "connected"
+        await ws.send({"type": "SESSION_STATUS", "session": {"session_id": str(uuid.uuid4())}})
+        assert (await ws.until("SESSION_STATUS"))[-1]["status"] == "not_found"

@@ -77,7 +77,7 @@ def test_unknown_session_and_prefix_are_404(demo):
 def test_sessions_listing_newest_first_with_limit(module_hosts):
     host = module_hosts("tests.agents:echo_factory", name="listing")
     ids = []
-    for i in range(4):
+    for i in range(3):
         ids.append(httpx.post(host.url + "/input", json={"prompt": str(i)}).json()["session_id"])
         time.sleep(1.05)  # `created` has whole-second resolution; order must be observable
     listing = httpx.get(host.url + "/sessions").json()["sessions"]

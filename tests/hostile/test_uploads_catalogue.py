@@ -78,10 +78,16 @@ def test_rejected_uploads_write_nothing(big_host, extra, error):
     snap.assert_healthy()
 
 
-def test_h28_image_of_exactly_10_mib_is_accepted(big_host):
-    response = httpx.post(big_host.url + "/input", json={"prompt": "hello", "images": [png_url(10 * MB)]}, timeout=60)
-    assert response.status_code == 200, response.text[:300]
-    Snapshot(big_host).assert_healthy()
+def test_h28_image_exactly_at_the_limit_is_accepted_and_one_byte_more_is_not(small_host):
+    """The boundary on the 1 MB host (10 MiB through the demo agent takes ~15 s here: see L7)."""
+    ok = httpx.post(small_host.url + "/input", json={"prompt": "hello", "images": [png_url(MB)]}, timeout=60)
+    assert ok.status_code == 200, ok.text[:300]
+    snap = Snapshot(small_host)
+    over = httpx.post(small_host.url + "/input", json={"prompt": "hello", "images": [png_url(MB + 1)]}, timeout=60)
+    assert (over.status_code, error_of(over)) == (
+        400, "Image too large: image 0 (1.0MB, max: 1MB). Increase max_file_size in host.yaml")
+    snap.assert_nothing_recorded()
+    snap.assert_healthy()
 
 
 def test_h29_png_declaring_huge_dimensions_is_not_a_5xx(big_host):

@@ -16,6 +16,7 @@ from typing import Any
 from hosting import activity
 from hosting.agents import AgentInfo, AgentSource
 from hosting.config import HostConfig
+from hosting.errors import ConfigError
 from hosting.events import Hub
 from hosting.turns import TurnManager
 from sessions_app.eventlog import EventLog
@@ -123,7 +124,10 @@ def _build() -> Runtime:
         if _agent_override is not None
         else AgentSource.from_path(config.agent, search_dir=config.project_dir)
     )
-    info = source.describe()
+    try:
+        info = source.describe()
+    except Exception as exc:  # a clear start-up line instead of a traceback
+        raise ConfigError(f"the agent factory failed at start-up: {exc.__class__.__name__}: {exc}") from exc
     store = SessionStore(config.results_path, result_ttl=config.result_ttl)
     eventlog = EventLog(config.co_dir / "events.sqlite3")
     hub = Hub()

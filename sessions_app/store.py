@@ -207,9 +207,10 @@ class SessionStore:
         with self._lock:
             self._refresh()
             stale = [r for r in self._index.values() if r.status in LIVE_STATUSES and not _writer_alive(r)]
-        for record in stale:
+        now = time.time()
+        for record in stale:  # a fresh expiry, so clients can still learn what happened
             self.update(record.session_id, status="interrupted", error="interrupted",
-                        result=record.data.get("result"))
+                        result=record.data.get("result"), expires=int(now + self.result_ttl))
         if stale:
             log.warning("marked %d turn(s) left running by a stopped process as interrupted", len(stale))
         return len(stale)
@@ -232,7 +233,10 @@ class SessionStore:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.path.parent)
-            self._load_all()
+            st = os.stat(self.path)  # we just wrote exactly these records: no need to read them back
+            self._index = {r.session_id: r for r in keep}
+            self._ordered = None
+            self._offset, self._inode = st.st_size, st.st_ino
             self._last_compaction = now
         for record in dropped:
             if on_expired:

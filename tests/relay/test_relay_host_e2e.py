@@ -258,3 +258,25 @@ def test_with_two_workers_only_the_announcer_holds_the_relay_link(project: Path,
         reply = _our_client(host.address, relay.base).input("calculate (2+3)*7")
         assert "35" in reply
         assert host.log.read_text().count("✓ relay") == 1  # one link, not one per worker
+
+
+def test_uploads_work_through_the_relay_like_direct(hosted):
+    """Issue 7 parity: a PNG reaches the agent, a file is saved and read, a limit is an ERROR frame."""
+    import base64
+
+    from nacl.signing import SigningKey
+
+    from hosting.client import RemoteAgentError, connect
+    from tests.uploads.test_uploads_e2e import PDF, data_url, png
+    from trust.identity import AgentIdentity
+
+    relay, address = hosted
+    agent = connect(address, relay_url=relay.base, keys=AgentIdentity.from_signing_key(SigningKey.generate()))
+    assert "a 3x2 PNG" in agent.input("what is this?", images=[data_url("image/png", png(3, 2))])
+    assert agent.transport == "relay"
+    reply = agent.input("read the file", files=[{"name": "r.pdf", "data": data_url("application/pdf", PDF)}])
+    assert "Quarterly revenue grew nicely" in reply
+    too_many = [{"name": f"{i}.txt", "data": "data:text/plain;base64," + base64.b64encode(b"x").decode()}
+                for i in range(11)]
+    with pytest.raises(RemoteAgentError, match=r"Too many files: 11 \(max: 10\)"):
+        agent.input("hi", files=too_many)

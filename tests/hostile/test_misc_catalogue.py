@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import socket
 import time
 from collections.abc import Iterator
@@ -37,7 +36,11 @@ def strict_host(tmp_path_factory) -> Iterator[HostProcess]:
 
 @pytest.fixture(scope="module")
 def production_host(tmp_path_factory) -> Iterator[HostProcess]:
-    host = HostProcess(tmp_path_factory.mktemp("prod"), env={"CONNECTONION_ENV": "production"}).start()
+    folder = tmp_path_factory.mktemp("prod")
+    (folder / ".co").mkdir()
+    (folder / ".co" / "whitelist.txt").write_text(address_of(LISTED.verify_key) + "\n")  # production is strict
+    host = HostProcess(folder, "tests.agents:failing_factory",
+                       env={"CONNECTONION_ENV": "production"}).start()
     yield host
     host.stop()
 
@@ -168,4 +171,10 @@ def test_p2_p3_production_mode_json_errors_and_headers(production_host):
     assert candidates or secret.exists(), "production mode generated no SECRET_KEY file in .co/"
     for path in candidates:
         assert path.stat().st_mode & 0o077 == 0, f"{path} is readable by others"
-    json.dumps(candidates, default=str)
+    # P2: an exception inside the agent is the documented 500, with no detail of it in the body
+    to = httpx.get(production_host.url + "/info", timeout=10).json()["address"]
+    signed = sign_payload(LISTED, {"prompt": "boom", "to": to, "timestamp": int(time.time())})
+    boom = httpx.post(production_host.url + "/input", json=signed, timeout=30)
+    assert (boom.status_code, error_of(boom)) == (500, "Unable to run agent")
+    assert "secret internal detail" not in boom.text and "Traceback" not in boom.text
+    assert httpx.get(production_host.url + "/health", timeout=5).status_code == 200

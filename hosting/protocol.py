@@ -267,14 +267,9 @@ class Conversation:
             request = _with_session(request, self.client_session)
         self._stop_viewer()
         after = await sync_to_async(self.runtime.eventlog.last_seq, thread_sensitive=False)(self.session_id)
-        subscription = self.runtime.hub.subscribe(self.session_id)
-        try:
-            turn = await self.runtime.turns.start(request, interactive=True)
-        except BaseException:
-            subscription.close()
-            raise
+        turn = await self.runtime.turns.start(request, interactive=True)
         self._viewer = asyncio.create_task(self._then_follow(
-            self._stream(self.session_id, after, subscription, local=turn)))
+            lambda: self._stream(self.session_id, after, local=turn)))
 
     async def on_ask_user_response(self, frame: dict[str, Any]) -> None:
         await self._answer(frame, "ask_user")
@@ -351,9 +346,8 @@ class Conversation:
     def _watch(self, *, after: int | None) -> None:
         assert self.session_id is not None
         self._stop_viewer()
-        subscription = self.runtime.hub.subscribe(self.session_id)
         self._viewer = asyncio.create_task(self._then_follow(
-            self._stream(self.session_id, after, subscription, local=None, replay_turn=True)))
+            lambda: self._stream(self.session_id, after, local=None, replay_turn=True)))
 
     def _follow(self) -> None:
         """While the session is idle, show turns that other connections of its owner start (PROTOCOL §4.9)."""
@@ -361,7 +355,7 @@ class Conversation:
         self._stop_viewer()
         self._viewer = asyncio.create_task(self._then_follow(None))
 
-    async def _then_follow(self, first: Awaitable[None] | None) -> None:
+    async def _then_follow(self, first: Callable[[], Awaitable[None]] | None) -> None:
         """Finish ``first`` (a stream of this connection's own turn or a resume), then wait for the next turn.
 
         A turn started elsewhere reaches us through the hub; its prompt goes out as ``user_message`` (this
@@ -370,7 +364,7 @@ class Conversation:
         session_id = self.session_id
         assert session_id is not None
         if first is not None:
-            await first
+            await first()
         last_seq = sync_to_async(self.runtime.eventlog.last_seq, thread_sensitive=False)
         while not self._closed:
             seen = await last_seq(session_id)
@@ -386,27 +380,28 @@ class Conversation:
             except BaseException:
                 subscription.close()
                 raise
+            subscription.close()  # _stream subscribes again, then reads everything after ``seen`` from the log
             if not owned:  # an id named before its first turn, taken by someone else: show nothing
-                subscription.close()
                 return
             if turn is not None and turn.prompt:
                 await self.send({"type": "user_message", "content": turn.prompt, "session_id": session_id})
-            await self._stream(session_id, seen, subscription, local=None)
+            await self._stream(session_id, seen, local=None)
 
     def _stop_viewer(self) -> None:
         if self._viewer is not None and not self._viewer.done():
             self._viewer.cancel()
         self._viewer = None
 
-    async def _stream(self, session_id: str, after: int | None, subscription: Any, *, local: Any,
-                      replay_turn: bool = False) -> None:
+    async def _stream(self, session_id: str, after: int | None, *, local: Any, replay_turn: bool = False) -> None:
         """Send every event after ``after`` exactly once, in order: backlog from the log, then live.
 
-        The subscription was opened before the backlog was read, so nothing falls in between.
+        The subscription is opened before the backlog is read, so nothing falls in between; it is opened here,
+        inside the task, so a viewer cancelled before it ever ran leaves nothing behind in the hub.
         """
         eventlog = self.runtime.eventlog
         read = sync_to_async(eventlog.after, thread_sensitive=False)
         last = after or 0
+        subscription = self.runtime.hub.subscribe(session_id)
         try:
             if replay_turn:
                 turn_no = await sync_to_async(_turn_to_replay, thread_sensitive=False)(eventlog, session_id, after)

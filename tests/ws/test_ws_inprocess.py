@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -62,3 +63,21 @@ async def test_errors_leave_the_socket_usable():
     await comm.send_json_to({"type": "NOPE"})
     assert json.loads(await comm.receive_from())["message"] == "unknown message type: 'NOPE'"
     await comm.disconnect()
+
+
+async def test_a_socket_that_leaves_at_once_leaves_no_viewer_in_the_hub():
+    from hosting.runtime import get_runtime
+
+    runtime = get_runtime()
+    sids = []
+    for _ in range(5):
+        comm = WebsocketCommunicator(application, "/ws")
+        await comm.connect()
+        await comm.send_json_to({"type": "CONNECT"})
+        sids.append((await frames_until(comm, "AGENT_PROFILE"))[0]["session_id"])
+        await comm.send_json_to({"type": "INPUT", "prompt": "calculate 1+2"})
+        await comm.disconnect()
+    deadline = asyncio.get_running_loop().time() + 10
+    while any(runtime.hub.viewers(s) or s in runtime.turns.active for s in sids):
+        assert asyncio.get_running_loop().time() < deadline, [runtime.hub.viewers(s) for s in sids]
+        await asyncio.sleep(0.05)

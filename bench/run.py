@@ -54,6 +54,7 @@ if not Path(PY).exists():
     PY = sys.executable
 KINDS = ("ours", "reference", "floor")
 CLIENT_KEY = SigningKey.generate()
+CLIENT = "raw"
 
 
 # ───────────────────────────── servers ─────────────────────────────
@@ -158,88 +159,173 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def _post(client: httpx.AsyncClient, server: Server, prompt: str) -> tuple[float, bool]:
+class RawClient:
+    """One keep-alive HTTP/1.1 connection on asyncio streams: a few µs of client CPU per request.
+
+    httpx costs ~2-3 ms of CPU per request and its pool gets slower with many connections; on 2 shared cores
+    that made the load generator, not the server, the limit (the bare floor took 10.6 s for 1,000 turns of
+    ``asyncio.sleep(1)`` with httpx). ``--client httpx`` still selects httpx.
+    """
+
+    def __init__(self, server: Server, timeout: float) -> None:
+        self.server = server
+        self.timeout = timeout
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def _exchange(self, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=2**22)
+        head = (f"POST /input HTTP/1.1\r\nHost: 127.0.0.1:{self.server.port}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        self.writer.write(head + body)
+        raw = await self.reader.readuntil(b"\r\n\r\n")
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:] if line)}
+        if "content-length" in headers:
+            payload = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                parts.append(await self.reader.readexactly(size + 2))
+                if size == 0:
+                    break
+            payload = b"".join(p[:-2] for p in parts)
+        else:
+            payload = await self.reader.read()
+        if headers.get("connection", "").lower() == "close":
+            self.writer.close()
+        return status, payload
+
+    async def post(self, body: bytes) -> bool:
+        try:
+            status, payload = await asyncio.wait_for(self._exchange(body), self.timeout)
+            return status == 200 and json.loads(payload).get("status") == "done"
+        except (TimeoutError, OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class HttpxClient:
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post(self, body: bytes) -> bool:
+        try:
+            response = await self.client.post("/input", content=body, headers={"content-type": "application/json"})
+            return response.status_code == 200 and response.json().get("status") == "done"
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        pass
+
+
+@contextlib.asynccontextmanager
+async def clients_for(server: Server, count: int, timeout: float):
+    """``count`` client handles: raw keep-alive connections, or handles onto one shared httpx pool."""
+    if CLIENT == "httpx":
+        limits = httpx.Limits(max_connections=count + 1, max_keepalive_connections=count + 1)
+        async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout) as client:
+            yield [HttpxClient(client) for _ in range(count)]
+        return
+    handles = [RawClient(server, timeout) for _ in range(count)]
+    try:
+        yield handles
+    finally:
+        for handle in handles:
+            handle.close()
+
+
+async def _post(client: Any, server: Server, prompt: str) -> tuple[float, bool]:
     body = signed_body(prompt, server.address)
     began = time.perf_counter()
-    try:
-        response = await client.post("/input", content=body, headers={"content-type": "application/json"})
-        ok = response.status_code == 200 and response.json().get("status") == "done"
-    except httpx.HTTPError:
-        ok = False
+    ok = await client.post(body)
     return time.perf_counter() - began, ok
 
 
 async def throughput(server: Server, clients: int, seconds: float, max_requests: int) -> dict[str, Any]:
     """``clients`` loops posting instant turns back to back, bounded by time and by request count."""
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=60) as client:
-        await asyncio.gather(*(_post(client, server, "hi") for _ in range(min(clients, 16))))  # warm-up
+    async with clients_for(server, clients, 60) as handles:
+        await asyncio.gather(*(_post(h, server, "hi") for h in handles[:16]))  # warm-up
         latencies: list[float] = []
         errors = 0
         issued = 0
         deadline = time.monotonic() + seconds
 
-        async def loop() -> None:
+        async def loop(handle: Any) -> None:
             nonlocal errors, issued
             while issued < max_requests and time.monotonic() < deadline:
                 issued += 1
-                took, ok = await _post(client, server, "hi")
+                took, ok = await _post(handle, server, "hi")
                 if ok:
                     latencies.append(took)
                 else:
                     errors += 1
 
         began = time.perf_counter()
-        await asyncio.gather(*(loop() for _ in range(clients)))
+        await asyncio.gather(*(loop(h) for h in handles))
         wall = time.perf_counter() - began
     return {"requests": len(latencies), "errors": errors, "wall_s": wall, "rps": len(latencies) / wall,
             "p50_ms": pct(latencies, 0.5) * 1000, "p99_ms": pct(latencies, 0.99) * 1000}
 
 
 async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict[str, Any]:
-    """``turns`` turns at once; meanwhile ``/health`` is polled and server RSS sampled."""
-    limits = httpx.Limits(max_connections=turns + 10, max_keepalive_connections=turns + 10)
-    health: list[float] = []
-    health_errors = 0
-    rss_peak = server.rss()
-    stop = asyncio.Event()
+    """``turns`` turns at once, each on its own connection, none waiting longer than ``timeout``.
 
-    async def poll_health() -> None:
-        nonlocal health_errors, rss_peak
-        async with httpx.AsyncClient(base_url=server.url, timeout=10) as probe:
-            while not stop.is_set():
-                began = time.perf_counter()
-                try:
-                    ok = (await probe.get("/health")).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                if ok:
-                    health.append(time.perf_counter() - began)
-                else:
-                    health_errors += 1
-                rss_peak = max(rss_peak, server.rss())
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 0.05)
-
+    Meanwhile a separate process (so the load generator's busy loop does not inflate the figures) polls
+    ``/health`` every 50 ms and samples the server's RSS.
+    """
+    samples = Path(tempfile.mkstemp(prefix="bench-probe-", suffix=".json")[1])
+    probe = subprocess.Popen([PY, __file__, "--probe", server.url, str(server.proc.pid), str(samples)],
+                             stdin=subprocess.PIPE)
     bodies = [signed_body(prompt, server.address) for _ in range(turns)]
-    async with httpx.AsyncClient(base_url=server.url, limits=limits, timeout=timeout) as client:
-        poller = asyncio.create_task(poll_health())
-
-        async def one(body: bytes) -> bool:
-            try:
-                response = await client.post("/input", content=body, headers={"content-type": "application/json"})
-                return response.status_code == 200 and response.json().get("status") == "done"
-            except httpx.HTTPError:
-                return False
-
-        began = time.perf_counter()
-        results = await asyncio.gather(*(one(body) for body in bodies))
-        wall = time.perf_counter() - began
-        stop.set()
-        await poller
+    try:
+        async with clients_for(server, turns, timeout) as handles:
+            began = time.perf_counter()
+            results = await asyncio.gather(*(h.post(body) for h, body in zip(handles, bodies)))
+            wall = time.perf_counter() - began
+    finally:
+        probe.stdin.close()
+        probe.wait(30)
+    data = json.loads(samples.read_text() or "{}")
+    samples.unlink()
+    health = data.get("health", [])
     return {"turns": turns, "ok": sum(results), "errors": turns - sum(results), "wall_s": wall,
             "health_p99_ms": pct(health, 0.99) * 1000, "health_samples": len(health),
-            "health_errors": health_errors, "rss_peak_mib": rss_peak / 2**20}
+            "health_errors": data.get("errors", 0), "rss_peak_mib": data.get("rss_peak", 0) / 2**20}
+
+
+def probe_main(url: str, pid: int, out: str) -> None:
+    """``--probe``: GET /health every 50 ms and sample RSS until stdin closes; write the samples as JSON."""
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    server = Server.__new__(Server)
+    server.proc = psutil.Process(pid)
+    health: list[float] = []
+    errors = 0
+    rss_peak = 0
+    with httpx.Client(base_url=url, timeout=10) as client:
+        while not done.is_set():
+            began = time.perf_counter()
+            try:
+                ok = client.get("/health").status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                health.append(time.perf_counter() - began)
+            else:
+                errors += 1
+            rss_peak = max(rss_peak, server.rss())
+            done.wait(0.05)
+    Path(out).write_text(json.dumps({"health": health, "errors": errors, "rss_peak": rss_peak}))
 
 
 # ───────────────────────────── scenarios ─────────────────────────────
@@ -276,7 +362,8 @@ def burst_scenario(name: str, args: argparse.Namespace, turns: int, prompt: str,
         for _ in range(args.repeats if kind != "reference" else args.reference_repeats):
             extra = ours_extra if kind == "ours" else ()
             with Server(kind, agent="sleep", extra=extra) as server:
-                runs.append(asyncio.run(burst(server, turns, prompt, timeout)))
+                cap = min(timeout, args.reference_cap) if kind == "reference" else timeout
+                runs.append(asyncio.run(burst(server, turns, prompt, cap)))
         out[kind] = median_of(runs)
         m = out[kind]
         say(f"  {name} {kind:9}: {m['ok']:.0f}/{turns} ok in {m['wall_s']:6.2f} s  /health p99 "
@@ -360,18 +447,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~2 min subset: 1 repeat, shorter points, smaller L1")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--reference-repeats", type=int, help="repeats of the slow reference bursts (default: --repeats)")
+    parser.add_argument("--reference-repeats", type=int, help="repeats of the reference L1/L2 bursts, each capped by --reference-cap (default 1)")
     parser.add_argument("--seconds", type=float, default=5.0, help="max seconds per L5 point")
     parser.add_argument("--requests", type=int, default=2000, help="max requests per L5 point")
     parser.add_argument("--l1-turns", type=int, default=1000)
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--only", help="comma list of L5,L2,L1,L6")
+    parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="load generator's HTTP client")
+    parser.add_argument("--reference-cap", type=float, default=30.0,
+                        help="seconds a reference burst turn may wait (it runs turns one at a time)")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "results.json"))
+    if len(sys.argv) == 5 and sys.argv[1] == "--probe":
+        probe_main(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
     if args.quick:
-        args.repeats, args.seconds, args.requests, args.l1_turns = 1, 3.0, 1000, 300
+        args.repeats, args.seconds, args.requests, args.l1_turns = 1, 2.0, 1000, 300
+        args.reference_cap = min(args.reference_cap, 15.0)
     if args.reference_repeats is None:
-        args.reference_repeats = args.repeats
+        args.reference_repeats = 1
     only = set((args.only or "L5,L2,L1,L6").upper().split(","))
 
     started = time.time()

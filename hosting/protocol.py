@@ -365,9 +365,7 @@ class Conversation:
         assert session_id is not None
         if first is not None:
             await first()
-        last_seq = sync_to_async(self.runtime.eventlog.last_seq, thread_sensitive=False)
         while not self._closed:
-            seen = await last_seq(session_id)
             subscription = self.runtime.hub.subscribe(session_id)
             try:
                 await subscription.queue.get()
@@ -380,12 +378,13 @@ class Conversation:
             except BaseException:
                 subscription.close()
                 raise
-            subscription.close()  # _stream subscribes again, then reads everything after ``seen`` from the log
+            subscription.close()  # _stream subscribes again, then replays this turn from its first event
             if not owned:  # an id named before its first turn, taken by someone else: show nothing
                 return
             if turn is not None and turn.prompt:
                 await self.send({"type": "user_message", "content": turn.prompt, "session_id": session_id})
-            await self._stream(session_id, seen, local=None)
+            # The whole turn from its start: its first events may have come before we subscribed.
+            await self._stream(session_id, None, local=None, replay_turn=True)
 
     def _stop_viewer(self) -> None:
         if self._viewer is not None and not self._viewer.done():

@@ -116,6 +116,30 @@ def start_host(project: Path) -> Iterator:
             print(host.output())
 
 
+@pytest.fixture(scope="module")
+def module_hosts(tmp_path_factory) -> Iterator:
+    """Hosts shared by a whole test module, each in its own folder (``files``/``yaml`` written first)."""
+    started: list[HostProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None, name: str = "project",
+              files: dict[str, str] | None = None, yaml: str | None = None, prepare=None) -> HostProcess:
+        folder = tmp_path_factory.mktemp(name)
+        if yaml is not None:
+            files = {**(files or {}), ".co/host.yaml": yaml}
+        for rel, text in (files or {}).items():
+            (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+            (folder / rel).write_text(text)
+        if prepare is not None:
+            prepare(folder)
+        host = HostProcess(folder, *args, env=env).start()
+        started.append(host)
+        return host
+
+    yield start
+    for host in started:
+        host.stop()
+
+
 @pytest.fixture
 def demo_host(start_host) -> HostProcess:
     return start_host()

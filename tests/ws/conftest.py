@@ -5,33 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 import websockets
 
-from tests.conftest import HostProcess
 
 Frame = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def module_hosts(tmp_path_factory) -> Iterator:
-    started: list[HostProcess] = []
-
-    def start(*args: str, yaml: str | None = None, name: str = "project", env: dict[str, str] | None = None):
-        folder = tmp_path_factory.mktemp(name)
-        if yaml is not None:
-            (folder / ".co").mkdir(exist_ok=True)
-            (folder / ".co" / "host.yaml").write_text(yaml)
-        host = HostProcess(folder, *args, env=env).start()
-        started.append(host)
-        return host
-
-    yield start
-    for host in started:
-        host.stop()
 
 
 class WS:

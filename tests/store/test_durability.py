@@ -13,7 +13,6 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import HostProcess
 
 
 def lines(project: Path) -> list[dict]:

@@ -11,7 +11,7 @@ import pytest
 import websockets
 from nacl.signing import SigningKey
 
-from tests.trust_e2e.conftest import address, host_address, signed, wait_for_output
+from tests.trust_e2e.conftest import address, host_address, wait_for_output
 from trust.signing import sign_command, sign_payload
 
 ECHO = "tests.agents:echo_factory"

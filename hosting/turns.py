@@ -289,8 +289,12 @@ class TurnManager:
     def _write_history(self, session_id: str, session: dict[str, Any]) -> None:
         """``.co/sessions/<id>.yaml``: the conversation so far (a failure is logged, never raised)."""
         try:
+            try:
+                created = self.store.get(session_id).created
+            except DoesNotExist:
+                created = None
             history.write_session_yaml(self.config.co_dir / "sessions", name=self.agent_name,
-                                       session_id=session_id, session=session)
+                                       session_id=session_id, session=session, created=created)
         except (OSError, ValueError, TypeError):
             log.exception("could not write the history of %s", session_id)
 

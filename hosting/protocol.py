@@ -369,7 +369,7 @@ class Conversation:
             subscription = self.runtime.hub.subscribe(session_id)
             try:
                 await subscription.queue.get()
-                turn = self.runtime.turns.active.get(session_id)
+                turn, record = self.runtime.turns.active.get(session_id), None
                 if turn is not None:
                     owned = self.peer is not None and turn.owner == self.peer.signer
                 else:
@@ -381,8 +381,9 @@ class Conversation:
             subscription.close()  # _stream subscribes again, then replays this turn from its first event
             if not owned:  # an id named before its first turn, taken by someone else: show nothing
                 return
-            if turn is not None and turn.prompt:
-                await self.send({"type": "user_message", "content": turn.prompt, "session_id": session_id})
+            prompt = turn.prompt if turn is not None else (record.data.get("prompt") if record is not None else None)
+            if prompt:  # (a quick turn may already be over: its record still names the prompt)
+                await self.send({"type": "user_message", "content": prompt, "session_id": session_id})
             # The whole turn from its start: its first events may have come before we subscribed.
             await self._stream(session_id, None, local=None, replay_turn=True)
 

@@ -42,7 +42,7 @@ class InputView(AsyncAPIView):
         runtime = get_runtime()
         if not request._request.body:
             raise InvalidJSON()  # HARDENING H1: an empty body is not an empty object
-        admission = await sync_to_async(runtime.gate.admit)(request.data, transport="http")
+        admission = await sync_to_async(runtime.gate.admit, thread_sensitive=False)(request.data, transport="http")
         turn_request = read_input(admission.payload, config=runtime.config, owner=admission.signer,
                                   level=admission.level)
         result = await runtime.turns.run(turn_request)

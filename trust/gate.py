@@ -422,7 +422,9 @@ class Gate:
             reason,
             transport,
         )
-        if self.recorder is not None:
+        # Every decision goes to the log; the database keeps the ones worth auditing — refusals and
+        # identified callers — not each anonymous request an open or careful host lets through.
+        if self.recorder is not None and not (decision == "accept" and who == "anonymous"):
             self.recorder(
                 identity=who, level=self.trust, decision=decision, reason=reason, transport=transport
             )

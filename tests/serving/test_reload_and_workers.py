@@ -14,7 +14,7 @@ def ask(host, prompt: str = "hi") -> httpx.Response:
     return httpx.post(host.url + "/input", json={"prompt": prompt}, timeout=20)
 
 
-def eventually(check, timeout: float = 30.0):
+def eventually(check, timeout: float = 60.0):
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -41,6 +41,8 @@ def worker_pids(supervisor: psutil.Process) -> list[int]:
 
 def test_reload_picks_up_agent_code_and_host_yaml_keeping_data(start_host, project):
     (project / "myagent.py").write_text(AGENT.format(tag="v1"))
+    (project / ".co").mkdir()
+    (project / ".co" / "host.yaml").write_text("# edited below while the host runs\n")
     host = start_host("myagent:create_agent", "--reload")
     first = ask(host).json()
     assert first["result"] == "v1: hi"
@@ -48,8 +50,12 @@ def test_reload_picks_up_agent_code_and_host_yaml_keeping_data(start_host, proje
     (project / "myagent.py").write_text(AGENT.format(tag="v2"))
     eventually(lambda: ask(host).json().get("result") == "v2: hi")
 
-    (project / ".co" / "host.yaml").write_text("max_files_per_request: 3\n")
-    eventually(lambda: httpx.get(host.url + "/info").json()["accepted_inputs"]["files"]["max_files_per_request"] == 3)
+    def edited_and_applied() -> bool:
+        # rewritten on every poll: a reloader that just started takes its first look before it watches changes
+        (project / ".co" / "host.yaml").write_text("max_files_per_request: 3\n")
+        return httpx.get(host.url + "/info").json()["accepted_inputs"]["files"]["max_files_per_request"] == 3
+
+    eventually(edited_and_applied)
     # .co/ survives restarts: the first session is still there
     assert httpx.get(f"{host.url}/sessions/{first['session_id']}").json()["status"] == "done"
 

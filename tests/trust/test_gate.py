@@ -523,3 +523,14 @@ def test_build_gate_wires_lists_ledger_and_policy(make_config, host_identity):
     assert gate.admit(body).signer == addr(STRANGER)
     custom = build_gate(make_config(), host_identity, trust=CountingAgent())
     assert isinstance(custom.policy, AgentPolicy) and custom.trust == "custom"
+
+
+@pytest.mark.django_db
+def test_anonymous_accepts_are_logged_but_not_stored(build, caplog):
+    from trust.models import TrustDecision
+
+    gate = build("careful", recorder=record_decision)
+    with caplog.at_level(logging.INFO, logger="connectonion.trust"):
+        gate.admit({"prompt": "x"})
+    assert "identity=anonymous" in caplog.text and "decision=accept" in caplog.text
+    assert TrustDecision.objects.count() == 0

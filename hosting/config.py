@@ -46,7 +46,7 @@ class HostConfig:
     max_file_size: int = 10
     max_files_per_request: int = 10
     max_request_mb: float = 0.0
-    pool_size: int = 64
+    pool_size: int = 128
     turn_timeout: float = 900.0
     answer_timeout: float = 3600.0
     ws_ping_interval: float = 30.0

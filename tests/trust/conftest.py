@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +13,7 @@ from nacl.signing import SigningKey
 
 from hosting.config import HostConfig
 from hosting.errors import HostError
+from tests.fake_openai import openai_server
 from trust.identity import AgentIdentity
 from trust.signing import sign_payload
 
@@ -84,47 +82,12 @@ class FakeModel:
 def fake_model() -> Iterator[FakeModel]:
     model = FakeModel()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            model.requests.append(
-                {"path": self.path, "body": body, "auth": self.headers.get("Authorization")}
-            )
-            if model.delay:
-                time.sleep(model.delay)
-            answer = {
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "created": int(NOW),
-                "model": body.get("model", "test"),
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": model.reply},
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }
-            data = json.dumps(answer).encode()
-            self.send_response(model.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(body: dict[str, Any], auth: str | None, path: str) -> tuple[int, str]:
+        model.requests.append({"path": path, "body": body, "auth": auth})
+        if model.delay:
+            time.sleep(model.delay)
+        return model.status, model.reply
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-    thread.start()
-    model.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with openai_server(answer) as url:
+        model.url = url
         yield model
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

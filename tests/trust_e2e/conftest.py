@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
 from nacl.signing import SigningKey
 
+from tests.fake_openai import openai_server
 from trust.identity import address_of
 from trust.signing import sign_payload
 
@@ -66,37 +65,13 @@ class FakeLLM:
 def fake_llm() -> Iterator[FakeLLM]:
     llm = FakeLLM()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802
-            size = int(self.headers.get("Content-Length") or 0)
-            llm.requests.append(json.loads(self.rfile.read(size) or b"{}"))
-            content = json.dumps({"decision": llm.decision, "reason": llm.reason})
-            data = json.dumps({
-                "id": "chatcmpl-e2e", "object": "chat.completion", "created": int(time.time()), "model": "judge",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                             "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            }).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def answer(body: dict[str, Any], auth: str | None, path: str) -> tuple[int, str]:
+        llm.requests.append(body)
+        return 200, json.dumps({"decision": llm.decision, "reason": llm.reason})
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    llm.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with openai_server(answer) as url:
+        llm.url = url
         yield llm
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def llm_env(llm: FakeLLM | None, url: str | None = None, **extra: str) -> dict[str, str]:

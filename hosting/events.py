@@ -76,8 +76,8 @@ class TurnIO:
         if kind == "session_sync":
             return  # optional (PROTOCOL §4.7.2); OUTPUT carries the session
         if kind == "llm_call":
-            self._publish({"type": "thinking"})  # D18: thinking precedes every model call
-        stamped = self._publish(dict(event))
+            self.publish({"type": "thinking"})  # D18: thinking precedes every model call
+        stamped = self.publish(dict(event))
         if kind in ANSWER_TYPES:
             self.pending = PendingRequest(stamped["id"], kind)
             if self._on_pending:
@@ -126,7 +126,8 @@ class TurnIO:
             except queue.Empty:
                 return
 
-    def _publish(self, event: dict[str, Any]) -> dict[str, Any]:
+    def publish(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Number, stamp and emit one frame as it is (no cancel check: terminal frames use this too)."""
         with self._seq_lock:
             self._seq += 1
             if "id" in event and event.get("type") != "thinking":

@@ -20,7 +20,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 
 from hosting.errors import BadRequest, HostError, SessionBusy, SessionIdRequired, Unauthorized
-from hosting.jsonwire import dumps, loads_object
+from hosting.jsonwire import loads_object
 from hosting.messages import SessionField, read_input
 from hosting.runtime import Runtime
 from sessions_app.records import chat_items, merge_sessions
@@ -527,6 +527,3 @@ def _with_session(request: Any, session: dict[str, Any]) -> Any:
 def _downgraded(admission: Any) -> Any:
     return replace(admission, signer=None)
 
-
-def encode(frame: dict[str, Any]) -> str:
-    return dumps(frame)

@@ -278,7 +278,7 @@ class TurnManager:
         with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown)
             turn.done.get_loop().call_soon_threadsafe(self._release, turn)
         try:
-            turn.io._publish(frame)
+            turn.io.publish(frame)
         except Exception:
             log.exception("could not publish the terminal frame of %s", turn.session_id)
 

@@ -5,26 +5,20 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.generic.websocket import AsyncWebsocketConsumer
 
+from hosting.dispatch import DirectDispatchMixin
 from hosting.jsonwire import dumps
 from hosting.protocol import Conversation
 from hosting.runtime import get_runtime
 
 
-class AgentConsumer(AsyncWebsocketConsumer):
+class AgentConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
     conversation: Conversation
     # No per-socket channel: live events reach sockets through the process hub (and its Redis bridge),
     # so 1,000 idle sockets cost no channel-layer bookkeeping.
     channel_layer_alias = "no-layer-for-agent-sockets"
 
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels runs close_old_connections() in asgiref's one shared thread before every frame; our
-        # database work runs in pool threads, so that hop would only serialise every socket.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is not None:
-            await handler(message)
 
     async def connect(self) -> None:
         await self.accept(subprotocol=worker_subprotocol(self.scope))

@@ -17,12 +17,12 @@ import uuid
 from dataclasses import dataclass, fields
 from typing import Any
 
-from channels.consumer import get_handler_name
 from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.http import AsyncHttpConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
 
+from hosting.dispatch import DirectDispatchMixin
 from hosting.relay import wire
 from hosting.relay.registry import AgentRecord, Registry, StaleAnnounce
 
@@ -82,21 +82,13 @@ def _json(obj: dict[str, Any]) -> str:
     return json.dumps(obj, ensure_ascii=False)
 
 
-class _RelaySocket(AsyncWebsocketConsumer):
+class _RelaySocket(DirectDispatchMixin, AsyncWebsocketConsumer):
     """Shared plumbing: the registry and options arrive through ``as_asgi(registry=…, options=…)``."""
 
     def __init__(self, *, registry: Registry, options: RelayOptions) -> None:
         super().__init__()
         self.registry = registry
         self.options = options
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        # Channels' dispatch first runs close_old_connections() in asgiref's one shared thread, for every
-        # frame. The relay never touches the ORM, so that hop would only serialise all sockets.
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
 
     async def websocket_disconnect(self, message: dict[str, Any]) -> None:
         await self.disconnect(message.get("code", 1000))
@@ -383,16 +375,11 @@ class UnknownPathConsumer(AsyncWebsocketConsumer):
         await self.close(code=4004)
 
 
-class _JsonHttp(AsyncHttpConsumer):
+class _JsonHttp(DirectDispatchMixin, AsyncHttpConsumer):
     def __init__(self, *, registry: Registry, options: RelayOptions) -> None:
         super().__init__()
         self.registry = registry
         self.options = options
-
-    async def dispatch(self, message: dict[str, Any]) -> None:
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is not None:
-            await handler(message)
 
     async def respond(self, status: int, body: dict[str, Any]) -> None:
         headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]

@@ -34,7 +34,50 @@ def host_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class HostProcess:
+class ServerProcess:
+    """A server started as its own process group, logging to a file, ready when a URL answers 200."""
+
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+    stop_timeout: float = 20
+
+    def launch(self, cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, ready_url: str,
+               timeout: float, what: str, mode: str = "w", poll: float = 0.1) -> None:
+        self.log_path = log_path
+        self._log = open(log_path, mode)  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     text=True, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    return
+            time.sleep(poll)
+        self.stop()
+        raise RuntimeError(f"{what} did not become ready in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+        self._log.close()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class HostProcess(ServerProcess):
     """``manage.py runhost`` in a project folder, on a free loopback port."""
 
     def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
@@ -44,7 +87,6 @@ class HostProcess:
         self.args = list(args)
         self.env = host_env(**(env or {}))
         self.ready_path = ready_path
-        self.proc: subprocess.Popen[str] | None = None
         self.log_path = project / "host-output.log"
 
     @property
@@ -59,37 +101,9 @@ class HostProcess:
         cmd = [sys.executable, str(MANAGE), "runhost", *self.args, "--port", str(self.port)]
         if "--relay-url" not in self.args:
             cmd.append("--no-relay")
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=self.project, env=self.env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, text=True, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"host exited with {self.proc.returncode}:\n{self.output()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise RuntimeError(f"host did not become ready in {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self._log.close()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
+        self.launch(cmd, cwd=self.project, env=self.env, log_path=self.project / "host-output.log",
+                    ready_url=self.url + self.ready_path, timeout=timeout, what="host")
+        return self
 
 
 @pytest.fixture

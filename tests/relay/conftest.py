@@ -7,16 +7,13 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import uvicorn
 import websockets
@@ -28,6 +25,7 @@ from hosting.relay.link import EchoConversation, RelayLink, echo_legacy_input
 from hosting.relay.registry import MemoryRegistry
 from hosting.relay.routing import relay_application
 from hosting.relay.server import RelayOptions
+from tests.conftest import ServerProcess
 from trust.identity import AgentIdentity
 
 REPO = Path(__file__).resolve().parents[2]
@@ -251,15 +249,15 @@ async def scripted_relay() -> AsyncIterator[Callable[..., Awaitable[ScriptedRela
         await relay.stop()
 
 
-class RelayProcess:
+class RelayProcess(ServerProcess):
     """``manage.py runrelay`` as a real process (daphne) on a free loopback port."""
+
+    stop_timeout = 15
 
     def __init__(self, *args: str, port: int | None = None, cwd: Path | None = None) -> None:
         self.port = port or free_port()
         self.args = list(args)
         self.cwd = cwd
-        self.proc: subprocess.Popen[str] | None = None
-        self.output_path: Path | None = None
 
     @property
     def base(self) -> str:
@@ -276,46 +274,9 @@ class RelayProcess:
         env["CONNECTONION_HOST_ARGS"] = json.dumps({"project_dir": str(self.cwd), "relay_url": None})
         cmd = [sys.executable, str(REPO / "manage.py"), "runrelay", "--port", str(self.port), *self.args]
         assert self.cwd is not None
-        self.output_path = self.cwd / f"relay-{self.port}.log"
-        self._log = open(self.output_path, "a")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=self.cwd,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"relay exited with {self.proc.returncode}:\n{self.output()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.http + "/health", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"relay not ready in {timeout} s:\n{self.output()}")
-
-    def output(self) -> str:
-        return (
-            self.output_path.read_text(errors="replace")
-            if self.output_path and self.output_path.exists()
-            else ""
-        )
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self._log.close()
+        self.launch(cmd, cwd=self.cwd, env=env, log_path=self.cwd / f"relay-{self.port}.log",
+                    ready_url=self.http + "/health", timeout=timeout, what="relay", mode="a", poll=0.05)
+        return self
 
 
 @pytest.fixture

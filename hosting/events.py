@@ -77,11 +77,9 @@ class TurnIO:
             return  # optional (PROTOCOL §4.7.2); OUTPUT carries the session
         if kind == "llm_call":
             self.publish({"type": "thinking"})  # D18: thinking precedes every model call
-        stamped = self.publish(dict(event))
-        if kind in ANSWER_TYPES:
-            self.pending = PendingRequest(stamped["id"], kind)
-            if self._on_pending:
-                self._on_pending(self.pending)
+        self.publish(dict(event))
+        if kind in ANSWER_TYPES and self._on_pending and self.pending is not None:
+            self._on_pending(self.pending)
 
     _send_persisted_trace = send
 
@@ -135,13 +133,11 @@ class TurnIO:
             event["id"] = str(self._seq)
             event.setdefault("ts", time.time())
             event["session_id"] = self.session_id
+            if event.get("type") in ANSWER_TYPES:
+                # Pending before the client can see the question, so a quick answer is never "stale".
+                self.pending = PendingRequest(event["id"], event["type"])
             self._emit(event)
         return event
-
-    def next_seq(self) -> int:
-        with self._seq_lock:
-            self._seq += 1
-            return self._seq
 
     # -- loop side ------------------------------------------------------------------------------------
     def deliver(self, message: dict[str, Any]) -> None:

@@ -35,16 +35,17 @@ INSTALLED_APPS = [
     "sessions_app",
 ]
 
+# Django's stock middleware, as loop-friendly subclasses (hosting/middleware.py): no thread hand-offs on the API.
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    "hosting.middleware.SecurityMiddleware",
     "hosting.middleware.StaticFilesMiddleware",
     "hosting.middleware.OriginMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "hosting.middleware.SessionMiddleware",
+    "hosting.middleware.CommonMiddleware",
+    "hosting.middleware.CsrfViewMiddleware",
+    "hosting.middleware.AuthenticationMiddleware",
+    "hosting.middleware.MessageMiddleware",
+    "hosting.middleware.XFrameOptionsMiddleware",
 ]
 
 def _database(url: str | None, co_dir: Path) -> dict:

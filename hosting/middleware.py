@@ -1,5 +1,11 @@
-"""Browser origins (PROTOCOL D22), CORS, and static files — all async-capable, so an async view such as
-``POST /input`` never pays a thread hand-off for them.
+"""Browser origins (PROTOCOL D22), CORS, static files, and Django's own middleware made loop-friendly, so an
+async view such as ``POST /input`` never pays a thread hand-off for middleware.
+
+Django's stock middleware (``MiddlewareMixin``) runs ``process_request``/``process_response`` through
+``sync_to_async(thread_sensitive=True)`` under ASGI: two hops to one shared thread per middleware, about
+fourteen per request for the stock list, all queued behind each other (HARDENING §6). Here the ones whose
+hooks only compute (security headers, common, framing) run inline on the loop, and the browser-session ones
+(sessions, CSRF, auth, messages) run only where a browser session exists: the Django admin.
 
 A request without ``Origin`` comes from a non-browser client and is served. A present ``Origin`` must
 be allowed, else 403; allowed origins are echoed back (never ``*`` with credentials).
@@ -12,7 +18,14 @@ from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
+from django.contrib.auth.middleware import AuthenticationMiddleware as _Authentication
+from django.contrib.messages.middleware import MessageMiddleware as _Messages
+from django.contrib.sessions.middleware import SessionMiddleware as _Sessions
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.clickjacking import XFrameOptionsMiddleware as _XFrameOptions
+from django.middleware.common import CommonMiddleware as _Common
+from django.middleware.csrf import CsrfViewMiddleware as _Csrf
+from django.middleware.security import SecurityMiddleware as _Security
 from whitenoise.middleware import WhiteNoiseMiddleware
 
 from hosting.errors import OriginNotAllowed
@@ -83,3 +96,63 @@ class StaticFilesMiddleware(_DualMiddleware):
         wn = self.whitenoise
         found = wn.find_file(request.path_info) if wn.autorefresh else wn.files.get(request.path_info)
         return wn.serve(found, request) if found is not None else None
+
+
+# --- Django's middleware, without thread hand-offs where none is needed ------------------------------------
+
+class _Inline:
+    """For stock middleware whose hooks are pure computation (headers, redirects): call them on the loop."""
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponse:
+        response = self.process_request(request) if hasattr(self, "process_request") else None
+        response = response or await self.get_response(request)
+        if hasattr(self, "process_response"):
+            response = self.process_response(request, response)
+        return response
+
+
+class SecurityMiddleware(_Inline, _Security):
+    pass
+
+
+class CommonMiddleware(_Inline, _Common):
+    pass
+
+
+class XFrameOptionsMiddleware(_Inline, _XFrameOptions):
+    pass
+
+
+BROWSER_SESSION_PREFIX = "/django-admin/"
+
+
+class _BrowserSessionOnly:
+    """For stock middleware that reads or writes the browser session (database I/O): only under the Django
+    admin. Nothing else reads ``request.session``/``request.user``; DRF views are CSRF-exempt anyway."""
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if request.path_info.startswith(BROWSER_SESSION_PREFIX):
+            return super().__call__(request)
+        return self.get_response(request)
+
+
+class SessionMiddleware(_BrowserSessionOnly, _Sessions):
+    pass
+
+
+class CsrfViewMiddleware(_BrowserSessionOnly, _Csrf):
+    """CSRF for the Django admin's forms; the process_view hook is skipped with the rest off the admin."""
+
+    async def process_view(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse | None:
+        """A coroutine, so the ASGI handler calls it on the loop (the check is computation on a read body)."""
+        if not request.path_info.startswith(BROWSER_SESSION_PREFIX):
+            return None
+        return super().process_view(request, *args, **kwargs)
+
+
+class AuthenticationMiddleware(_BrowserSessionOnly, _Authentication):
+    pass
+
+
+class MessageMiddleware(_BrowserSessionOnly, _Messages):
+    pass

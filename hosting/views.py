@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from typing import Any
 
 from adrf.views import APIView as AsyncAPIView
-from asgiref.sync import sync_to_async
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.request import Request
@@ -34,7 +34,43 @@ from sessions_app.store import DoesNotExist
 log = logging.getLogger("connectonion")
 
 
-class InputView(AsyncAPIView):
+class LoopAPIView(AsyncAPIView):
+    """An async DRF view that never leaves the event loop on its own account.
+
+    Stock adrf runs DRF's ``initial()`` through ``sync_to_async``, and Django renders a DRF ``Response`` in
+    ``sync_to_async(response.render)``: two hand-offs to the one shared sync thread per request, queued
+    behind every other request's. Here neither does I/O (no authenticators, permissions or throttles are
+    configured; rendering is JSON encoding), so both run inline and the view returns a plain, rendered
+    ``HttpResponse``.
+    """
+
+    async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        self.args, self.kwargs = args, kwargs
+        request = self.initialize_request(request, *args, **kwargs)
+        self.request = request
+        self.headers = self.default_response_headers
+        try:
+            self.initial(request, *args, **kwargs)
+            method = request.method.lower()
+            handler = getattr(self, method, None) if method in self.http_method_names else None
+            response = (handler or self.http_method_not_allowed)(request, *args, **kwargs)
+            if inspect.isawaitable(response):
+                response = await response
+        except Exception as exc:
+            response = self.handle_exception(exc)
+        self.response = self.finalize_response(request, response, *args, **kwargs)
+        return _rendered(self.response)
+
+
+def _rendered(response: Response) -> HttpResponse:
+    response.render()
+    plain = HttpResponse(response.content, status=response.status_code)
+    for header, value in response.items():
+        plain[header] = value
+    return plain
+
+
+class InputView(LoopAPIView):
     """``POST /input``: run one turn and return its result (async: a slow turn parks no thread)."""
 
     @openapi.input_schema
@@ -42,7 +78,7 @@ class InputView(AsyncAPIView):
         runtime = get_runtime()
         if not request._request.body:
             raise InvalidJSON()  # HARDENING H1: an empty body is not an empty object
-        admission = await sync_to_async(runtime.gate.admit, thread_sensitive=False)(request.data, transport="http")
+        admission = await runtime.turns.offload(runtime.gate.admit, request.data, transport="http")
         turn_request = read_input(admission.payload, config=runtime.config, owner=admission.signer,
                                   level=admission.level)
         result = await runtime.turns.run(turn_request)
@@ -82,9 +118,9 @@ class SessionListView(APIView):
         return Response({"sessions": [r.summary() for r in found[:limit]]})
 
 
-class HealthView(APIView):
+class HealthView(LoopAPIView):
     @openapi.health_schema
-    def get(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
         runtime = get_runtime()
         body = {"status": "healthy", "agent": runtime.info.name, "uptime": runtime.uptime(),
                 "relay": runtime.relay_state}
@@ -94,15 +130,15 @@ class HealthView(APIView):
         return Response(body)
 
 
-class InfoView(APIView):
+class InfoView(LoopAPIView):
     @openapi.info_schema
-    def get(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
         return Response(agent_info(get_runtime()), headers={"Cache-Control": "no-store"})
 
 
-class IndexView(APIView):
+class IndexView(LoopAPIView):
     @openapi.index_schema
-    def get(self, request: Request) -> Response:
+    async def get(self, request: Request) -> Response:
         return Response({"docs": "/docs", "info": "/info", "health": "/health", "input": "POST /input",
                          "websocket": "/ws", "openapi": "/openapi.json"})
 

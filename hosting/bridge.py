@@ -59,6 +59,9 @@ class BridgedHub(Hub):
             self.bridge.watch(session_id)
         return sub
 
+    def wants(self, session_id: str) -> bool:
+        return True  # viewers on other workers cannot be seen from here
+
     def publish(self, session_id: str, event: dict[str, Any]) -> None:
         super().publish(session_id, event)
         self.bridge.outgoing(session_id, event)

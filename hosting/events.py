@@ -189,6 +189,14 @@ class Hub:
         for sub in tuple(self._subs.get(session_id, ())):
             sub.put(event)
 
+    def wants(self, session_id: str) -> bool:
+        """Whether a live event of this session has anywhere to go (any thread; a dict read).
+
+        A viewer that subscribes just after a False reads the event from the replay log, which is
+        written before this is asked, so skipping the hand-off to the loop loses nothing.
+        """
+        return bool(self._subs.get(session_id))
+
     def viewers(self, session_id: str) -> int:
         return len(self._subs.get(session_id, ()))
 

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from hosting import activity as history
 from hosting import uploads
@@ -33,6 +35,7 @@ from sessions_app.eventlog import EventLog
 from sessions_app.records import chat_items, merge_sessions, normalize_session
 from sessions_app.store import LIVE_STATUSES, DoesNotExist, SessionStore
 
+T = TypeVar("T")
 log = logging.getLogger("connectonion.turns")
 activity = logging.getLogger("connectonion.activity")
 
@@ -117,6 +120,11 @@ class TurnManager:
         self.pool = pool
         self.active: dict[str, Turn] = {}
 
+    async def offload(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """Run blocking work that precedes a turn (admission) on the turn pool: one plain hand-off, without
+        asgiref's per-call context copying; a turn needs a pool thread next anyway."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
+
     async def run(self, request: TurnRequest, *, interactive: bool = False) -> TurnResult:
         """Start a turn and wait for its result (HTTP). Raises the turn's error, if any."""
         turn = await self.start(request, interactive=interactive)
@@ -143,7 +151,8 @@ class TurnManager:
         def emit(event: dict[str, Any]) -> None:  # agent thread
             self.eventlog.append(session_id, int(event["id"]), turn_number, event)
             history.log_event(self.agent_name, session_id, event)
-            loop.call_soon_threadsafe(self.hub.publish, session_id, event)
+            if self.hub.wants(session_id):  # (after the append: see Hub.wants)
+                loop.call_soon_threadsafe(self.hub.publish, session_id, event)
 
         def on_pending(pending: PendingRequest | None) -> None:  # agent thread
             if pending is not None and pending.kind == "approval_needed":

@@ -2,15 +2,25 @@
 
 A small SQLite file under ``.co/`` shared by every worker on the machine. Each session's events are
 numbered from 1 upwards; the number travels as the event's string ``id`` and is the resume cursor.
-Writes come from agent threads (never the event loop); each thread has its own connection.
+
+Writes are group-committed: ``append`` (from an agent thread) queues the row and returns; one writer thread
+per process stores whatever has queued up in a single transaction, so a busy host pays one commit per batch
+instead of one per event. Until its batch is committed a row stays in ``_pending``, and every reader in
+this process merges it in, so the process never sees a gap; other workers see it once committed
+(typically within a millisecond; their viewers poll or get it live through the bridge). Readers take the
+pending snapshot before they query, so a row committed in between is found twice and never zero times.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
+import logging
 import sqlite3
 import threading
 import time
+import weakref
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +37,16 @@ CREATE INDEX IF NOT EXISTS events_created ON events (created);
 """
 
 
+log = logging.getLogger("connectonion")
+
+_INSERT = "INSERT OR REPLACE INTO events (session_id, seq, turn, created, data) VALUES (?, ?, ?, ?, ?)"
+_WRITE_ATTEMPTS = 5
+
+Row = tuple[str, int, int, float, str]  # session_id, seq, turn, created, data (JSON)
+
+
 class EventLog:
-    """Append and read numbered events. Thread-safe (a connection per thread)."""
+    """Append and read numbered events. Thread-safe (a connection per thread, one writer thread)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -36,6 +54,12 @@ class EventLog:
         self._local = threading.local()
         with self._db() as db:
             db.executescript(_SCHEMA)
+        self._cond = threading.Condition()
+        self._queue: list[Row] = []
+        self._pending: dict[str, list[Row]] = {}  # queued or being written, per session, in order
+        self._writing = 0
+        self._writer: threading.Thread | None = None
+        _open_logs.add(self)
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -46,37 +70,94 @@ class EventLog:
             self._local.db = db
         return db
 
-    def last_seq(self, session_id: str) -> int:
-        row = self._db().execute("SELECT MAX(seq) FROM events WHERE session_id = ?", (session_id,)).fetchone()
-        return int(row[0] or 0)
-
+    # -- writing ------------------------------------------------------------------------------------
     def append(self, session_id: str, seq: int, turn: int, event: dict[str, Any]) -> None:
-        self._db().execute(
-            "INSERT OR REPLACE INTO events (session_id, seq, turn, created, data) VALUES (?, ?, ?, ?, ?)",
-            (session_id, seq, turn, time.time(), json.dumps(event, ensure_ascii=False, default=str)),
-        )
+        row = (session_id, seq, turn, time.time(), json.dumps(event, ensure_ascii=False, default=str))
+        with self._cond:
+            self._queue.append(row)
+            self._pending.setdefault(session_id, []).append(row)
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name="eventlog-writer", daemon=True)
+                self._writer.start()
+            self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every appended event is committed (shutdown, maintenance); False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue and not self._writing, timeout)
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue)
+                batch, self._queue = self._queue, []
+                self._writing = len(batch)
+            self._store(batch)
+            with self._cond:  # each session's oldest pending rows are the ones just written
+                for session_id, count in Counter(row[0] for row in batch).items():
+                    rows = self._pending.get(session_id, [])
+                    del rows[:count]
+                    if not rows:
+                        self._pending.pop(session_id, None)
+                self._writing = 0
+                self._cond.notify_all()
+
+    def _store(self, batch: list[Row]) -> None:
+        for attempt in range(_WRITE_ATTEMPTS):
+            try:
+                db = self._db()
+                with db:  # one transaction for the batch
+                    db.execute("BEGIN IMMEDIATE")
+                    db.executemany(_INSERT, batch)
+                return
+            except sqlite3.Error as exc:
+                if attempt == _WRITE_ATTEMPTS - 1:
+                    log.error("replay log: %d events not stored: %s", len(batch), exc)
+                    return
+                time.sleep(0.05 * 2**attempt)
+
+    # -- reading -------------------------------------------------------------------------------------
+    def _unwritten(self, session_id: str) -> list[Row]:
+        with self._cond:
+            return list(self._pending.get(session_id, ()))
+
+    def last_seq(self, session_id: str) -> int:
+        pending = self._unwritten(session_id)
+        row = self._db().execute("SELECT MAX(seq) FROM events WHERE session_id = ?", (session_id,)).fetchone()
+        return max([int(row[0] or 0)] + [r[1] for r in pending])
 
     def after(self, session_id: str, seq: int, *, turn: int | None = None, limit: int = 100_000) -> list[dict[str, Any]]:
         """Events with a number above ``seq`` (of one turn when given), in order."""
+        pending = [r for r in self._unwritten(session_id) if r[1] > seq and (turn is None or r[2] == turn)]
         if turn is None:
             rows = self._db().execute(
-                "SELECT data FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                "SELECT seq, data FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (session_id, seq, limit),
-            )
+            ).fetchall()
         else:
             rows = self._db().execute(
-                "SELECT data FROM events WHERE session_id = ? AND seq > ? AND turn = ? ORDER BY seq LIMIT ?",
+                "SELECT seq, data FROM events WHERE session_id = ? AND seq > ? AND turn = ? ORDER BY seq LIMIT ?",
                 (session_id, seq, turn, limit),
-            )
-        return [json.loads(r[0]) for r in rows]
+            ).fetchall()
+        if pending:
+            merged = dict(rows)
+            merged.update((r[1], r[4]) for r in pending)
+            rows = sorted(merged.items())[:limit]
+        return [json.loads(data) for _, data in rows]
 
     def turn_of(self, session_id: str, seq: int) -> int | None:
+        for r in self._unwritten(session_id):
+            if r[1] == seq:
+                return r[2]
         row = self._db().execute(
             "SELECT turn FROM events WHERE session_id = ? AND seq = ?", (session_id, seq)
         ).fetchone()
         return int(row[0]) if row else None
 
     def last_turn(self, session_id: str) -> int | None:
+        pending = self._unwritten(session_id)
+        if pending:
+            return pending[-1][2]
         row = self._db().execute(
             "SELECT turn FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
         ).fetchone()
@@ -84,7 +165,19 @@ class EventLog:
 
     def purge(self, *, older_than: float) -> int:
         """Drop events created before ``older_than`` (called by the store's compaction)."""
+        self.flush()
         return self._db().execute("DELETE FROM events WHERE created < ?", (older_than,)).rowcount
 
     def delete_session(self, session_id: str) -> None:
+        self.flush()
         self._db().execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+
+
+_open_logs: weakref.WeakSet[EventLog] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_all() -> None:
+    """A clean exit (SIGTERM, end of tests) stores what is still queued."""
+    for eventlog in list(_open_logs):
+        eventlog.flush(timeout=5.0)

@@ -27,7 +27,7 @@ BACKUPS = 5
 
 activity = logging.getLogger("connectonion.activity")
 _lock = threading.Lock()
-_handler: RotatingFileHandler | None = None
+_handler: ActivityFileHandler | None = None
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -69,6 +69,18 @@ class ActivityFormatter(logging.Formatter):
         return f"{stamp} {prefix} {kind}: {message}"
 
 
+class ActivityFileHandler(RotatingFileHandler):
+    """Rotates on the size the file has reached: the stock check formats every record twice and stats the
+    path twice per line, which showed on a busy host's profile."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        if self.maxBytes <= 0:
+            return False
+        if self.stream is None:
+            self.stream = self._open()
+        return self.stream.tell() >= self.maxBytes
+
+
 def configure(logs_dir: Path, agent_name: str, *, secrets: Iterable[str] = ()) -> Path:
     """Send the activity and trust loggers to the agent's rotating log file. Idempotent per path."""
     global _handler
@@ -77,7 +89,7 @@ def configure(logs_dir: Path, agent_name: str, *, secrets: Iterable[str] = ()) -
         if _handler is not None and Path(_handler.baseFilename) == path.resolve():
             return path
         logs_dir.mkdir(parents=True, exist_ok=True)
-        handler = RotatingFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8", delay=True)
+        handler = ActivityFileHandler(path, maxBytes=MAX_BYTES, backupCount=BACKUPS, encoding="utf-8", delay=True)
         handler.setFormatter(ActivityFormatter(agent_name, secrets))
         handler.setLevel(logging.INFO)
         for name in LOGGERS:

@@ -8,6 +8,7 @@ in a worker thread. Failures raise ``hosting.errors`` classes carrying the exact
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ ADMIN_ONLY = "forbidden: admin only"
 SUPER_ADMIN_ONLY = "forbidden: super admin only"
 
 Recorder = Callable[..., None]
+ACCEPT_RECORD_INTERVAL = 60.0  # seconds between stored acceptances of one caller (refusals: every one)
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,8 @@ class Gate:
         self.strict_requires_whitelist = bool(config.strict_requires_whitelist)
         self.recorder = recorder
         self.clock = clock
+        self._recent: dict[tuple[str, str, str], float] = {}
+        self._recent_lock = threading.Lock()
 
     @property
     def our_address(self) -> str:
@@ -422,9 +426,21 @@ class Gate:
             reason,
             transport,
         )
-        # Every decision goes to the log; the database keeps the ones worth auditing — refusals and
-        # identified callers — not each anonymous request an open or careful host lets through.
-        if self.recorder is not None and not (decision == "accept" and who == "anonymous"):
-            self.recorder(
-                identity=who, level=self.trust, decision=decision, reason=reason, transport=transport
-            )
+        # Every decision goes to the log; the database keeps the ones worth auditing: every refusal, and an
+        # identified caller's acceptance once a minute per kind (not each request of a busy client), never
+        # the anonymous requests an open or careful host lets through.
+        if self.recorder is None or (decision == "accept" and (who == "anonymous" or self._seen_lately(
+                (who, reason, transport)))):
+            return
+        self.recorder(identity=who, level=self.trust, decision=decision, reason=reason, transport=transport)
+
+    def _seen_lately(self, key: tuple[str, str, str], every: float = ACCEPT_RECORD_INTERVAL) -> bool:
+        now = time.monotonic()
+        with self._recent_lock:
+            if len(self._recent) > 10_000:
+                self._recent = {k: t for k, t in self._recent.items() if now - t < every}
+            last = self._recent.get(key)
+            if last is not None and now - last < every:
+                return True
+            self._recent[key] = now
+            return False

@@ -354,6 +354,22 @@ def l5(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def w2(args: argparse.Namespace) -> dict[str, Any]:
+    """Ours with ``--workers 2`` against one worker, same clients and points (the generator shares the cores)."""
+    out: dict[str, Any] = {}
+    for clients in (8, 64):
+        for workers in (1, 2):
+            runs = []
+            for _ in range(args.repeats):
+                with Server("ours", extra=("--workers", str(workers))) as server:
+                    runs.append(asyncio.run(throughput(server, clients, args.seconds, args.requests)))
+            m = out[f"{workers}@{clients}"] = median_of(runs)
+            say(f"  W2 ours {workers} worker(s) {clients:3} clients: {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms"
+                f"  p99 {m['p99_ms']:7.1f} ms  errors {m['errors']:.0f}")
+        out[f"ratio@{clients}"] = out[f"2@{clients}"]["rps"] / out[f"1@{clients}"]["rps"]
+    return out
+
+
 def burst_scenario(name: str, args: argparse.Namespace, turns: int, prompt: str, timeout: float,
                    ours_extra: tuple[str, ...] = (), kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -435,6 +451,12 @@ def table(results: dict[str, Any]) -> str:
             cells = [fmt.format(v) if v == v else "-" for v in vals]
             lines.append(f"| {label if key == 'wall_s' else ''} | {metric} | {cells[0]} | {cells[1]} | {cells[2]}"
                          f" | {ratio(vals[0], vals[1])} | {ratio(vals[0], vals[2])} |")
+    w2r = results.get("W2")
+    for clients in (8, 64) if w2r else ():
+        one, two = w2r[f"1@{clients}"], w2r[f"2@{clients}"]
+        lines.append(f"| W2 ours, 2 workers vs 1, {clients} clients | req/s | {two['rps']:.0f} (1 worker: {one['rps']:.0f},"
+                     f" {w2r[f'ratio@{clients}']:.2f}x) | - | - | | |")
+        lines.append(f"| | p99 ms | {two['p99_ms']:.1f} (1 worker: {one['p99_ms']:.1f}) | - | - | | |")
     l6r = results.get("L6")
     if l6r:
         lines.append(f"| L6 8 clients after {results['config']['stored']:,} stored turns | req/s | {l6r['rps']:.0f}"
@@ -452,7 +474,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="max requests per L5 point")
     parser.add_argument("--l1-turns", type=int, default=1000)
     parser.add_argument("--stored", type=int, default=100_000)
-    parser.add_argument("--only", help="comma list of L5,L2,L1,L6")
+    parser.add_argument("--only", help="comma list of L5,L2,L1,L6,W2")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="load generator's HTTP client")
     parser.add_argument("--reference-cap", type=float, default=30.0,
                         help="seconds a reference burst turn may wait (it runs turns one at a time)")
@@ -468,7 +490,7 @@ def main() -> None:
         args.reference_cap = min(args.reference_cap, 15.0)
     if args.reference_repeats is None:
         args.reference_repeats = 1
-    only = set((args.only or "L5,L2,L1,L6").upper().split(","))
+    only = set((args.only or "L5,L2,L1,L6,W2").upper().split(","))
 
     started = time.time()
     results: dict[str, Any] = {"config": vars(args) | {
@@ -487,6 +509,9 @@ def main() -> None:
     if "L6" in only:
         say(f"L6: ours after {args.stored} stored turns")
         results["L6"] = l6(args, results["L5"]["ours@8"])
+    if "W2" in only:
+        say("W2: ours, --workers 2 vs 1 worker")
+        results["W2"] = w2(args)
     results["elapsed_s"] = time.time() - started
     text = table(results)
     print()

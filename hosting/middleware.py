@@ -136,6 +136,23 @@ class _BrowserSessionOnly:
         return self.get_response(request)
 
 
+async def browser_request_started(sender: Any, scope: dict[str, Any] | None = None, environ: Any = None,
+                                  **kwargs: Any) -> None:
+    """``request_started`` for Django admin requests: reset the query log and retire stale database connections
+    in the thread that will run the admin's synchronous views (see ``HostingConfig.ready``)."""
+    from asgiref.sync import sync_to_async
+    from django.db import close_old_connections, reset_queries
+
+    path = (scope or {}).get("path") if scope is not None else (environ or {}).get("PATH_INFO")
+    if isinstance(path, str) and path.startswith(BROWSER_SESSION_PREFIX):
+        await sync_to_async(_fresh_connections, thread_sensitive=True)(close_old_connections, reset_queries)
+
+
+def _fresh_connections(*steps: Callable[[], None]) -> None:
+    for step in steps:
+        step()
+
+
 class SessionMiddleware(_BrowserSessionOnly, _Sessions):
     pass
 

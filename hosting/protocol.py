@@ -34,6 +34,7 @@ HANDSHAKES = ("CONNECT", "INIT", "ATTACH")
 UNSIGNED_ALWAYS = ("PONG", "SESSION_STATUS", "ONBOARD_SUBMIT") + HANDSHAKES
 TERMINAL = ("OUTPUT", "ERROR")
 POLL_INTERVAL = 0.25
+REPLAY_PAGE = 500  # events read from the log per thread hop on resume
 PROTOCOL_DESCRIPTOR = {"name": "oip", "version": "0.1", "min_version": "0.1", "max_version": "0.1",
                        "websocket_path": "/ws"}
 
@@ -403,16 +404,18 @@ class Conversation:
         last = after or 0
         subscription = self.runtime.hub.subscribe(session_id)
         try:
+            turn_no = None
             if replay_turn:
                 turn_no = await sync_to_async(_turn_to_replay, thread_sensitive=False)(eventlog, session_id, after)
-                backlog = await read(session_id, last if after is not None else 0, turn=turn_no)
-            else:
-                backlog = await read(session_id, last)
-            for event in backlog:
-                last = int(event["id"])
-                await self.send(event)
-                if event.get("type") in TERMINAL:
-                    return
+            while True:  # the backlog in pages: the first event goes out before a long turn is read whole
+                page = await read(session_id, last, turn=turn_no, limit=REPLAY_PAGE)
+                for event in page:
+                    last = int(event["id"])
+                    await self.send(event)
+                    if event.get("type") in TERMINAL:
+                        return
+                if len(page) < REPLAY_PAGE:
+                    break
             while True:
                 try:
                     event = await asyncio.wait_for(subscription.queue.get(), timeout=POLL_INTERVAL * 4)

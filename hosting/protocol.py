@@ -237,8 +237,12 @@ class Conversation:
                          payload.get("to"))
         return self.peer
 
-    async def _implicit_handshake(self, frame: dict[str, Any]) -> None:
-        """First frame INPUT (PROTOCOL §4.5): anonymous, or authenticated by the INPUT's own signature."""
+    async def _implicit_handshake(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """First frame INPUT (PROTOCOL §4.5): anonymous, or authenticated by the INPUT's own signature.
+
+        Returns the object to act on (the verified payload when signed): the signature is checked, and its
+        nonce spent, once.
+        """
         signed = any(k in frame for k in ("payload", "from", "signature"))
         admission = await sync_to_async(self.runtime.gate.admit, thread_sensitive=False)(
             frame if signed else None, require_to=False, transport=self.transport,
@@ -253,13 +257,15 @@ class Conversation:
             sid = None
         self.session_id = sid if isinstance(sid, str) and _valid_id(sid) else str(uuid.uuid4())
         await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "new"})
+        return admission.payload if signed else frame
 
     # -- turns -------------------------------------------------------------------------------------------
     async def on_input(self, frame: dict[str, Any]) -> None:
         if self.peer is None:
-            await self._implicit_handshake(frame)
+            payload = await self._implicit_handshake(frame)
+        else:
+            payload = await self._command_payload(frame)
         assert self.peer is not None and self.session_id is not None
-        payload = await self._command_payload(frame)
         if self.session_id in self.runtime.turns.active:
             raise SessionBusy("session already has a running agent")
         request = read_input(payload, config=self.runtime.config, owner=self.peer.signer, level=self.peer.level,

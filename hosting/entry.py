@@ -126,5 +126,32 @@ def create_app(
     runtime.set_trust_agent(trust_agent)
     from django.conf import settings
 
-    prepare(settings.HOST)
+    _off_the_event_loop(prepare, settings.HOST)
     return application
+
+
+def _off_the_event_loop(fn: Any, *args: Any) -> Any:
+    """Call ``fn`` here, or on a thread when this thread runs an event loop.
+
+    ``uvicorn --workers N`` and ``--reload`` import the application inside each worker's running loop, where
+    Django refuses the database work of ``prepare`` (SynchronousOnlyOperation). Blocking is fine: nothing is
+    served before the import returns.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args)
+
+    def call() -> Any:
+        from django.db import connections
+
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()  # the thread's connections, not left to the garbage collector
+
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+        return pool.submit(call).result()

@@ -111,7 +111,11 @@ def create_app(
     whitelist: list[str] | None = _UNSET,
     result_ttl: int = _UNSET,
 ) -> Any:
-    """The ASGI application for uvicorn / gunicorn / daphne: the same routes, no banner, no relay."""
+    """The ASGI application for uvicorn / gunicorn / daphne: the same routes, no banner, no relay.
+
+    No Redis bridge either: with several worker processes, a viewer on another worker follows a turn by
+    polling the event log, and answers must arrive on the worker running the turn.
+    """
     trust_value, trust_agent = _trust_value(trust)
     args = _given(trust=trust_value, blacklist=blacklist, whitelist=whitelist, result_ttl=result_ttl)
     path, _ = _import_path(create_agent)
@@ -127,6 +131,7 @@ def create_app(
     from django.conf import settings
 
     _off_the_event_loop(prepare, settings.HOST)
+    runtime.get_runtime().start_maintenance()  # hourly expiry, as under runhost (one thread per worker process)
     return application
 
 

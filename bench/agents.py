@@ -6,6 +6,7 @@ network call, so what is measured is the host, not a model.
 * ``instant_factory``: answers ``ok`` immediately.
 * ``sleep_factory``: a prompt ``sleep N`` makes the LLM call block the thread for N seconds (like a real
   provider call would), then answers ``slept N``; any other prompt answers at once.
+* ``flood_factory`` (ours only, for ``ws_bench.py --resume``): ``flood N`` emits N events in one turn.
 """
 
 from __future__ import annotations
@@ -47,3 +48,32 @@ def instant_factory() -> Agent:
 
 def sleep_factory() -> Agent:
     return _agent("bench-sleep")
+
+
+class FloodAgent:
+    """The prompt ``flood N`` emits N tiny events in one turn (N/2 tool_call + tool_result pairs) at once.
+
+    Not a connectonion Agent: it drives ``io`` directly, so the figure is the host's write and replay cost.
+    """
+
+    name = "bench-flood"
+    model = "bench/flood"
+    tools = ["step"]
+
+    def __init__(self) -> None:
+        self.io: Any = None
+
+    def input(self, prompt: str) -> str:
+        words = prompt.split()
+        count = int(words[1]) if len(words) == 2 and words[0] == "flood" and words[1].isdigit() else 0
+        for i in range(count // 2):
+            if self.io is not None:
+                self.io.send({"type": "tool_call", "tool_id": f"c{i}", "name": "step", "args": {"i": i},
+                              "status": "in_progress"})
+                self.io.send({"type": "tool_result", "tool_id": f"c{i}", "name": "step", "status": "completed",
+                              "result": str(i), "timing_ms": 0})
+        return f"flooded {count}"
+
+
+def flood_factory() -> FloodAgent:
+    return FloodAgent()

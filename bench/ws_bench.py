@@ -4,9 +4,13 @@
 * event latency (the event's ``ts``, stamped when the agent reaches that step, to client receipt), p50/p99,
   over the demo's 'count to 50' (≈200 events);
 * memory per idle WebSocket: host RSS (process and children, psutil) with 1,000 idle handshaken sockets
-  minus the RSS before, divided by 1,000.
+  minus the RSS before, divided by 1,000;
+* resume replay: one turn of 10,000 events (``bench.agents:flood_factory``), then fresh sockets ATTACH with
+  ``last_msg_id="0"`` (the whole turn replayed from the log) and with a cursor 10 events before the end
+  (tail): events per second and time from ATTACH to the replayed OUTPUT.
 
     .venv/bin/python bench/ws_bench.py [--seconds 5] [--connections 8] [--idle 1000] [--latency-turns 5]
+                                       [--resume-events 10000] [--resume-only]
 
 Prints a table; no asserts. Every wait is bounded.
 """
@@ -118,6 +122,71 @@ async def idle_memory(url: str, pid: int, count: int) -> tuple[int, int, int]:
     return before, after, len(sockets)
 
 
+async def flood_turn(url: str, events: int) -> tuple[str, int, float]:
+    """Run one ``flood N`` turn; returns the session id, its last event number and the turn's wall time."""
+    async with websockets.connect(url, ping_interval=None, max_queue=None) as ws:
+        started = time.monotonic()
+        await ws.send(json.dumps({"type": "INPUT", "prompt": f"flood {events}"}))
+        session_id, last = "", 0
+        while True:
+            frame = await recv(ws, timeout=120)
+            if frame["type"] == "CONNECTED":
+                session_id = frame["session_id"]
+            elif "id" in frame:
+                last = max(last, int(frame["id"]))
+            if frame["type"] in ("OUTPUT", "ERROR"):
+                assert frame["type"] == "OUTPUT", frame
+                return session_id, last, time.monotonic() - started
+
+
+async def attach_replay(url: str, session_id: str, cursor: int) -> tuple[int, float, float]:
+    """ATTACH with ``last_msg_id=cursor`` on a fresh socket and read the replay up to its OUTPUT.
+
+    Returns (events received, seconds from ATTACH to OUTPUT, seconds from ATTACH to the first event).
+    Only the frame type is decoded: the client must not be the bottleneck.
+    """
+    async with websockets.connect(url, ping_interval=None, max_queue=None) as ws:
+        started = time.monotonic()
+        await ws.send(json.dumps({"type": "ATTACH", "session_id": session_id, "last_msg_id": str(cursor)}))
+        received, first = 0, 0.0
+        while True:
+            raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+            head = raw[:40]
+            if '"type":"CONNECTED"' in head or '"type": "CONNECTED"' in head or '"type":"PING"' in head:
+                continue
+            if received == 0:
+                first = time.monotonic() - started
+            received += 1
+            if '"type":"OUTPUT"' in head or '"type": "OUTPUT"' in head or '"type":"ERROR"' in head:
+                if json.loads(raw)["type"] != "OUTPUT":
+                    raise RuntimeError(f"replay ended with {raw[:300]}")
+                return received, time.monotonic() - started, first
+
+
+async def resume_replay(url: str, events: int, *, full_runs: int = 5, tail_runs: int = 20) -> list[tuple[str, str]]:
+    session_id, last, took = await flood_turn(url, events)
+    rows = [(f"flood turn: {last} events written and streamed live", f"{took:.2f} s ({last / took:,.0f} events/s)")]
+    fulls = [await attach_replay(url, session_id, 0) for _ in range(full_runs)]
+    counts = {count for count, _, _ in fulls}
+    walls = sorted(wall for _, wall, _ in fulls)
+    median = walls[len(walls) // 2]
+    count = fulls[0][0]
+    rows += [
+        (f"ATTACH last_msg_id=0: events replayed (x{full_runs})", f"{sorted(counts)}"),
+        ("ATTACH last_msg_id=0: replay time median / best", f"{median * 1000:.0f} ms / {walls[0] * 1000:.0f} ms"),
+        ("ATTACH last_msg_id=0: events/s median / best", f"{count / median:,.0f} / {count / walls[0]:,.0f}"),
+        ("ATTACH last_msg_id=0: first event after", f"{statistics.median(f for _, _, f in fulls) * 1000:.1f} ms"),
+    ]
+    tails = [await attach_replay(url, session_id, last - 10) for _ in range(tail_runs)]
+    tail_walls = [wall * 1000 for _, wall, _ in tails]
+    rows += [
+        (f"ATTACH last_msg_id={last - 10}: events replayed", f"{sorted({c for c, _, _ in tails})}"),
+        (f"ATTACH tail replay time p50 / max (x{tail_runs})",
+         f"{statistics.median(tail_walls):.1f} ms / {max(tail_walls):.1f} ms"),
+    ]
+    return rows
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -129,8 +198,28 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--idle", type=int, default=1000)
     parser.add_argument("--latency-turns", type=int, default=5)
+    parser.add_argument("--resume-events", type=int, default=10_000, help="0 skips the resume scenario")
+    parser.add_argument("--resume-only", action="store_true")
     args = parser.parse_args()
 
+    rows: list[tuple[str, str]] = []
+    if not args.resume_only:
+        rows += await live_figures(args)
+    if args.resume_events:
+        with tempfile.TemporaryDirectory(prefix="ws-bench-resume-") as folder:
+            host = HostProcess(Path(folder), "bench.agents:flood_factory").start()
+            try:
+                rows += await resume_replay(host.ws_url, args.resume_events)
+            finally:
+                host.stop()
+    width = max(len(r[0]) for r in rows)
+    print(f"{'measure':<{width}}  value")
+    print("-" * (width + 30))
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+async def live_figures(args: argparse.Namespace) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as folder:
         host = HostProcess(Path(folder)).start()
         try:
@@ -141,7 +230,7 @@ async def main() -> None:
         finally:
             host.stop()
 
-    rows = [
+    return [
         (f"turn round trips/s ({args.connections} connections, {args.seconds:g} s)",
          f"{done / took:.1f}  ({done} turns, {errors} errors)"),
         (f"event latency p50 ('count to 50', {len(samples)} events)", f"{statistics.median(samples):.2f} ms"),
@@ -150,11 +239,6 @@ async def main() -> None:
         (f"host RSS before / with {opened} idle sockets", f"{before / 2**20:.1f} MiB / {after / 2**20:.1f} MiB"),
         ("memory per idle WebSocket", f"{(after - before) / max(opened, 1) / 1024:.1f} KiB"),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"{'measure':<{width}}  value")
-    print("-" * (width + 30))
-    for name, value in rows:
-        print(f"{name:<{width}}  {value}")
 
 
 if __name__ == "__main__":

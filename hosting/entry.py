@@ -111,7 +111,11 @@ def create_app(
     whitelist: list[str] | None = _UNSET,
     result_ttl: int = _UNSET,
 ) -> Any:
-    """The ASGI application for uvicorn / gunicorn / daphne: the same routes, no banner, no relay."""
+    """The ASGI application for uvicorn / gunicorn / daphne: the same routes, no banner, no relay.
+
+    No Redis bridge either: with several worker processes, a viewer on another worker follows a turn by
+    polling the event log, and answers must arrive on the worker running the turn.
+    """
     trust_value, trust_agent = _trust_value(trust)
     args = _given(trust=trust_value, blacklist=blacklist, whitelist=whitelist, result_ttl=result_ttl)
     path, _ = _import_path(create_agent)
@@ -126,5 +130,33 @@ def create_app(
     runtime.set_trust_agent(trust_agent)
     from django.conf import settings
 
-    prepare(settings.HOST)
+    _off_the_event_loop(prepare, settings.HOST)
+    runtime.get_runtime().start_maintenance()  # hourly expiry, as under runhost (one thread per worker process)
     return application
+
+
+def _off_the_event_loop(fn: Any, *args: Any) -> Any:
+    """Call ``fn`` here, or on a thread when this thread runs an event loop.
+
+    ``uvicorn --workers N`` and ``--reload`` import the application inside each worker's running loop, where
+    Django refuses the database work of ``prepare`` (SynchronousOnlyOperation). Blocking is fine: nothing is
+    served before the import returns.
+    """
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn(*args)
+
+    def call() -> Any:
+        from django.db import connections
+
+        try:
+            return fn(*args)
+        finally:
+            connections.close_all()  # the thread's connections, not left to the garbage collector
+
+    with ThreadPoolExecutor(1, thread_name_prefix="prepare") as pool:
+        return pool.submit(call).result()

@@ -34,6 +34,7 @@ HANDSHAKES = ("CONNECT", "INIT", "ATTACH")
 UNSIGNED_ALWAYS = ("PONG", "SESSION_STATUS", "ONBOARD_SUBMIT") + HANDSHAKES
 TERMINAL = ("OUTPUT", "ERROR")
 POLL_INTERVAL = 0.25
+REPLAY_PAGE = 500  # events read from the log per thread hop on resume
 PROTOCOL_DESCRIPTOR = {"name": "oip", "version": "0.1", "min_version": "0.1", "max_version": "0.1",
                        "websocket_path": "/ws"}
 
@@ -236,8 +237,12 @@ class Conversation:
                          payload.get("to"))
         return self.peer
 
-    async def _implicit_handshake(self, frame: dict[str, Any]) -> None:
-        """First frame INPUT (PROTOCOL §4.5): anonymous, or authenticated by the INPUT's own signature."""
+    async def _implicit_handshake(self, frame: dict[str, Any]) -> dict[str, Any]:
+        """First frame INPUT (PROTOCOL §4.5): anonymous, or authenticated by the INPUT's own signature.
+
+        Returns the object to act on (the verified payload when signed): the signature is checked, and its
+        nonce spent, once.
+        """
         signed = any(k in frame for k in ("payload", "from", "signature"))
         admission = await sync_to_async(self.runtime.gate.admit, thread_sensitive=False)(
             frame if signed else None, require_to=False, transport=self.transport,
@@ -252,13 +257,15 @@ class Conversation:
             sid = None
         self.session_id = sid if isinstance(sid, str) and _valid_id(sid) else str(uuid.uuid4())
         await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "new"})
+        return admission.payload if signed else frame
 
     # -- turns -------------------------------------------------------------------------------------------
     async def on_input(self, frame: dict[str, Any]) -> None:
         if self.peer is None:
-            await self._implicit_handshake(frame)
+            payload = await self._implicit_handshake(frame)
+        else:
+            payload = await self._command_payload(frame)
         assert self.peer is not None and self.session_id is not None
-        payload = await self._command_payload(frame)
         if self.session_id in self.runtime.turns.active:
             raise SessionBusy("session already has a running agent")
         request = read_input(payload, config=self.runtime.config, owner=self.peer.signer, level=self.peer.level,
@@ -403,16 +410,18 @@ class Conversation:
         last = after or 0
         subscription = self.runtime.hub.subscribe(session_id)
         try:
+            turn_no = None
             if replay_turn:
                 turn_no = await sync_to_async(_turn_to_replay, thread_sensitive=False)(eventlog, session_id, after)
-                backlog = await read(session_id, last if after is not None else 0, turn=turn_no)
-            else:
-                backlog = await read(session_id, last)
-            for event in backlog:
-                last = int(event["id"])
-                await self.send(event)
-                if event.get("type") in TERMINAL:
-                    return
+            while True:  # the backlog in pages: the first event goes out before a long turn is read whole
+                page = await read(session_id, last, turn=turn_no, limit=REPLAY_PAGE)
+                for event in page:
+                    last = int(event["id"])
+                    await self.send(event)
+                    if event.get("type") in TERMINAL:
+                        return
+                if len(page) < REPLAY_PAGE:
+                    break
             while True:
                 try:
                     event = await asyncio.wait_for(subscription.queue.get(), timeout=POLL_INTERVAL * 4)

@@ -127,6 +127,26 @@ def test_create_app_served_by_uvicorn(user_folder):
         assert frame["result"] == "hello socket"
 
 
+@pytest.mark.parametrize("server", ["uvicorn", "gunicorn"])
+def test_create_app_served_by_two_workers(user_folder, server):
+    """Each worker imports ``myagent:app``; uvicorn --workers does so inside its running event loop."""
+    port = free_port()
+    if server == "uvicorn":
+        cmd = [sys.executable, "-m", "uvicorn", "myagent:app", "--workers", "2", "--port", str(port),
+               "--log-level", "warning"]
+    else:
+        cmd = [sys.executable, "-m", "gunicorn", "myagent:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker",
+               "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+    with serve(cmd, user_folder, port) as url:
+        for i in range(4):  # fresh connections: the kernel may hand each to either worker
+            with httpx.Client() as client:
+                body = client.post(url + "/input", json={"prompt": f"p{i}"}, timeout=30).json()
+                assert body["status"] == "done" and body["result"] == f"hello p{i}"
+            frame = ws_turn(url, f"w{i}")
+            assert frame["type"] == "OUTPUT" and frame["result"] == f"hello w{i}", frame
+    assert "Traceback" not in (user_folder / "serve.log").read_text()
+
+
 def test_daphne_serves_the_agent_named_by_env(user_folder):
     (user_folder / "myagent.py").write_text(MYAGENT)
     port = free_port()

@@ -185,3 +185,19 @@ async def test_strict_and_blacklist_handshakes(start_host):
     await sock.close()
     out = wait_for_output(host, "reason=forbidden: blacklisted")
     assert "level=strict" in out and "transport=ws" in out
+
+
+async def test_a_signed_input_as_the_first_frame_is_its_own_handshake_at_strict(start_host):
+    """PROTOCOL §4.5: the INPUT's signature authenticates the socket; it is checked (and its nonce spent) once."""
+    host = start_host(ECHO, "--trust", "strict")
+    key = SigningKey.generate()
+    payload = {"prompt": "hi", "to": host_address(host), "timestamp": int(time.time()), "nonce": "first-frame-1"}
+    sock = await Sock.open(host)
+    await sock.send({"type": "INPUT", **sign_payload(key, payload)})
+    terminal, seen = await sock.until("OUTPUT", "ERROR")
+    assert terminal["type"] == "OUTPUT", seen
+    assert seen[0]["type"] == "CONNECTED"
+    await sock.send({"type": "INPUT", **sign_payload(key, payload)})  # the same capture again: refused
+    terminal, _ = await sock.until("OUTPUT", "ERROR")
+    assert terminal["type"] == "ERROR" and "already used" in terminal["message"]
+    await sock.close()

@@ -81,3 +81,21 @@ async def test_a_socket_that_leaves_at_once_leaves_no_viewer_in_the_hub():
     while any(runtime.hub.viewers(s) or s in runtime.turns.active for s in sids):
         assert asyncio.get_running_loop().time() < deadline, [runtime.hub.viewers(s) for s in sids]
         await asyncio.sleep(0.05)
+
+
+async def test_attach_replays_a_turn_longer_than_a_page_exactly_once(monkeypatch):
+    """Resume reads the log in pages (``REPLAY_PAGE``); each event crosses a page boundary once, in order."""
+    monkeypatch.setattr("hosting.protocol.REPLAY_PAGE", 7)
+    comm = WebsocketCommunicator(application, "/ws")
+    await comm.connect()
+    await comm.send_json_to({"type": "INPUT", "prompt": "count to 6"})
+    live = [f for f in await frames_until(comm, "OUTPUT", "ERROR") if "id" in f]
+    await comm.disconnect()
+    assert len(live) > 3 * 7
+    for cursor in (0, int(live[9]["id"])):
+        comm = WebsocketCommunicator(application, "/ws")
+        await comm.connect()
+        await comm.send_json_to({"type": "ATTACH", "session_id": live[-1]["session_id"], "last_msg_id": str(cursor)})
+        replayed = [f for f in await frames_until(comm, "OUTPUT", "ERROR") if f["type"] != "CONNECTED"]
+        await comm.disconnect()
+        assert replayed == [f for f in live if int(f["id"]) > cursor]

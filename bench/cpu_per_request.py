@@ -1,0 +1,151 @@
+"""CPU time per ``POST /input``, in process: the ASGI app driven directly (no server, no sockets).
+
+    .venv/bin/python bench/cpu_per_request.py                 # 2,000 signed instant turns, 8 at a time
+    .venv/bin/python bench/cpu_per_request.py --phases        # + CPU per request of each stage (thread time)
+    .venv/bin/python bench/cpu_per_request.py --path /health --method GET
+
+Process CPU divided by requests is steadier than req/s on a shared, noisy machine, so this is the figure used
+to judge a change to the request path; ``run.py`` then measures the whole server against the reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import functools
+import importlib
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# (module, class or None, function): the stages of a turn, timed with thread CPU time when --phases is given.
+STAGES = [
+    ("hosting.messages", None, "read_input"),
+    ("trust.gate", "Gate", "admit"),
+    ("trust.ledger", "DatabaseLedger", "_insert"),
+    ("hosting.turns", "TurnManager", "_prepare"),
+    ("hosting.turns", "TurnManager", "_execute"),
+    ("hosting.agents", "TurnAgent", "run"),
+    ("hosting.turns", "TurnManager", "_write_history"),
+    ("hosting.events", "TurnIO", "publish"),
+    ("sessions_app.store", "SessionStore", "create"),
+    ("sessions_app.store", "SessionStore", "update"),
+    ("sessions_app.eventlog", "EventLog", "_store"),
+]
+SPENT: collections.Counter[str] = collections.Counter()
+CALLS: collections.Counter[str] = collections.Counter()
+
+
+def time_stages() -> None:
+    for module, owner, name in STAGES:
+        target = importlib.import_module(module)
+        target = getattr(target, owner) if owner else target
+        original = getattr(target, name)
+        label = f"{owner or module}.{name}"
+
+        @functools.wraps(original)
+        def timed(*args: Any, _original: Any = original, _label: str = label, **kwargs: Any) -> Any:
+            began = time.thread_time()
+            try:
+                return _original(*args, **kwargs)
+            finally:
+                SPENT[_label] += time.thread_time() - began
+                CALLS[_label] += 1
+
+        setattr(target, name, timed)
+
+
+def build_app() -> tuple[Any, str]:
+    os.chdir(tempfile.mkdtemp(prefix="bench-cpu-"))
+    from bench.agents import instant_factory
+    from hosting.entry import create_app
+    from hosting.runtime import get_runtime
+
+    app = create_app(instant_factory, trust="open")
+    return app, get_runtime().address
+
+
+async def call(app: Any, method: str, path: str, body: bytes) -> int:
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
+             "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode())],
+             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    delivered = False
+    status = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    await app(scope, receive, send)
+    return status
+
+
+async def drive(app: Any, address: str, args: argparse.Namespace) -> None:
+    from bench.run import CLIENT_KEY
+    from trust.signing import sign_payload
+
+    def body() -> bytes:
+        payload = {"prompt": "hi", "to": address, "timestamp": int(time.time()), "nonce": uuid.uuid4().hex}
+        return json.dumps(sign_payload(CLIENT_KEY, payload)).encode()
+
+    for _ in range(20):  # warm-up
+        await call(app, args.method, args.path, body())
+    bodies = iter([body() for _ in range(args.requests)])
+    statuses: collections.Counter[int] = collections.Counter()
+
+    async def client() -> None:
+        for one in bodies:
+            statuses[await call(app, args.method, args.path, one)] += 1
+
+    SPENT.clear()
+    CALLS.clear()
+    wall, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(client() for _ in range(args.concurrency)))
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    n = args.requests
+    if args.phases:
+        for label, spent in SPENT.most_common():
+            print(f"  {spent / n * 1e6:7.0f} µs/request  {CALLS[label] / n:4.1f} calls  {label}")
+    print(f"{args.method} {args.path}: {n} requests, {args.concurrency} at a time: {cpu / n * 1e6:.0f} µs CPU per request,"
+          f" {n / wall:.0f} req/s in process, statuses {dict(statuses)}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--path", default="/input")
+    parser.add_argument("--method", default="POST")
+    parser.add_argument("--phases", action="store_true", help="CPU per request of each stage of a turn")
+    args = parser.parse_args()
+    app, address = build_app()
+    if args.phases:
+        time_stages()
+    import logging
+
+    logging.getLogger("connectonion").propagate = False  # the activity lines go to .co/logs, not the terminal
+    asyncio.run(drive(app, address, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -110,8 +110,8 @@ class EventLog:
                     db.execute("BEGIN IMMEDIATE")
                     db.executemany(_INSERT, batch)
                 return
-            except sqlite3.Error as exc:
-                if attempt == _WRITE_ATTEMPTS - 1:
+            except Exception as exc:  # the writer thread must outlive any failure (disk full, locked, ...)
+                if attempt == _WRITE_ATTEMPTS - 1 or not isinstance(exc, sqlite3.Error):
                     log.error("replay log: %d events not stored: %s", len(batch), exc)
                     return
                 time.sleep(0.05 * 2**attempt)

@@ -4,9 +4,6 @@ trust extras ``/admin/trust/*``, ``/superadmin/*`` (§3.8). Thin DRF views over 
 from __future__ import annotations
 
 import hmac
-import threading
-import time
-from collections import deque
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -21,9 +18,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from hosting import activity
-from hosting.errors import BadRequest, Forbidden, NotFound, RateLimited, Unauthorized
+from hosting.errors import BadRequest, Forbidden, NotFound, Unauthorized
 from hosting.openapi import ERROR
 from hosting.runtime import Runtime, get_runtime
+from hosting.throttle import FailureWindow
 from trust.identity import is_address
 
 NO_KEY = "forbidden: set OPENONION_API_KEY or CONNECTONION_ADMIN_TOKEN to use /admin"
@@ -39,38 +37,7 @@ FAILURE_WINDOW = 60.0
 
 # -- authentication ----------------------------------------------------------------------------------
 
-class _FailureLimiter:
-    """Wrong tokens per client address in a sliding window; over the limit -> 429 (per process)."""
-
-    def __init__(self, allowed: int = FAILURES_ALLOWED, window: float = FAILURE_WINDOW) -> None:
-        self.allowed, self.window = allowed, window
-        self._seen: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def _recent(self, who: str, now: float) -> deque[float]:
-        times = self._seen.setdefault(who, deque())
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        return times
-
-    def check(self, who: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            times = self._recent(who, now)
-            if len(times) >= self.allowed:
-                raise RateLimited(retry_after=max(1, int(times[0] + self.window - now) + 1))
-
-    def failed(self, who: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._recent(who, now).append(now)
-            if len(self._seen) > 10000:  # forget idle addresses so the table stays small
-                for key in [k for k, v in self._seen.items() if not v]:
-                    del self._seen[key]
-
-
-limiter = _FailureLimiter()
-
+limiter = FailureWindow(FAILURES_ALLOWED, FAILURE_WINDOW)  # wrong tokens per client address, per process
 
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("Authorization")
@@ -92,7 +59,7 @@ def _token_matches(token: str, secrets: list[str]) -> bool:
 def require_admin(runtime: Runtime, request: Request) -> None:
     """D7: a configured bearer secret, or signed ``X-Co`` headers from an admin. Raises on failure."""
     raw = request._request
-    who = raw.META.get("REMOTE_ADDR") or "unknown"
+    who = runtime.throttle.address(raw.META.get("REMOTE_ADDR"), raw.META.get("HTTP_X_FORWARDED_FOR"))
     limiter.check(who)
     headers = raw.headers
     if any(name.lower().startswith(("x-co-", "x-from", "x-signature", "x-timestamp")) for name in headers):

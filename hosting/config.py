@@ -8,6 +8,7 @@ This is the only module that reads ``os.environ``, ``.env`` files or host.yaml.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -52,6 +53,12 @@ class HostConfig:
     ws_ping_interval: float = 30.0
     ws_pong_timeout: float = 90.0
     signature_window: float = 300.0
+    rate_limit_per_minute: float = 60.0
+    rate_limit_burst: int = 20
+    max_turns_per_identity: int = 8
+    max_turns_per_ip: int = 32
+    max_ws_per_ip: int = 256
+    trusted_proxies: tuple[str, ...] = ()
     redis_url: str | None = None
     database_url: str | None = None
     summary: str | None = None
@@ -182,6 +189,17 @@ def _address_list(key: str, value: Any) -> tuple[str, ...]:
     return _str_list(key, value)
 
 
+def _networks(key: str, value: Any) -> tuple[str, ...]:
+    """IP addresses or CIDR networks (``trusted_proxies``)."""
+    values = _str_list(key, value)
+    for item in values:
+        try:
+            ipaddress.ip_network(item.strip(), strict=False)
+        except ValueError:
+            raise ConfigError(f"{key} must list IP addresses or networks (got {_shown(item)})") from None
+    return values
+
+
 def _trust(key: str, value: Any) -> str:
     if isinstance(value, dict):
         # A mapping policy (PROTOCOL §7.1 form 4) is kept as YAML front matter text.
@@ -213,6 +231,12 @@ YAML_KEYS: dict[str, Any] = {
     "ws_ping_interval": _number(0.01),
     "ws_pong_timeout": _number(0.01),
     "signature_window": _number(1),
+    "rate_limit_per_minute": _number(0),
+    "rate_limit_burst": _int(1),
+    "max_turns_per_identity": _int(0),
+    "max_turns_per_ip": _int(0),
+    "max_ws_per_ip": _int(0),
+    "trusted_proxies": _networks,
     "redis_url": _str_or_none,
     "database_url": _str_or_none,
     "summary": _str_or_none,
@@ -399,6 +423,11 @@ def _validate(cfg: HostConfig) -> None:
         raise ConfigError(f"pool_size must be at most 4096 (got {cfg.pool_size})")
     for key in ("turn_timeout", "answer_timeout", "ws_ping_interval", "ws_pong_timeout"):
         _number(0.001)(key, getattr(cfg, key))
+    _number(0)("rate_limit_per_minute", cfg.rate_limit_per_minute)
+    _int(1)("rate_limit_burst", cfg.rate_limit_burst)
+    for key in ("max_turns_per_identity", "max_turns_per_ip", "max_ws_per_ip"):
+        _int(0)(key, getattr(cfg, key))
+    _networks("trusted_proxies", list(cfg.trusted_proxies))
     if ":" not in cfg.agent:
         raise ConfigError(f"agent must be an import path 'module:attribute' (got {cfg.agent!r})")
     if cfg.relay_url is not None and not cfg.relay_url.startswith(("ws://", "wss://")):

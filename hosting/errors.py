@@ -134,6 +134,10 @@ class RateLimited(HostError):
         self.retry_after = retry_after
         super().__init__(message, **kwargs)
 
+    def as_frame(self, **extra: Any) -> dict[str, Any]:
+        """WebSocket: the HTTP body's text plus ``retryable`` and ``retry_after`` (the header's seconds)."""
+        return super().as_frame(**{"retryable": True, "retry_after": self.retry_after, **extra})
+
 
 # --- 5xx: our side ---------------------------------------------------------------------------------
 

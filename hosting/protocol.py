@@ -23,6 +23,7 @@ from hosting.errors import BadRequest, HostError, SessionBusy, SessionIdRequired
 from hosting.jsonwire import loads_object
 from hosting.messages import SessionField, read_input
 from hosting.runtime import Runtime
+from hosting.throttle import Caller
 from sessions_app.records import chat_items, merge_sessions
 from sessions_app.store import LIVE_STATUSES, DoesNotExist
 
@@ -53,11 +54,16 @@ class Peer:
 class Conversation:
     """One client conversation: handshake, then turns on one session."""
 
-    def __init__(self, *, runtime: Runtime, send: Send, close: Close | None = None, transport: str = "ws") -> None:
+    def __init__(self, *, runtime: Runtime, send: Send, close: Close | None = None, transport: str = "ws",
+                 address: str | None = None) -> None:
         self.runtime = runtime
         self._send = send
         self._close = close
         self.transport = transport
+        # Limits count an anonymous caller by its address; a relayed client's address is unknown, so each
+        # relayed conversation counts as one anonymous caller of its own.
+        self.address = address
+        self._anonymous = address or f"{transport}:{uuid.uuid4()}"
         self.peer: Peer | None = None
         self.session_id: str | None = None
         self.client_session: dict[str, Any] | None = None
@@ -268,13 +274,16 @@ class Conversation:
         assert self.peer is not None and self.session_id is not None
         if self.session_id in self.runtime.turns.active:
             raise SessionBusy("session already has a running agent")
+        caller = Caller.of(self.peer.signer, self.address, anonymous=self._anonymous)
+        await self.runtime.throttle.check_rate(caller)
         request = read_input(payload, config=self.runtime.config, owner=self.peer.signer, level=self.peer.level,
                              session_id=self.session_id)
         if request.session is None and self.client_session is not None:
             request = _with_session(request, self.client_session)
         self._stop_viewer()
         after = await sync_to_async(self.runtime.eventlog.last_seq, thread_sensitive=False)(self.session_id)
-        turn = await self.runtime.turns.start(request, interactive=True)
+        turn = await self.runtime.turns.start(request, interactive=True,
+                                              release=self.runtime.throttle.hold_turn(caller))
         self._viewer = asyncio.create_task(self._then_follow(
             lambda: self._stream(self.session_id, after, local=turn)))
 

@@ -1,13 +1,25 @@
-"""WebSocket routing: ``/ws`` only (anything else closes with 4004), behind our Origin rule (D22/D23)."""
+"""WebSocket routing: ``/ws`` only (anything else closes with 4004), behind our Origin rule (D22/D23) and
+the per-address socket cap (``max_ws_per_ip``: close 4429, HARDENING W14)."""
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from django.conf import settings
 
-from hosting.consumers import AgentConsumer
+from hosting.consumers import AgentConsumer, socket_address
 from hosting.network import allowed_origin
+from hosting.runtime import get_runtime
+
+log = logging.getLogger("connectonion.ws")
+
+# 4000 + the HTTP status, like 4003 / 4004 / 4408: the socket twin of 429. (RFC 6455's 1013 "try again later"
+# is what we mean, but autobahn lets an application send only 1000 and 3000-4999.)
+TOO_MANY_SOCKETS = 4429
+WARN_EVERY = 60.0
+_last_warning = -WARN_EVERY
 
 
 class WebSocketRouter:
@@ -26,7 +38,25 @@ class WebSocketRouter:
         if origin is not None and not allowed_origin(origin.decode("latin-1"), settings.HOST, host):
             await _refuse(receive, send, 4003)
             return
-        await self.agent(scope, receive, send)
+        runtime = get_runtime()
+        address = socket_address(runtime, scope)
+        release = runtime.throttle.hold_socket(address)
+        if release is None:  # HARDENING W14: over max_ws_per_ip, refused before the consumer exists
+            _warn_refused(address, runtime.config.max_ws_per_ip)
+            await _refuse(receive, send, TOO_MANY_SOCKETS)
+            return
+        try:
+            await self.agent(scope, receive, send)
+        finally:
+            release()
+
+
+def _warn_refused(address: str, cap: int) -> None:
+    global _last_warning
+    now = time.monotonic()
+    if now - _last_warning >= WARN_EVERY:  # one line a minute, whatever the flood
+        _last_warning = now
+        log.warning("refusing WebSocket connections from %s: %d open (max_ws_per_ip)", address, cap)
 
 
 async def _refuse(receive: Any, send: Any, code: int) -> None:

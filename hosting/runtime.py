@@ -18,6 +18,7 @@ from hosting.agents import AgentInfo, AgentSource
 from hosting.config import HostConfig
 from hosting.errors import ConfigError
 from hosting.events import Hub
+from hosting.throttle import Throttle
 from hosting.turns import TurnManager
 from sessions_app.eventlog import EventLog
 from sessions_app.store import SessionStore
@@ -42,6 +43,7 @@ class Runtime:
     turns: TurnManager
     identity: Any
     gate: Any
+    throttle: Throttle
     started_at: float
     relay_state: str = "disabled"
 
@@ -139,4 +141,6 @@ def _build() -> Runtime:
     activity.configure(config.logs_dir, config.name or info.name, secrets=(
         config.api_key or "", config.admin_token or "", config.secret_key or "",
         bytes(identity.signing_key).hex()))
-    return Runtime(config, source, info, store, eventlog, hub, pool, turns, identity, gate, time.monotonic())
+    throttle = Throttle(config, namespace=identity.address)
+    return Runtime(config, source, info, store, eventlog, hub, pool, turns, identity, gate, throttle,
+                   time.monotonic())

@@ -125,25 +125,36 @@ class TurnManager:
         asgiref's per-call context copying; a turn needs a pool thread next anyway."""
         return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
-    async def run(self, request: TurnRequest, *, interactive: bool = False) -> TurnResult:
+    async def run(self, request: TurnRequest, *, interactive: bool = False,
+                  release: Callable[[], None] | None = None) -> TurnResult:
         """Start a turn and wait for its result (HTTP). Raises the turn's error, if any."""
-        turn = await self.start(request, interactive=interactive)
+        turn = await self.start(request, interactive=interactive, release=release)
         result = await asyncio.shield(turn.done)
         if result.error is not None:
             raise result.error
         return result
 
-    async def start(self, request: TurnRequest, *, interactive: bool) -> Turn:
-        """Check the session, write the ``running`` record and launch the agent; returns at once."""
+    async def start(self, request: TurnRequest, *, interactive: bool,
+                    release: Callable[[], None] | None = None) -> Turn:
+        """Check the session, write the ``running`` record and launch the agent; returns at once.
+
+        ``release`` (a concurrency slot of ``hosting.throttle``) is called once when the agent thread is
+        done with the turn, or at once if the turn does not start.
+        """
         loop = asyncio.get_running_loop()
         session_id = request.session_id or (request.session or {}).get("session_id") or str(uuid.uuid4())
-        if session_id in self.active:
-            raise SessionBusy()
-        self.active[session_id] = None  # type: ignore[assignment]  # reserve the id while we prepare
         try:
-            prepared = await loop.run_in_executor(self.pool, self._prepare, request, session_id)
+            if session_id in self.active:
+                raise SessionBusy()
+            self.active[session_id] = None  # type: ignore[assignment]  # reserve the id while we prepare
+            try:
+                prepared = await loop.run_in_executor(self.pool, self._prepare, request, session_id)
+            except BaseException:
+                self.active.pop(session_id, None)
+                raise
         except BaseException:
-            self.active.pop(session_id, None)
+            if release is not None:
+                release()
             raise
         session, server_newer, turn_number, first_seq = prepared
         done: asyncio.Future[TurnResult] = loop.create_future()
@@ -175,6 +186,8 @@ class TurnManager:
 
         def finished(f: asyncio.Future[TurnResult]) -> None:
             watchdog.cancel()
+            if release is not None:
+                release()  # the agent thread is free: so is the caller's slot (even after a timeout)
             if self.active.get(session_id) is turn:
                 del self.active[session_id]
             if not done.done():

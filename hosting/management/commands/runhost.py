@@ -32,6 +32,18 @@ class Command(BaseCommand):
         parser.add_argument("--pool-size", type=int, help="agent threads per worker")
         parser.add_argument("--blacklist", action="append", metavar="ADDRESS")
         parser.add_argument("--whitelist", action="append", metavar="ADDRESS")
+        limits = parser.add_argument_group("limits (0 = unlimited)")
+        limits.add_argument("--rate-limit-per-minute", type=float, metavar="N",
+                            help="turns per identity per minute (default 60)")
+        limits.add_argument("--rate-limit-burst", type=int, metavar="N", help="turns allowed at once (default 20)")
+        limits.add_argument("--max-turns-per-identity", type=int, metavar="N",
+                            help="concurrent turns per identity, per worker (default 8)")
+        limits.add_argument("--max-turns-per-ip", type=int, metavar="N",
+                            help="concurrent turns per client address, per worker (default 32)")
+        limits.add_argument("--max-ws-per-ip", type=int, metavar="N",
+                            help="WebSocket connections per client address, per worker (default 256)")
+        limits.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", metavar="ADDRESS",
+                            help="a reverse proxy (address or network) whose X-Forwarded-For is believed")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         from hosting.config import load_config
@@ -40,7 +52,9 @@ class Command(BaseCommand):
         given = {
             key: opts[key]
             for key in ("agent", "port", "bind", "trust", "result_ttl", "max_file_size", "max_files_per_request",
-                        "workers", "reload", "redis_url", "pool_size", "blacklist", "whitelist")
+                        "workers", "reload", "redis_url", "pool_size", "blacklist", "whitelist",
+                        "rate_limit_per_minute", "rate_limit_burst", "max_turns_per_identity", "max_turns_per_ip",
+                        "max_ws_per_ip", "trusted_proxies")
             if opts.get(key) is not None
         }
         if opts["no_relay"]:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import HostProcess
+from tests.conftest import NO_TURN_LIMITS, HostProcess
 
 SMALL_CAP_YAML = "max_file_size: 1\nmax_files_per_request: 1\n"
 WS_CAP_YAML = "max_request_mb: 0.01\n"
@@ -20,7 +20,7 @@ def _start(tmp_path_factory, name: str, yaml: str | None) -> HostProcess:
     if yaml is not None:
         (folder / ".co").mkdir()
         (folder / ".co" / "host.yaml").write_text(yaml)
-    return HostProcess(folder).start()
+    return HostProcess(folder, *NO_TURN_LIMITS).start()  # each catalogue fires dozens of inputs at once
 
 
 @pytest.fixture(scope="module")

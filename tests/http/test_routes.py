@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.conftest import HostProcess
+from tests.conftest import NO_TURN_LIMITS, HostProcess
 
 
 def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
@@ -24,7 +24,7 @@ def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
 
 @pytest.fixture(scope="module")
 def slow(module_hosts) -> HostProcess:
-    return module_hosts("tests.agents:slow_factory", name="slow")
+    return module_hosts("tests.agents:slow_factory", *NO_TURN_LIMITS, name="slow")  # 100 turns at once
 
 
 def test_health_info_index(demo):

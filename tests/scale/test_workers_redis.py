@@ -21,6 +21,7 @@ import httpx
 import pytest
 import websockets
 
+from tests.conftest import NO_TURN_LIMITS
 from tests.ws.conftest import WS
 
 REDIS = ("127.0.0.1", 6379)
@@ -44,8 +45,8 @@ def host(tmp_path_factory):
     from tests.conftest import HostProcess
 
     folder = tmp_path_factory.mktemp("scale")
-    started = HostProcess(folder, "--workers", "2", "--redis-url",
-                          f"redis://{REDIS[0]}:{REDIS[1]}/{REDIS_DB}").start()
+    started = HostProcess(folder, "--workers", "2", "--redis-url", f"redis://{REDIS[0]}:{REDIS[1]}/{REDIS_DB}",
+                          *NO_TURN_LIMITS).start()  # 200 concurrent turns from one address
     try:
         seen: set[int] = set()
         deadline = time.monotonic() + 40

@@ -14,6 +14,8 @@ import httpx
 import pytest
 import websockets
 
+from tests.conftest import NO_TURN_LIMITS
+
 from .conftest import WS, events_only
 
 SEAL = {"type": "SEAL", "to": "0x" + "ab" * 32, "from": "0x" + "cd" * 32, "ephemeral": "ef" * 32,
@@ -22,7 +24,7 @@ SEAL = {"type": "SEAL", "to": "0x" + "ab" * 32, "from": "0x" + "cd" * 32, "ephem
 
 @pytest.fixture(scope="module")
 def host(module_hosts):
-    return module_hosts(yaml="max_request_mb: 0.01\n", name="wsturns")
+    return module_hosts(*NO_TURN_LIMITS, yaml="max_request_mb: 0.01\n", name="wsturns")  # 4 sockets x 15 turns
 
 
 async def turn(ws: WS, prompt: str, **extra) -> list[dict]:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 import websockets  # noqa: E402
 
-from tests.conftest import HostProcess  # noqa: E402
+from tests.conftest import NO_TURN_LIMITS, HostProcess  # noqa: E402
 
 TIMEOUT = 30
 
@@ -221,7 +221,8 @@ async def main() -> None:
 
 async def live_figures(args: argparse.Namespace) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as folder:
-        host = HostProcess(Path(folder)).start()
+        # One loopback client drives turns back to back and 1,000 idle sockets: the limits would measure refusals.
+        host = HostProcess(Path(folder), *NO_TURN_LIMITS, "--max-ws-per-ip", "0").start()
         try:
             await round_trips(host.ws_url, 2, 0.5)  # warm up
             done, errors, took = await round_trips(host.ws_url, args.connections, args.seconds)

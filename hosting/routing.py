@@ -9,9 +9,9 @@ from typing import Any
 
 from django.conf import settings
 
-from hosting.consumers import AgentConsumer, socket_address
+from hosting.consumers import AgentConsumer
 from hosting.network import allowed_origin
-from hosting.runtime import get_runtime
+from hosting.throttle import Counter, client_address, parse_networks
 
 log = logging.getLogger("connectonion.ws")
 
@@ -27,6 +27,10 @@ class WebSocketRouter:
 
     def __init__(self) -> None:
         self.agent = AgentConsumer.as_asgi()
+        # Counted here, before the consumer (and the per-process runtime) exists: a refusal costs no more
+        # than the handshake, and the first socket of a worker is accepted before the runtime is built.
+        self.sockets = Counter()
+        self.trusted = parse_networks(settings.HOST.trusted_proxies)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("path") != "/ws":
@@ -38,17 +42,22 @@ class WebSocketRouter:
         if origin is not None and not allowed_origin(origin.decode("latin-1"), settings.HOST, host):
             await _refuse(receive, send, 4003)
             return
-        runtime = get_runtime()
-        address = socket_address(runtime, scope)
-        release = runtime.throttle.hold_socket(address)
-        if release is None:  # HARDENING W14: over max_ws_per_ip, refused before the consumer exists
-            _warn_refused(address, runtime.config.max_ws_per_ip)
+        cap = settings.HOST.max_ws_per_ip
+        address = client_address((scope.get("client") or (None,))[0], _forwarded_for(headers), self.trusted)
+        release = self.sockets.acquire([(address, cap)])
+        if release is None:  # HARDENING W14: over max_ws_per_ip (per process), refused at once
+            _warn_refused(address, cap)
             await _refuse(receive, send, TOO_MANY_SOCKETS)
             return
         try:
             await self.agent(scope, receive, send)
         finally:
             release()
+
+
+def _forwarded_for(headers: dict[bytes, bytes]) -> str | None:
+    value = headers.get(b"x-forwarded-for")
+    return value.decode("latin-1") if value is not None else None
 
 
 def _warn_refused(address: str, cap: int) -> None:

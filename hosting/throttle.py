@@ -260,10 +260,8 @@ class Throttle:
             RedisBuckets(config.redis_url, prefix=f"connectonion:rate:{namespace}:")
             if config.redis_url and self.rate is not None else LocalBuckets()
         )
-        self.per_address_sockets = config.max_ws_per_ip
         self.trusted_proxies = parse_networks(config.trusted_proxies)
         self.turns = Counter()
-        self.sockets = Counter()
 
     def address(self, peer: str | None, forwarded_for: str | None = None) -> str:
         """The client address of a request or socket (see ``client_address``)."""
@@ -292,8 +290,4 @@ class Throttle:
         if release is None:
             raise RateLimited(retry_after=BUSY_RETRY_AFTER)
         return release
-
-    def hold_socket(self, address: str) -> Release | None:
-        """Count one open WebSocket against ``address`` (this process); ``None`` over ``max_ws_per_ip``."""
-        return self.sockets.acquire([(address, self.per_address_sockets)])
 

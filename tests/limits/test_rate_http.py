@@ -19,8 +19,8 @@ def test_anonymous_callers_are_limited_per_address_and_recover_after_retry_after
     host = start_host(ECHO, "--trust", "open", "--rate-limit-per-minute", "60", "--rate-limit-burst", "5")
     codes, limited = [], None
     with httpx.Client(timeout=30) as client:
-        for i in range(8):
-            r = client.post(host.url + "/input", json={"prompt": f"p{i}"})
+        for i in range(8):  # a forged X-Forwarded-For changes nothing: no trusted_proxies by default
+            r = client.post(host.url + "/input", json={"prompt": f"p{i}"}, headers={"X-Forwarded-For": f"10.9.9.{i}"})
             codes.append(r.status_code)
             limited = r if r.status_code == 429 else limited
         assert codes[:5] == [200] * 5 and 429 in codes[5:], codes
@@ -32,6 +32,21 @@ def test_anonymous_callers_are_limited_per_address_and_recover_after_retry_after
         assert client.post(host.url + "/input", json={"prompt": "again"}).status_code == 200
     with httpx.Client(transport=httpx.HTTPTransport(local_address=OTHER_IP), timeout=30) as other:
         assert other.post(host.url + "/input", json={"prompt": "other address"}).status_code == 200
+
+
+def test_forwarded_for_names_the_caller_only_behind_a_trusted_proxy(start_host):
+    host = start_host(ECHO, "--trust", "open", "--rate-limit-per-minute", "1", "--rate-limit-burst", "1",
+                      "--trusted-proxy", "127.0.0.1")
+    with httpx.Client(timeout=30) as proxy:
+        def post(forwarded: str) -> int:
+            return proxy.post(host.url + "/input", json={"prompt": "x"},
+                              headers={"X-Forwarded-For": forwarded}).status_code
+
+        assert [post("198.51.100.7"), post("198.51.100.8"), post("6.6.6.6, 198.51.100.7")] == [200, 200, 429]
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=OTHER_IP), timeout=30) as direct:
+        codes = [direct.post(host.url + "/input", json={"prompt": "y"}, headers={"X-Forwarded-For": f"10.0.0.{i}"})
+                 .status_code for i in range(2)]
+        assert codes == [200, 429]  # 127.0.0.2 is no trusted proxy: its header is ignored
 
 
 async def _pace(client: httpx.AsyncClient, url: str, bodies: list[dict], seconds: float) -> list[httpx.Response]:

@@ -66,6 +66,9 @@ def time_stages() -> None:
 
 def build_app() -> tuple[Any, str]:
     os.chdir(tempfile.mkdtemp(prefix="bench-cpu-"))
+    # One signer, thousands of turns: the per-caller limits (README "Limits") would measure 429s.
+    Path(".co").mkdir()
+    Path(".co/host.yaml").write_text("rate_limit_per_minute: 0\nmax_turns_per_identity: 0\nmax_turns_per_ip: 0\n")
     from bench.agents import instant_factory
     from hosting.entry import create_app
     from hosting.runtime import get_runtime

@@ -13,6 +13,7 @@ import math
 import random
 import threading
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -55,12 +56,13 @@ class Ledger:
 class MemoryLedger(Ledger):
     """A per-process ledger for single-process tools and tests; never chosen by ``get_ledger``."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._seen: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._clock = clock  # a gate with its own clock (tests) passes the same one
 
     def _insert(self, digest: str, expires_at: float) -> bool:
-        now = time.time()
+        now = self._clock()
         with self._lock:
             if len(self._seen) > 10_000:
                 self._seen = {d: e for d, e in self._seen.items() if e >= now}

@@ -54,7 +54,7 @@ def build(make_config, host_identity):
         lists = AccessLists(config, host_identity, use_database=use_database)
         policy = policy or build_policy(trust, project_dir=config.project_dir)
         return Gate(
-            config, host_identity, lists, ledger or MemoryLedger(), policy, recorder=recorder, clock=clock
+            config, host_identity, lists, ledger or MemoryLedger(clock=clock), policy, recorder=recorder, clock=clock
         )
 
     return make

@@ -65,6 +65,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+NO_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0",
+             "--max-ws-per-ip", "0")
+
+
 class Server:
     """One server process in its own temp project folder; ``start()`` waits for ``/health``."""
 
@@ -82,8 +86,10 @@ class Server:
 
     def command(self) -> list[str]:
         if self.kind == "ours":
+            # One loopback client with one key drives every point: the per-caller limits (60 turns/min, 8 at a
+            # time by default) would measure the limiter, not the host, so they are off here.
             return [PY, str(REPO / "manage.py"), "runhost", f"bench.agents:{self.agent}_factory", "--no-relay",
-                    "--port", str(self.port), "--trust", "open", *self.extra]
+                    "--port", str(self.port), "--trust", "open", *NO_LIMITS, *self.extra]
         if self.kind == "reference":
             return [PY, str(REPO / "bench" / "reference_host.py"), "--port", str(self.port), "--agent", self.agent]
         return [PY, str(REPO / "bench" / "floor.py"), "--port", str(self.port)]

@@ -8,9 +8,13 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connectonion_site.settings")
 
-from django.core.asgi import get_asgi_application  # noqa: E402
+import django  # noqa: E402
 
-django_app = get_asgi_application()  # sets Django up before our modules import models
+django.setup(set_prefix=False)  # before our modules import models (what get_asgi_application() does first)
+
+from hosting.handler import HostASGIHandler  # noqa: E402
+
+django_app = HostASGIHandler()  # Django's handler, without a thread per request for the loop views
 
 from channels.routing import ProtocolTypeRouter  # noqa: E402
 from django.conf import settings  # noqa: E402

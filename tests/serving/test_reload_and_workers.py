@@ -47,11 +47,15 @@ def test_reload_picks_up_agent_code_and_host_yaml_keeping_data(start_host, proje
     first = ask(host).json()
     assert first["result"] == "v1: hi"
 
-    (project / "myagent.py").write_text(AGENT.format(tag="v2"))
-    eventually(lambda: ask(host).json().get("result") == "v2: hi")
+    def agent_edited_and_applied() -> bool:
+        # rewritten on every poll: a reloader that just started (late, on a loaded machine) takes its first look
+        # at the files before it watches them, and would take an early edit for the starting state
+        (project / "myagent.py").write_text(AGENT.format(tag="v2"))
+        return ask(host).json().get("result") == "v2: hi"
+
+    eventually(agent_edited_and_applied)
 
     def edited_and_applied() -> bool:
-        # rewritten on every poll: a reloader that just started takes its first look before it watches changes
         (project / ".co" / "host.yaml").write_text("max_files_per_request: 3\n")
         return httpx.get(host.url + "/info").json()["accepted_inputs"]["files"]["max_files_per_request"] == 3
 

@@ -140,7 +140,16 @@ class TurnManager:
 
         ``release`` (a concurrency slot of ``hosting.throttle``) is called once when the agent thread is
         done with the turn, or at once if the turn does not start.
+
+        A caller cancelled meanwhile (Django cancels the view of an HTTP client that hung up) does not
+        strand the ``running`` record being written: the turn still launches and ends like any other (FI8).
         """
+        starting = asyncio.ensure_future(self._start(request, interactive=interactive, release=release))
+        starting.add_done_callback(_retrieve)
+        return await asyncio.shield(starting)
+
+    async def _start(self, request: TurnRequest, *, interactive: bool,
+                     release: Callable[[], None] | None = None) -> Turn:
         loop = asyncio.get_running_loop()
         session_id = request.session_id or (request.session or {}).get("session_id") or str(uuid.uuid4())
         try:
@@ -348,6 +357,12 @@ class TurnManager:
         except (HostError, DoesNotExist):
             log.error("could not store the timeout of %s", turn.session_id)
         self._terminal(turn, error.as_frame(session_id=turn.session_id))
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a start-up error as seen when nobody awaits it any more (the caller was cancelled)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _output_fields(result: TurnResult) -> dict[str, Any]:

@@ -147,6 +147,7 @@ class SessionStore:
         self._inode: int | None = None
         self._skipped = 0
         self._last_compaction = 0.0
+        self._parked: dict[str, dict[str, Any]] = {}  # terminal records not written yet (see update)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
@@ -192,10 +193,20 @@ class SessionStore:
         data = dict(current.data)
         data.update(fields)
         data["updated_at"] = time.time()
-        if data.get("status") not in LIVE_STATUSES:
-            data.pop("pid", None)
-            data.pop("host", None)
-        return self._append(data)
+        if data.get("status") in LIVE_STATUSES:
+            return self._append(data)
+        data.pop("pid", None)
+        data.pop("host", None)
+        try:
+            return self._append(data)
+        except StorageUnavailable:
+            # The end of a turn could not be written (disk full, read-only): this process answers with it
+            # and writes it ahead of its next line, so the session is not left `running` (busy) for good.
+            with self._lock:
+                self._parked[session_id] = data
+                self._index[session_id] = SessionRecord(data)
+                self._ordered = None
+            raise
 
     # -- maintenance ---------------------------------------------------------------------------------
     def recover_interrupted(self) -> int:
@@ -268,19 +279,27 @@ class SessionStore:
             return self._ordered
 
     def _append(self, data: dict[str, Any]) -> SessionRecord:
-        line = _encode(data)
         try:
             with self._lock, self._flocked():
+                parked = [d for sid, d in self._parked.items() if sid != data["session_id"]]
+                line = b"".join(_encode(d) for d in parked) + _encode(data)
                 fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     size = os.fstat(fd).st_size
                     if size and os.pread(fd, 1, size - 1) != b"\n":
                         line = b"\n" + line  # never fuse with a torn line left by a crash
-                    written = os.write(fd, line)
-                    if written != len(line):
-                        raise OSError(errno.ENOSPC, "short write")
+                    written = 0
+                    try:
+                        written = os.write(fd, line)
+                        if written != len(line):
+                            raise OSError(errno.ENOSPC, "short write")
+                    except OSError:
+                        if written:  # disk full mid-line: take the partial line back, never leave it torn
+                            os.ftruncate(fd, size)
+                        raise
                 finally:
                     os.close(fd)
+                self._parked.clear()
                 self._refresh(locked=True)
         except OSError as exc:
             log.error("cannot write %s: %s", self.path, exc)

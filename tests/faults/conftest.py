@@ -175,28 +175,33 @@ class Tmpfs:
     def fill(self) -> Path:
         """Fill the filesystem to the last byte with one ballast file."""
         ballast = self.path / "ballast"
-        with open(ballast, "ab") as fh:
-            chunk = b"\0" * 65536
-            with contextlib.suppress(OSError):
-                while True:
-                    fh.write(chunk)
-                    fh.flush()
-            with contextlib.suppress(OSError):  # the last partial chunk
-                while True:
-                    fh.write(b"\0")
-                    fh.flush()
+        fd = os.open(ballast, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            for size in (1 << 20, 1 << 16, 1 << 12, 1 << 8, 1):  # big chunks, then down to the last byte
+                with contextlib.suppress(OSError):
+                    while os.write(fd, b"\0" * size) == size:
+                        pass
+        finally:
+            os.close(fd)
         return ballast
 
     def free(self) -> None:
         (self.path / "ballast").unlink(missing_ok=True)
 
-    def remount(self, mode: str) -> None:
-        subprocess.run(["mount", "-o", f"remount,{mode}", str(self.path)], check=True, capture_output=True)
+    def read_only(self, on: bool) -> None:
+        """Make every file and folder immutable (``chattr -R +i``), or writable again.
+
+        Root ignores file modes, and ``mount -o remount,ro`` is refused (EBUSY) while SQLite holds its files
+        open for writing; tmpfs honours the immutable flag (Linux ≥ 6.0), so every new open for writing or
+        creating fails with EPERM, as it would with EROFS. Files already open stay writable.
+        """
+        done = subprocess.run(["chattr", "-R", "+i" if on else "-i", str(self.path)], capture_output=True, text=True)
+        if on and done.returncode != 0:
+            pytest.skip(f"chattr +i is not supported here: {done.stderr.strip()}")
 
     def unmount(self) -> None:
         if self.mounted:
-            with contextlib.suppress(subprocess.CalledProcessError):
-                self.remount("rw")
+            self.read_only(False)
             subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
             self.mounted = False
 

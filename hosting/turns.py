@@ -26,6 +26,7 @@ from hosting.errors import (
     AgentFailed,
     HostError,
     SessionBusy,
+    ServiceUnavailable,
     SessionNotFound,
     TurnCancelled,
     TurnTimedOut,
@@ -78,7 +79,7 @@ class TurnResult:
         }
 
 
-@dataclass
+@dataclass(eq=False)  # identity: turns go in sets
 class Turn:
     """A running turn, as the loop sees it."""
 
@@ -119,6 +120,8 @@ class TurnManager:
         self.hub = hub
         self.pool = pool
         self.active: dict[str, Turn] = {}
+        self.executing: set[Turn] = set()  # turns inside an agent thread (shutdown waits for them)
+        self.closing = False  # set on SIGTERM: new turns get 503 while running ones finish
 
     async def offload(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking work that precedes a turn (admission) on the turn pool: one plain hand-off, without
@@ -153,6 +156,8 @@ class TurnManager:
         loop = asyncio.get_running_loop()
         session_id = request.session_id or (request.session or {}).get("session_id") or str(uuid.uuid4())
         try:
+            if self.closing:
+                raise ServiceUnavailable()
             if session_id in self.active:
                 raise SessionBusy()
             self.active[session_id] = None  # type: ignore[assignment]  # reserve the id while we prepare
@@ -238,6 +243,13 @@ class TurnManager:
         return session, server_newer, int(previous_turn or 0) + 1, first_seq
 
     def _execute(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
+        self.executing.add(turn)
+        try:
+            return self._run_turn(turn, request, session, server_newer)
+        finally:
+            self.executing.discard(turn)
+
+    def _run_turn(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
         started = time.perf_counter()
         previous_turn = turn.number - 1
         try:
@@ -350,6 +362,24 @@ class TurnManager:
         turn.done.set_result(self._failure_result(turn, {}, error))
         if self.active.get(turn.session_id) is turn:
             del self.active[turn.session_id]
+
+    def interrupt_remaining(self) -> int:
+        """Shutdown after the grace period: record each turn still in an agent thread as ``interrupted``.
+
+        The caller holds ``store.write_lock()`` and exits without waiting for those threads, so none of
+        them can append a second terminal line after ours. Returns the number of records marked.
+        """
+        marked = 0
+        for turn in list(self.executing):
+            turn.io.cancelled.set()
+            try:
+                if self.store.get(turn.session_id, include_expired=True).status not in LIVE_STATUSES:
+                    continue  # already ended (a turn past turn_timeout whose thread is still stuck)
+                self.store.update(turn.session_id, status="interrupted", error="interrupted")
+                marked += 1
+            except (HostError, DoesNotExist):
+                log.error("could not record %s as interrupted; the next start will", turn.session_id)
+        return marked
 
     def _store_timeout(self, turn: Turn, error: HostError) -> None:
         try:

@@ -261,6 +261,10 @@ class SessionStore:
             return 0
         return self.compact(**kwargs)
 
+    def write_lock(self) -> threading.RLock:
+        """The lock every write of this process takes (held across a shutdown that abandons threads)."""
+        return self._lock
+
     @property
     def skipped_lines(self) -> int:
         return self._skipped

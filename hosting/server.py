@@ -47,6 +47,26 @@ def bind_socket(cfg: HostConfig) -> socket.socket:
     return sock
 
 
+def raise_fd_limit() -> tuple[int, int]:
+    """Lift the soft open-file limit to the hard one (every socket is a descriptor; soft is often 1024).
+
+    Workers inherit it. Returns the (old, new) soft limit; a refusal is logged, never fatal (FI12).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+            return soft, soft
+        log.info("raised the open-file limit from %d to %d", soft, target)
+        return soft, target
+    return soft, soft
+
+
 def prepare(cfg: HostConfig) -> None:
     """One-time start-up work: Django's tables, interrupted turns, compaction, the agent identity."""
     import fcntl
@@ -180,6 +200,7 @@ def run(cfg: HostConfig) -> None:
     if cfg.reload:
         _run_with_reloader(cfg)
         return
+    raise_fd_limit()
     sock = bind_socket(cfg)
     prepare(cfg)
     print_banner(cfg)

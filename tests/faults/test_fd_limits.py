@@ -9,7 +9,6 @@ import os
 import shutil
 import socket
 import sys
-import time
 
 import httpx
 import pytest

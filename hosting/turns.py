@@ -25,8 +25,8 @@ from hosting.config import HostConfig
 from hosting.errors import (
     AgentFailed,
     HostError,
-    SessionBusy,
     ServiceUnavailable,
+    SessionBusy,
     SessionNotFound,
     TurnCancelled,
     TurnTimedOut,

@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -38,7 +39,7 @@ class LimitedHost(HostProcess):
 
 
 def _nofile(pid: int) -> tuple[int, int]:
-    for line in open(f"/proc/{pid}/limits"):
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max open files"):
             soft, hard = line.split()[3:5]
             return int(soft), int(hard)

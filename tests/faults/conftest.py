@@ -116,6 +116,11 @@ class OwnRedis:
         wait_for(self.ping, 10, "own redis-server answers PING")
         return self
 
+    def restart(self) -> None:
+        """A fresh, empty server on the same port (after ``kill``)."""
+        self.kill()
+        self.start()
+
     def ping(self) -> bool:
         import socket
 

@@ -126,7 +126,7 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
 def _drain_on_signal(runtime: Any, grace: float) -> None:
     """SIGTERM/SIGINT: refuse new turns (503), let running ones finish for ``grace`` s, then stop daphne.
 
-    A second signal stops at once. Turns still running afterwards are recorded ``interrupted``
+    A second SIGINT stops at once. Turns still running afterwards are recorded ``interrupted``
     (``_abandon_stuck_turns``), so a deploy never waits on an agent that does not return (FI10).
     """
     from twisted.internet import reactor
@@ -140,9 +140,10 @@ def _drain_on_signal(runtime: Any, grace: float) -> None:
         else:
             reactor.callLater(0.1, check)
 
-    def begin() -> None:
-        if deadline:
-            reactor.stop()
+    def begin(signum: int) -> None:
+        if deadline:  # a second Ctrl-C stops at once; a repeated SIGTERM (process group + supervisor) does not
+            if signum == signal.SIGINT:
+                reactor.stop()
             return
         deadline.append(time.monotonic() + grace)
         runtime.turns.closing = True
@@ -152,7 +153,7 @@ def _drain_on_signal(runtime: Any, grace: float) -> None:
         check()
 
     def on_signal(signum: int, frame: object) -> None:
-        reactor.callFromThread(begin)
+        reactor.callFromThread(begin, signum)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

@@ -246,6 +246,7 @@ class SessionStore:
             _fsync_dir(self.path.parent)
             st = os.stat(self.path)  # we just wrote exactly these records: no need to read them back
             self._index = {r.session_id: r for r in keep}
+            self._parked.clear()  # the index held them: they are in the new file now
             self._ordered = None
             self._offset, self._inode = st.st_size, st.st_ino
             self._last_compaction = now

@@ -77,3 +77,23 @@ def test_a_read_only_co_refuses_writes_keeps_reads_and_recovers(co_tmpfs, start_
     assert jsonl(project)[1] == []
     for sid, seq in statuses(project).items():
         assert seq[-1] in ("done", "failed"), (sid, seq)
+
+
+def test_an_end_of_turn_kept_while_the_disk_was_full_is_written_once(co_tmpfs):
+    """Compaction or the next append writes it; neither repeats it."""
+    from hosting.errors import StorageUnavailable
+    from sessions_app.store import SessionStore
+
+    path = co_tmpfs.path / "results.jsonl"
+    store = SessionStore(path)
+    store.create(session_id="a", prompt="p")
+    co_tmpfs.fill()
+    with pytest.raises(StorageUnavailable):
+        store.update("a", status="failed", error="storage unavailable", result="x" * 8192)
+    assert store.get("a").status == "failed"  # this process answers with it meanwhile
+    co_tmpfs.free()
+    store.compact()  # the hourly compaction may come first: it writes the kept record...
+    store.create(session_id="b", prompt="p")  # ...and the next append must not write it again
+    mine = [line for line in path.read_text().splitlines() if '"session_id":"a"' in line]
+    assert len(mine) == 1 and '"status":"failed"' in mine[0], mine
+    assert SessionStore(path).get("a").status == "failed"

@@ -167,6 +167,7 @@ def _abandon_stuck_turns(runtime: Any) -> None:
         marked = runtime.turns.interrupt_remaining()
         log.warning("stopped with %d turn(s) still running; recorded %d as interrupted",
                     len(runtime.turns.executing), marked)
+        runtime.eventlog.flush(timeout=2.0)  # the replay events queued so far (atexit will not run)
         logging.shutdown()
         os._exit(0)
 

@@ -292,7 +292,7 @@ class SessionStore:
                 try:
                     size = os.fstat(fd).st_size
                     if size and os.pread(fd, 1, size - 1) != b"\n":
-                        line = b"\n" + line  # never fuse with a torn line left by a crash
+                        size = _drop_torn_tail(fd, size, self.path)
                     written = 0
                     try:
                         written = os.write(fd, line)
@@ -380,6 +380,26 @@ class _FileLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+def _drop_torn_tail(fd: int, size: int, path: Path) -> int:
+    """Cut an unterminated last line (a write that never returned: a crash or a full disk) under the lock.
+
+    Writers append whole lines under ``flock``, so such a tail is never a write in progress; it is dropped
+    rather than ended with a newline, which would revive a record whose write never returned (FI3).
+    Returns the new size.
+    """
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    log.warning("dropped an unfinished last line (%d bytes) in %s", size - end, path.name)
+    return end
 
 
 def _encode(data: dict[str, Any]) -> bytes:

@@ -16,13 +16,14 @@ import httpx
 import pytest
 import websockets
 
+from tests.conftest import NO_TURN_LIMITS
 from tests.faults.conftest import health_ms, statuses, wait_for, ws_turn
 
 pytestmark = pytest.mark.slow
 
 
 def test_factory_raising_over_websocket_is_an_error_frame_and_a_failed_record(start_host, project):
-    host = start_host("tests.co_agents:flaky_factory")
+    host = start_host("tests.co_agents:flaky_factory", *NO_TURN_LIMITS)
     frame = asyncio.run(ws_turn(host.ws_url, "x"))
     assert frame["type"] == "ERROR" and frame["message"] == "Unable to run agent", frame
     assert "factory" not in json.dumps(frame)  # no internal detail leaks
@@ -49,7 +50,7 @@ async def _stuck_turns(host, n: int, seconds: float) -> list[httpx.Response]:
 def test_turn_timeout_fails_the_turn_and_stuck_agents_block_nothing(start_host, project):
     (project / ".co").mkdir()
     (project / ".co/host.yaml").write_text("turn_timeout: 2\n")
-    host = start_host("tests.agents:slow_factory")
+    host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     started = time.monotonic()
     answers = asyncio.run(_stuck_turns(host, 20, 6))
     took = time.monotonic() - started
@@ -98,7 +99,7 @@ async def _disconnect_mid_turn(host, project, http_n: int, ws_n: int) -> None:
 
 
 def test_100_clients_disconnecting_mid_turn_still_get_done_records(start_host, project):
-    host = start_host("tests.agents:slow_factory")
+    host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     asyncio.run(_disconnect_mid_turn(host, project, 50, 50))
 
     def all_done():
@@ -132,7 +133,7 @@ async def _hang_up_at(host, seconds: float, http_n: int, ws_n: int) -> None:
 
 def test_hanging_up_while_the_turn_starts_never_strands_a_running_record(start_host, project):
     """Regression: an HTTP client leaving while its ``running`` line was written left it ``running`` forever."""
-    host = start_host("tests.agents:slow_factory")
+    host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     asyncio.run(_hang_up_at(host, 0.7, 50, 50))
 
     def settled():

@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import NO_TURN_LIMITS
 from tests.faults.conftest import TERMINAL, jsonl, statuses, ws_turn
 
 pytestmark = pytest.mark.slow
@@ -36,7 +37,7 @@ async def _flood_then_kill(host, project, http_n: int, ws_n: int) -> float:
 
 
 def test_sigkill_with_100_turns_in_flight_then_restart(start_host, project):
-    host = start_host("tests.agents:slow_factory")
+    host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     killed_at = asyncio.run(_flood_then_kill(host, project, http_n=60, ws_n=40))
     before = statuses(project)
     running_ids = {sid for sid, seq in before.items() if "running" in seq}
@@ -45,7 +46,7 @@ def test_sigkill_with_100_turns_in_flight_then_restart(start_host, project):
     assert len(running_ids) >= 90, f"only {len(running_ids)} turns started before the kill at {killed_at:.1f} s"
 
     launched = time.monotonic()
-    again = start_host("tests.agents:slow_factory")
+    again = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     ready_after = time.monotonic() - launched
     assert ready_after < 20, f"/health answered {ready_after:.1f} s after the restart"  # target 10 s; noisy box
 

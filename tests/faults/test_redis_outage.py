@@ -24,6 +24,9 @@ from tests.faults.conftest import TERMINAL, jsonl, statuses, wait_for
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 HANG = 6.0  # no request may take longer
+# The per-identity rate stays on (its buckets live in the same Redis) but far above what these clients send.
+LIMITS = ("--rate-limit-per-minute", "600000", "--rate-limit-burst", "100000", "--max-turns-per-identity", "0",
+          "--max-turns-per-ip", "0")
 
 
 @dataclass
@@ -147,7 +150,7 @@ def _worker_pids(host: HostProcess) -> set[int]:
 
 @pytest.fixture
 def redis_host(own_redis, project):
-    host = HostProcess(project, "tests.agents:slow_factory", "--workers", "2", "--redis-url", own_redis.url)
+    host = HostProcess(project, "tests.agents:slow_factory", "--workers", "2", "--redis-url", own_redis.url, *LIMITS)
     host.start()
     try:
         _two_workers(host)

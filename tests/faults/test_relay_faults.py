@@ -18,6 +18,7 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import NO_TURN_LIMITS
 from tests.faults.conftest import statuses
 from tests.relay.conftest import RelayProcess
 from tests.relay.test_relay_host_e2e import _host, _wait_listed
@@ -36,7 +37,7 @@ def test_local_turns_finish_while_the_relay_is_killed_and_flaps(tmp_path, projec
     relay = RelayProcess(port=None, cwd=tmp_path).start()
     relays = [relay]
     try:
-        with _host(relay, project, tmp_path, None, "tests.agents:slow_factory") as host:
+        with _host(relay, project, tmp_path, None, "tests.agents:slow_factory", *NO_TURN_LIMITS) as host:
             host.wait_relay_state("connected")
 
             def chaos() -> None:

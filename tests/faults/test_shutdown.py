@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 
+from tests.conftest import NO_TURN_LIMITS
 from tests.faults.conftest import jsonl, statuses, ws_turn
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,7 @@ async def _turns_then_sigterm(host, project, http_n: int, ws_n: int) -> tuple[li
 
 
 def test_sigterm_during_50_turns_drains_or_interrupts_and_exits_0(start_host, project):
-    host = start_host("tests.agents:slow_factory")
+    host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     results, exited_after = asyncio.run(_turns_then_sigterm(host, project, 30, 20))
     assert exited_after < 35, f"exit took {exited_after:.1f} s (grace 30 s)"
     records, torn = jsonl(project)
@@ -74,7 +75,7 @@ async def _stuck_then_sigterm(host, project, n: int) -> tuple[float, httpx.Respo
 def test_turns_still_running_after_the_grace_period_are_interrupted_and_exit_is_0(start_host, project):
     (project / ".co").mkdir()
     (project / ".co/host.yaml").write_text("shutdown_grace: 1.5\n")
-    host = start_host("tests.agents:slow_factory")
+    host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     exited_after, late = asyncio.run(_stuck_then_sigterm(host, project, 10))
     assert exited_after < 12, f"exit took {exited_after:.1f} s with shutdown_grace 1.5 s"
     if late is not None:
@@ -84,7 +85,7 @@ def test_turns_still_running_after_the_grace_period_are_interrupted_and_exit_is_
     assert len(seen) == 10 and all(seq == ["running", "interrupted"] for seq in seen.values()), seen
     time.sleep(0.5)  # nothing is appended by the abandoned threads
     assert statuses(project) == seen
-    again = start_host("tests.agents:slow_factory")
+    again = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     for sid, seq in statuses(project).items():  # compacted at start; nothing left running, no second end
         assert seq[-1] == "interrupted" and seq.count("interrupted") == 1, (sid, seq)
     sid = next(iter(seen))

@@ -14,7 +14,8 @@ second, ``hosting.protocol.Conversation._stream``). With it:
   from a viewer on another worker is sent there and handed to ``turn.io.deliver`` after the same checks
   the local path makes (owner, pending kind, request id).
 
-Redis trouble never reaches a viewer: sends and group changes are logged and dropped, the receive task
+Redis trouble never reaches a viewer: sends and group changes (each bounded by ``CALL_TIMEOUT``, so a frozen
+Redis counts as a failure, not a wait) are logged and dropped, the receive task
 retries with a backoff, and the viewer's stream still fills any gap from the event log (it reads the log
 on a sequence gap and after a second without events), so the worst case is today's polling.
 """
@@ -40,6 +41,7 @@ EVENT, ANSWER = "bridge.event", "bridge.answer"
 PUMP_IDLE = 5.0  # a pump with nothing to send checks whether its turn still runs this often
 RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)
 PAUSE = 5.0  # after a failed send or group change, skip the channel layer this long (one warning per outage)
+CALL_TIMEOUT = 2.0  # a send or group change Redis has not answered by then failed (a frozen Redis: FI5)
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (session ids are UUIDs)
 
 
@@ -226,7 +228,7 @@ class Bridge:
         if self._paused():
             return False
         try:
-            await self.layer.group_send(group, message)
+            await asyncio.wait_for(self.layer.group_send(group, message), CALL_TIMEOUT)
         except Exception as exc:
             self._failed(f"group_send to {group}", exc)
             return False
@@ -241,9 +243,9 @@ class Bridge:
             await asyncio.wait_for(self._ready.wait(), 10)
             assert self.channel is not None
             if action == "add":
-                await self.layer.group_add(group, self.channel)
+                await asyncio.wait_for(self.layer.group_add(group, self.channel), CALL_TIMEOUT)
             else:
-                await self.layer.group_discard(group, self.channel)
+                await asyncio.wait_for(self.layer.group_discard(group, self.channel), CALL_TIMEOUT)
         except Exception as exc:
             self._failed(f"group_{action} {group}", exc)
             return False

@@ -50,6 +50,7 @@ class HostConfig:
     pool_size: int = 128
     turn_timeout: float = 900.0
     answer_timeout: float = 3600.0
+    shutdown_grace: float = 30.0
     ws_ping_interval: float = 30.0
     ws_pong_timeout: float = 90.0
     signature_window: float = 300.0
@@ -228,6 +229,7 @@ YAML_KEYS: dict[str, Any] = {
     "pool_size": _int(1),
     "turn_timeout": _number(0.001),
     "answer_timeout": _number(0.001),
+    "shutdown_grace": _number(0),
     "ws_ping_interval": _number(0.01),
     "ws_pong_timeout": _number(0.01),
     "signature_window": _number(1),
@@ -428,6 +430,7 @@ def _validate(cfg: HostConfig) -> None:
     for key in ("max_turns_per_identity", "max_turns_per_ip", "max_ws_per_ip"):
         _int(0)(key, getattr(cfg, key))
     _networks("trusted_proxies", list(cfg.trusted_proxies))
+    _number(0)("shutdown_grace", cfg.shutdown_grace)
     if ":" not in cfg.agent:
         raise ConfigError(f"agent must be an import path 'module:attribute' (got {cfg.agent!r})")
     if cfg.relay_url is not None and not cfg.relay_url.startswith(("ws://", "wss://")):

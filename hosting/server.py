@@ -16,8 +16,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from hosting.config import ARGS_ENV, HostConfig
 from hosting.errors import ConfigError
@@ -43,6 +45,26 @@ def bind_socket(cfg: HostConfig) -> socket.socket:
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock
+
+
+def raise_fd_limit() -> tuple[int, int]:
+    """Lift the soft open-file limit to the hard one (every socket is a descriptor; soft is often 1024).
+
+    Workers inherit it. Returns the (old, new) soft limit; a refusal is logged, never fatal (FI12).
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+            return soft, soft
+        log.info("raised the open-file limit from %d to %d", soft, target)
+        return soft, target
+    return soft, soft
 
 
 def prepare(cfg: HostConfig) -> None:
@@ -72,6 +94,7 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
     runtime = get_runtime()  # load the agent before the first request
     runtime.start_maintenance()
     hooks: list[object] = []
+    drain = threading.current_thread() is threading.main_thread()  # signal handlers need the main thread
 
     def ready() -> None:
         hooks.append(start_bridge(runtime))
@@ -83,7 +106,7 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
     server = Server(
         application,
         endpoints=[f"fd:fileno={sock.fileno()}" + (":domain=INET6" if sock.family == socket.AF_INET6 else "")],
-        signal_handlers=True,
+        signal_handlers=not drain,  # ours drain running turns first; --reload serves off the main thread
         websocket_max_message_size=max(cfg.max_request_bytes, 1024 * 1024),
         websocket_max_frame_size=max(cfg.max_request_bytes, 1024 * 1024),
         ping_interval=max(cfg.ws_ping_interval, 1),
@@ -93,7 +116,60 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
         ready_callable=ready,
         verbosity=0,
     )
+    if drain:
+        _drain_on_signal(runtime, cfg.shutdown_grace)
     server.run()
+    if drain:
+        _abandon_stuck_turns(runtime)
+
+
+def _drain_on_signal(runtime: Any, grace: float) -> None:
+    """SIGTERM/SIGINT: refuse new turns (503), let running ones finish for ``grace`` s, then stop daphne.
+
+    A second SIGINT stops at once. Turns still running afterwards are recorded ``interrupted``
+    (``_abandon_stuck_turns``), so a deploy never waits on an agent that does not return (FI10).
+    """
+    from twisted.internet import reactor
+
+    deadline: list[float] = []
+
+    def check() -> None:
+        turns = runtime.turns
+        if (not turns.executing and not turns.active) or time.monotonic() >= deadline[0]:
+            reactor.callLater(0.2, reactor.stop)  # a moment for the last answers to go out
+        else:
+            reactor.callLater(0.1, check)
+
+    def begin(signum: int) -> None:
+        if deadline:  # a second Ctrl-C stops at once; a repeated SIGTERM (process group + supervisor) does not
+            if signum == signal.SIGINT:
+                reactor.stop()
+            return
+        deadline.append(time.monotonic() + grace)
+        runtime.turns.closing = True
+        running = len(runtime.turns.executing)
+        if running:
+            log.info("stopping: waiting up to %.0f s for %d running turn(s)", grace, running)
+        check()
+
+    def on_signal(signum: int, frame: object) -> None:
+        reactor.callFromThread(begin, signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+
+def _abandon_stuck_turns(runtime: Any) -> None:
+    """After the grace period: mark what still runs ``interrupted`` and exit 0 without joining its threads."""
+    if not runtime.turns.executing:
+        return
+    with runtime.store.write_lock():  # held until exit: an agent thread finishing now cannot write after us
+        marked = runtime.turns.interrupt_remaining()
+        log.warning("stopped with %d turn(s) still running; recorded %d as interrupted",
+                    len(runtime.turns.executing), marked)
+        runtime.eventlog.flush(timeout=2.0)  # the replay events queued so far (atexit will not run)
+        logging.shutdown()
+        os._exit(0)
 
 
 def start_bridge(runtime: object) -> object | None:
@@ -126,6 +202,7 @@ def run(cfg: HostConfig) -> None:
     if cfg.reload:
         _run_with_reloader(cfg)
         return
+    raise_fd_limit()
     sock = bind_socket(cfg)
     prepare(cfg)
     print_banner(cfg)
@@ -191,7 +268,7 @@ def _supervise(cfg: HostConfig, sock: socket.socket) -> None:
         for proc in workers.values():
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + cfg.shutdown_grace + 10  # the workers drain their turns first
         for proc in workers.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -25,6 +25,7 @@ from hosting.config import HostConfig
 from hosting.errors import (
     AgentFailed,
     HostError,
+    ServiceUnavailable,
     SessionBusy,
     SessionNotFound,
     TurnCancelled,
@@ -78,7 +79,7 @@ class TurnResult:
         }
 
 
-@dataclass
+@dataclass(eq=False)  # identity: turns go in sets
 class Turn:
     """A running turn, as the loop sees it."""
 
@@ -119,6 +120,8 @@ class TurnManager:
         self.hub = hub
         self.pool = pool
         self.active: dict[str, Turn] = {}
+        self.executing: set[Turn] = set()  # turns inside an agent thread (shutdown waits for them)
+        self.closing = False  # set on SIGTERM: new turns get 503 while running ones finish
 
     async def offload(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run blocking work that precedes a turn (admission) on the turn pool: one plain hand-off, without
@@ -140,10 +143,21 @@ class TurnManager:
 
         ``release`` (a concurrency slot of ``hosting.throttle``) is called once when the agent thread is
         done with the turn, or at once if the turn does not start.
+
+        A caller cancelled meanwhile (Django cancels the view of an HTTP client that hung up) does not
+        strand the ``running`` record being written: the turn still launches and ends like any other (FI8).
         """
+        starting = asyncio.ensure_future(self._start(request, interactive=interactive, release=release))
+        starting.add_done_callback(_retrieve)
+        return await asyncio.shield(starting)
+
+    async def _start(self, request: TurnRequest, *, interactive: bool,
+                     release: Callable[[], None] | None = None) -> Turn:
         loop = asyncio.get_running_loop()
         session_id = request.session_id or (request.session or {}).get("session_id") or str(uuid.uuid4())
         try:
+            if self.closing:
+                raise ServiceUnavailable()
             if session_id in self.active:
                 raise SessionBusy()
             self.active[session_id] = None  # type: ignore[assignment]  # reserve the id while we prepare
@@ -229,6 +243,13 @@ class TurnManager:
         return session, server_newer, int(previous_turn or 0) + 1, first_seq
 
     def _execute(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
+        self.executing.add(turn)
+        try:
+            return self._run_turn(turn, request, session, server_newer)
+        finally:
+            self.executing.discard(turn)
+
+    def _run_turn(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
         started = time.perf_counter()
         previous_turn = turn.number - 1
         try:
@@ -342,12 +363,36 @@ class TurnManager:
         if self.active.get(turn.session_id) is turn:
             del self.active[turn.session_id]
 
+    def interrupt_remaining(self) -> int:
+        """Shutdown after the grace period: record each turn still in an agent thread as ``interrupted``.
+
+        The caller holds ``store.write_lock()`` and exits without waiting for those threads, so none of
+        them can append a second terminal line after ours. Returns the number of records marked.
+        """
+        marked = 0
+        for turn in list(self.executing):
+            turn.io.cancelled.set()
+            try:
+                if self.store.get(turn.session_id, include_expired=True).status not in LIVE_STATUSES:
+                    continue  # already ended (a turn past turn_timeout whose thread is still stuck)
+                self.store.update(turn.session_id, status="interrupted", error="interrupted")
+                marked += 1
+            except (HostError, DoesNotExist):
+                log.error("could not record %s as interrupted; the next start will", turn.session_id)
+        return marked
+
     def _store_timeout(self, turn: Turn, error: HostError) -> None:
         try:
             self.store.update(turn.session_id, status="failed", error=error.message)
         except (HostError, DoesNotExist):
             log.error("could not store the timeout of %s", turn.session_id)
         self._terminal(turn, error.as_frame(session_id=turn.session_id))
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a start-up error as seen when nobody awaits it any more (the caller was cancelled)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _output_fields(result: TurnResult) -> dict[str, Any]:

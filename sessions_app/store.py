@@ -147,6 +147,7 @@ class SessionStore:
         self._inode: int | None = None
         self._skipped = 0
         self._last_compaction = 0.0
+        self._parked: dict[str, dict[str, Any]] = {}  # terminal records not written yet (see update)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
 
@@ -192,10 +193,20 @@ class SessionStore:
         data = dict(current.data)
         data.update(fields)
         data["updated_at"] = time.time()
-        if data.get("status") not in LIVE_STATUSES:
-            data.pop("pid", None)
-            data.pop("host", None)
-        return self._append(data)
+        if data.get("status") in LIVE_STATUSES:
+            return self._append(data)
+        data.pop("pid", None)
+        data.pop("host", None)
+        try:
+            return self._append(data)
+        except StorageUnavailable:
+            # The end of a turn could not be written (disk full, read-only): this process answers with it
+            # and writes it ahead of its next line, so the session is not left `running` (busy) for good.
+            with self._lock:
+                self._parked[session_id] = data
+                self._index[session_id] = SessionRecord(data)
+                self._ordered = None
+            raise
 
     # -- maintenance ---------------------------------------------------------------------------------
     def recover_interrupted(self) -> int:
@@ -235,6 +246,7 @@ class SessionStore:
             _fsync_dir(self.path.parent)
             st = os.stat(self.path)  # we just wrote exactly these records: no need to read them back
             self._index = {r.session_id: r for r in keep}
+            self._parked.clear()  # the index held them: they are in the new file now
             self._ordered = None
             self._offset, self._inode = st.st_size, st.st_ino
             self._last_compaction = now
@@ -249,6 +261,10 @@ class SessionStore:
         if time.time() - self._last_compaction < COMPACT_EVERY:
             return 0
         return self.compact(**kwargs)
+
+    def write_lock(self) -> threading.RLock:
+        """The lock every write of this process takes (held across a shutdown that abandons threads)."""
+        return self._lock
 
     @property
     def skipped_lines(self) -> int:
@@ -268,19 +284,27 @@ class SessionStore:
             return self._ordered
 
     def _append(self, data: dict[str, Any]) -> SessionRecord:
-        line = _encode(data)
         try:
             with self._lock, self._flocked():
+                parked = [d for sid, d in self._parked.items() if sid != data["session_id"]]
+                line = b"".join(_encode(d) for d in parked) + _encode(data)
                 fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
                     size = os.fstat(fd).st_size
                     if size and os.pread(fd, 1, size - 1) != b"\n":
-                        line = b"\n" + line  # never fuse with a torn line left by a crash
-                    written = os.write(fd, line)
-                    if written != len(line):
-                        raise OSError(errno.ENOSPC, "short write")
+                        size = _drop_torn_tail(fd, size, self.path)
+                    written = 0
+                    try:
+                        written = os.write(fd, line)
+                        if written != len(line):
+                            raise OSError(errno.ENOSPC, "short write")
+                    except OSError:
+                        if written:  # disk full mid-line: take the partial line back, never leave it torn
+                            os.ftruncate(fd, size)
+                        raise
                 finally:
                     os.close(fd)
+                self._parked.clear()
                 self._refresh(locked=True)
         except OSError as exc:
             log.error("cannot write %s: %s", self.path, exc)
@@ -356,6 +380,26 @@ class _FileLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+def _drop_torn_tail(fd: int, size: int, path: Path) -> int:
+    """Cut an unterminated last line (a write that never returned: a crash or a full disk) under the lock.
+
+    Writers append whole lines under ``flock``, so such a tail is never a write in progress; it is dropped
+    rather than ended with a newline, which would revive a record whose write never returned (FI3).
+    Returns the new size.
+    """
+    end = size
+    while end > 0:
+        start = max(0, end - 65536)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    log.warning("dropped an unfinished last line (%d bytes) in %s", size - end, path.name)
+    return end
 
 
 def _encode(data: dict[str, Any]) -> bytes:

@@ -76,6 +76,23 @@ def test_torn_and_garbage_lines_are_skipped(tmp_path):
     assert SessionStore(path).get("ok").status == "done"
 
 
+def test_an_unterminated_last_line_is_dropped_never_revived(tmp_path):
+    """A crash right before the newline leaves a whole JSON object without it: its write never returned."""
+    path = tmp_path / "r.jsonl"
+    now = int(time.time())
+    kept = {"session_id": "kept", "status": "done", "created": now, "expires": now + 99}
+    cut = {"session_id": "cut", "status": "done", "created": now, "expires": now + 99}
+    path.write_text(json.dumps(kept) + "\n" + json.dumps(cut))
+    store = SessionStore(path)
+    with pytest.raises(DoesNotExist):
+        store.get("cut")
+    store.create(session_id="new", prompt="p")
+    fresh = SessionStore(path)
+    assert {r.session_id for r in fresh.all()} == {"kept", "new"}
+    assert fresh.skipped_lines == 0
+    assert path.read_text().splitlines()[0] == json.dumps(kept)
+
+
 def test_recover_interrupted_marks_dead_writers_only(tmp_path):
     path = tmp_path / "r.jsonl"
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)

@@ -397,7 +397,7 @@ class Conversation:
             subscription.close()  # _stream subscribes again, then replays this turn from its first event
             if not owned:  # an id named before its first turn, taken by someone else: show nothing
                 return
-            prompt = turn.prompt if turn is not None else (record.data.get("prompt") if record is not None else None)
+            prompt = turn.prompt if turn is not None else (record.prompt if record is not None else None)
             if prompt:  # (a quick turn may already be over: its record still names the prompt)
                 await self.send({"type": "user_message", "content": prompt, "session_id": session_id})
             # The whole turn from its start: its first events may have come before we subscribed.

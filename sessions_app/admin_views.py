@@ -36,10 +36,10 @@ def _when(value: Any) -> str:
 
 
 def _row(record: SessionRecord) -> dict[str, Any]:
-    prompt = str(record.data.get("prompt") or "")
+    prompt = record.prompt
     return {"session_id": record.session_id, "status": record.status, "created": _when(record.created),
             "prompt": prompt[:120] + ("…" if len(prompt) > 120 else ""), "owner": record.owner or "anonymous",
-            "duration_ms": record.data.get("duration_ms")}
+            "duration_ms": record.get("duration_ms")}
 
 
 def search(store: SessionStore, *, status: str | None, query: str | None) -> list[SessionRecord]:
@@ -48,7 +48,7 @@ def search(store: SessionStore, *, status: str | None, query: str | None) -> lis
     if query:
         needle = query.strip().lower()
         found = [r for r in found
-                 if r.session_id.lower().startswith(needle) or needle in str(r.data.get("prompt") or "").lower()]
+                 if r.session_id.lower().startswith(needle) or needle in r.prompt.lower()]
     return list(found)
 
 

@@ -14,10 +14,10 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,40 +37,74 @@ class DoesNotExist(LookupError):
     """``SessionStore.get`` found no visible record with that id."""
 
 
-@dataclass(frozen=True, slots=True)
-class SessionRecord:
-    """One stored line. ``data`` is the full JSON object as written; fields are read from it."""
+_LONG = 512  # characters: a longer text field stays in the file, like the conversation
 
-    data: dict[str, Any]
+
+class SessionRecord:
+    """One stored line. Fields are read from ``data``, the full JSON object as written.
+
+    A record read from the file keeps only its small fields in memory (ids, status, times, owner, short
+    texts); the conversation (``session``) and long texts stay in the file, at a known place, and ``data``
+    reads them back when asked (a ``GET /sessions/{id}``, the next turn). So the index costs well under 1 KiB
+    per stored result instead of the whole conversation (~4 KiB for a short chat; HARDENING L10's flat RSS).
+    """
+
+    __slots__ = ("_head", "_full", "_where", "_store", "owner")
+
+    def __init__(self, data: dict[str, Any], *, where: tuple[int, int, int] | None = None,
+                 store: SessionStore | None = None) -> None:
+        self.owner: str | None = _owner_of(data)  # the signer who owns the session; None = anonymous
+        self._where = where  # (inode, offset, length) of the line, when it was read from or written to the file
+        self._store = store
+        if where is None or store is None:
+            self._head = self._full = data
+            return
+        head = {sys.intern(k): v for k, v in data.items()
+                if k != "session" and not (isinstance(v, str) and len(v) > _LONG)}
+        self._head = head
+        self._full: dict[str, Any] | None = head if len(head) == len(data) else None
+
+    @property
+    def data(self) -> dict[str, Any]:
+        if self._full is not None:
+            return self._full
+        assert self._store is not None and self._where is not None
+        return self._store._read_back(self)
 
     @property
     def session_id(self) -> str:
-        return self.data["session_id"]
+        return self._head["session_id"]
 
     @property
     def status(self) -> str:
-        return self.data.get("status", "")
+        return self._head.get("status", "")
 
     @property
     def created(self) -> float:
-        return float(self.data.get("created") or 0)
+        return float(self._head.get("created") or 0)
 
     @property
     def expires(self) -> float:
-        return float(self.data.get("expires") or 0)
+        return float(self._head.get("expires") or 0)
 
     @property
-    def owner(self) -> str | None:
-        """The signer who owns the session (``session.requester.address``); None = anonymous."""
-        owner = self.data.get("owner")
-        if owner is None:
-            requester = (self.data.get("session") or {}).get("requester") or {}
-            owner = requester.get("address")
-        return owner
+    def updated_at(self) -> float:
+        return float(self._head.get("updated_at") or self.created)
+
+    @property
+    def prompt(self) -> str:
+        prompt = self._head.get("prompt") if "prompt" in self._head else self.data.get("prompt")
+        return str(prompt or "")
 
     @property
     def session(self) -> dict[str, Any] | None:
         return self.data.get("session")
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """One field, without reading the file back when it is a small one."""
+        if key in self._head or self._full is not None:
+            return self._head.get(key, default)
+        return self.data.get(key, default)
 
     def visible(self, now: float) -> bool:
         """A record is visible while a turn is live or until it expires (PROTOCOL §5.5)."""
@@ -78,6 +112,29 @@ class SessionRecord:
 
     def summary(self) -> dict[str, Any]:
         return {"session_id": self.session_id, "status": self.status, "created": int(self.created)}
+
+    def _moved(self, where: tuple[int, int, int], store: SessionStore) -> SessionRecord:
+        """The same record at a new place (compaction rewrote the file)."""
+        moved = SessionRecord.__new__(SessionRecord)
+        moved.owner, moved._head, moved._full = self.owner, self._head, self._full
+        moved._where, moved._store = where, store
+        return moved
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SessionRecord) and other.data == self.data
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"SessionRecord({self.session_id!r}, status={self.status!r})"
+
+
+def _owner_of(data: dict[str, Any]) -> str | None:
+    owner = data.get("owner")
+    if owner is None:
+        requester = (data.get("session") or {}).get("requester") or {}
+        owner = requester.get("address") if isinstance(requester, dict) else None
+    return owner
 
 
 class QuerySet:
@@ -126,7 +183,7 @@ def _lookup(key: str, value: Any) -> Callable[[SessionRecord], bool]:
         return lambda r: r.owner == value
     if key == "prompt__icontains":
         needle = str(value).lower()
-        return lambda r: needle in str(r.data.get("prompt", "")).lower()
+        return lambda r: needle in r.prompt.lower()
     if key == "session_id__startswith":
         return lambda r: r.session_id.startswith(value)
     if key == "visible":
@@ -221,7 +278,7 @@ class SessionStore:
         now = time.time()
         for record in stale:  # a fresh expiry, so clients can still learn what happened
             self.update(record.session_id, status="interrupted", error="interrupted",
-                        result=record.data.get("result"), expires=int(now + self.result_ttl))
+                        result=record.get("result"), expires=int(now + self.result_ttl))
         if stale:
             log.warning("marked %d turn(s) left running by a stopped process as interrupted", len(stale))
         return len(stale)
@@ -237,15 +294,20 @@ class SessionStore:
             keep = [r for r in self._index.values() if r.visible(now)]
             dropped = [r for r in self._index.values() if not r.visible(now)]
             tmp = self.path.with_name(self.path.name + f".compact-{os.getpid()}")
+            index: dict[str, SessionRecord] = {}
             with open(tmp, "wb") as fh:
-                for record in sorted(keep, key=lambda r: r.data.get("updated_at", r.created)):
-                    fh.write(_encode(record.data))
+                inode = os.fstat(fh.fileno()).st_ino
+                for record in sorted(keep, key=lambda r: r.updated_at):
+                    line = self._raw_line(record)  # the stored bytes as they are: no decode, no encode
+                    where = (inode, fh.tell(), len(line))
+                    fh.write(line)
+                    index[record.session_id] = record._moved(where, self)
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.path.parent)
             st = os.stat(self.path)  # we just wrote exactly these records: no need to read them back
-            self._index = {r.session_id: r for r in keep}
+            self._index = index
             self._parked.clear()  # the index held them: they are in the new file now
             self._ordered = None
             self._offset, self._inode = st.st_size, st.st_ino
@@ -287,11 +349,16 @@ class SessionStore:
         try:
             with self._lock, self._flocked():
                 parked = [d for sid, d in self._parked.items() if sid != data["session_id"]]
-                line = b"".join(_encode(d) for d in parked) + _encode(data)
+                own = _encode(data)
+                line = b"".join(_encode(d) for d in parked) + own
                 fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
                 try:
-                    size = os.fstat(fd).st_size
-                    if size and os.pread(fd, 1, size - 1) != b"\n":
+                    st = os.fstat(fd)
+                    size = st.st_size
+                    # Our index already ends where the file ends (no other writer since our last read): our offset
+                    # sits just past a newline we parsed, so the tail needs no check and our own line no re-read.
+                    caught_up = st.st_ino == self._inode and size == self._offset
+                    if size and not caught_up and os.pread(fd, 1, size - 1) != b"\n":
                         size = _drop_torn_tail(fd, size, self.path)
                     written = 0
                     try:
@@ -305,14 +372,50 @@ class SessionStore:
                 finally:
                     os.close(fd)
                 self._parked.clear()
-                self._refresh(locked=True)
+                if caught_up:
+                    self._offset = size + written
+                    self._ordered = None
+                else:
+                    self._refresh(locked=True)
+                record = SessionRecord(data, where=(st.st_ino, size + written - len(own), len(own)), store=self)
+                self._index[record.session_id] = record
         except OSError as exc:
             log.error("cannot write %s: %s", self.path, exc)
             raise StorageUnavailable() from exc
-        record = SessionRecord(data)
-        with self._lock:
-            self._index[record.session_id] = record
         return record
+
+    def _raw_line(self, record: SessionRecord) -> bytes:
+        """The record's stored line (with its newline); re-encoded for a record never written (parked)."""
+        if record._where is None:
+            return _encode(record.data)
+        inode, offset, length = record._where
+        if inode == self._inode:
+            with open(self.path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_ino == inode:
+                    raw = os.pread(fh.fileno(), length, offset)
+                    if len(raw) == length and raw.endswith(b"\n"):
+                        return raw
+        return _encode(self._read_back(record))
+
+    def _read_back(self, record: SessionRecord) -> dict[str, Any]:
+        """The full object of a record whose large fields stayed in the file."""
+        inode, offset, length = record._where  # type: ignore[misc]
+        try:
+            with open(self.path, "rb") as fh:
+                if os.fstat(fh.fileno()).st_ino == inode:
+                    data = _decode_data(os.pread(fh.fileno(), length, offset))
+                    if data is not None and data.get("session_id") == record.session_id:
+                        return data
+        except OSError as exc:
+            log.error("cannot read %s: %s", self.path, exc)
+            raise StorageUnavailable() from exc
+        # Another process compacted the file since this record was read: find its line in the new file.
+        with self._lock:
+            self._refresh()
+            fresh = self._index.get(record.session_id)
+        if fresh is not None and fresh is not record and fresh._where != record._where:
+            return fresh.data
+        return dict(record._head)  # gone (expired and compacted away): what the index still knows
 
     def _flocked(self):
         return _FileLock(self._lock_path)
@@ -354,10 +457,14 @@ class SessionStore:
         body = chunk[: end + 1]
         self._offset = offset + end + 1
         self._ordered = None
+        inode = self._inode or 0
+        position = offset
         for raw in body.split(b"\n"):
+            where = (inode, position, len(raw) + 1)
+            position += len(raw) + 1
             if not raw.strip():
                 continue
-            record = _decode(raw)
+            record = _decode(raw, where=where, store=self)
             if record is None:
                 self._skipped += 1
                 log.warning("skipped an unreadable line in %s near byte %d", self.path.name, offset)
@@ -408,18 +515,24 @@ def _encode(data: dict[str, Any]) -> bytes:
     )
 
 
-def _decode(raw: bytes) -> SessionRecord | None:
+def _decode(raw: bytes, *, where: tuple[int, int, int] | None = None,
+            store: SessionStore | None = None) -> SessionRecord | None:
+    data = _decode_data(raw)
+    return None if data is None else SessionRecord(data, where=where, store=store)
+
+
+def _decode_data(raw: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         return None
     if not isinstance(data, dict) or not isinstance(data.get("session_id"), str):
         return None
-    return SessionRecord(data)
+    return data
 
 
 def _writer_alive(record: SessionRecord) -> bool:
-    pid, host = record.data.get("pid"), record.data.get("host")
+    pid, host = record.get("pid"), record.get("host")
     if not isinstance(pid, int) or host != _HOST:
         return False
     if pid == os.getpid():
@@ -445,6 +558,6 @@ def iter_lines(path: Path) -> Iterable[dict[str, Any]]:
     """Every parseable record of a JSONL file in order (for tools and tests)."""
     with open(path, "rb") as fh:
         for raw in fh:
-            record = _decode(raw)
-            if record is not None:
-                yield record.data
+            data = _decode_data(raw)
+            if data is not None:
+                yield data

@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import threading
 import time
@@ -87,6 +88,44 @@ class Stats:
         return out
 
 
+FOOTPRINT = """
+import json, sys, tracemalloc, psutil
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from sessions_app.store import SessionStore
+before = psutil.Process().memory_info().rss
+tracemalloc.start()
+store = SessionStore(Path(sys.argv[1]), result_ttl=86400)
+records = len(store.filter(visible=True))
+traced = tracemalloc.get_traced_memory()[0]
+print(json.dumps({"records": records, "traced_mib": traced / 2**20,
+                  "rss_mib": (psutil.Process().memory_info().rss - before) / 2**20}))
+"""
+
+
+def store_footprint(path: Path) -> dict[str, Any]:
+    """What the stored results cost in memory: the same JSONL loaded into a fresh ``SessionStore`` (another
+    process, tracemalloc on). By design the host keeps every result in its index for ``result_ttl``."""
+    if not path.exists():
+        return {}
+    result = subprocess.run([sys.executable, "-c", FOOTPRINT, str(path), str(REPO)], capture_output=True, text=True,
+                            timeout=300)
+    return json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-500:]}
+
+
+def fd_kinds(pid: int) -> dict[str, int]:
+    """The server's open fds by what they point at (``/proc/<pid>/fd``; files by name under the project)."""
+    kinds: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                kind = target.split(":")[0] if ":" in target and not target.startswith("/") else (
+                    "/".join(Path(target).parts[-2:]) if "/.co/" in target else target)
+                kinds[kind] = kinds.get(kind, 0) + 1
+    return dict(sorted(kinds.items()))
+
+
 def process_figures(pid: int) -> tuple[int, int, int]:
     """RSS bytes, open fds and threads of the server process and its children."""
     rss = fds = threads = 0
@@ -110,6 +149,7 @@ class Soak:
         self.samples: list[dict[str, Any]] = []
         self.reports: list[dict[str, Any]] = []
         self.ws_url = f"ws://127.0.0.1:{server.port}/ws"
+        self.store_path = server.folder / ".co" / "session_results.jsonl"
 
     # -- operations: each returns (ok, note) --------------------------------------------------------------
     async def http(self, client: httpx.AsyncClient) -> None:
@@ -238,8 +278,11 @@ class Soak:
     def sampler(self, stop: threading.Event, began: float) -> None:
         while not stop.is_set():
             rss, fds, threads = process_figures(self.server.proc.pid)
+            stored = 0
+            with contextlib.suppress(OSError):
+                stored = self.store_path.stat().st_size
             self.samples.append({"t": round(time.monotonic() - began, 1), "rss_mib": round(rss / 2**20, 2),
-                                 "fds": fds, "threads": threads})
+                                 "fds": fds, "threads": threads, "store_mib": round(stored / 2**20, 2)})
             stop.wait(5)
 
     def report(self, elapsed: float, window: float, final: bool = False) -> None:
@@ -342,7 +385,19 @@ def main() -> None:
     print(f"soak: {args.minutes:g} min at {args.rate:g} ops/s (≤ {args.inflight} in flight), mix "
           + ", ".join(f"{k} {w}%" for k, w in MIX), flush=True)
     with Server("ours", agent="soak", extra=LIMIT_ARGS) as server:
-        result = asyncio.run(Soak(server, args).run())
+        soak = Soak(server, args)
+        fds_before = fd_kinds(server.proc.pid)
+        result = asyncio.run(soak.run())
+        time.sleep(2)  # closed sockets settle
+        result["fd_kinds"] = {"before": fds_before, "after": fd_kinds(server.proc.pid)}
+        # The store's index at the end and at the warm-up mark (the JSONL up to the size sampled then).
+        warm = next((x for x in result["samples"] if x["t"] >= args.warmup), result["samples"][-1])
+        head = server.folder / "warmup.jsonl"
+        with open(soak.store_path, "rb") as src, open(head, "wb") as dst:
+            data = src.read(int(warm.get("store_mib", 0) * 2**20))
+            dst.write(data[:data.rfind(b"\n") + 1])
+        result["store_end"] = store_footprint(soak.store_path)
+        result["store_warmup"] = store_footprint(head)
     result["growth"] = growth(result["samples"], args.warmup)
     total = result["total"]
     result["valid_requests"] = sum(total.get(k, {}).get("count", 0) for k in VALID)
@@ -358,6 +413,13 @@ def main() -> None:
     print(f"after {g['from_t']:.0f} s: RSS {g['rss_start_mib']:.1f} -> {g['rss_end_mib']:.1f} MiB "
           f"({g['rss_growth_pct']:+.2f}%, peak {g['rss_peak_mib']:.1f}); fds {g['fds_start']} -> {g['fds_end']} "
           f"(range {g['fds_min']}-{g['fds_max']})")
+    end, warm = result.get("store_end", {}), result.get("store_warmup", {})
+    if "traced_mib" in end and "traced_mib" in warm:
+        print(f"stored results: {warm['records']} -> {end['records']} records; their index in a fresh process "
+              f"{warm['rss_mib']:.1f} -> {end['rss_mib']:.1f} MiB RSS ({warm['traced_mib']:.1f} -> "
+              f"{end['traced_mib']:.1f} MiB traced): {end['rss_mib'] - warm['rss_mib']:+.1f} MiB of the host's "
+              f"{g['rss_end_mib'] - g['rss_start_mib']:+.1f} MiB growth")
+    print(f"server fds idle before: {result['fd_kinds']['before']}\n            idle after:  {result['fd_kinds']['after']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))

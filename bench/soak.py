@@ -31,10 +31,12 @@ import json
 import os
 import platform
 import random
-import subprocess
+import signal
 import sys
+import tempfile
 import threading
 import time
+import tracemalloc
 import uuid
 from pathlib import Path
 from typing import Any
@@ -88,29 +90,38 @@ class Stats:
         return out
 
 
-FOOTPRINT = """
-import json, sys, tracemalloc, psutil
-from pathlib import Path
-sys.path.insert(0, sys.argv[2])
-from sessions_app.store import SessionStore
-before = psutil.Process().memory_info().rss
-tracemalloc.start()
-store = SessionStore(Path(sys.argv[1]), result_ttl=86400)
-records = len(store.filter(visible=True))
-traced = tracemalloc.get_traced_memory()[0]
-print(json.dumps({"records": records, "traced_mib": traced / 2**20,
-                  "rss_mib": (psutil.Process().memory_info().rss - before) / 2**20}))
-"""
+class TracedServer(Server):
+    """Our host under ``bench/traced_host.py``: tracemalloc on, a snapshot per SIGUSR1."""
+
+    def command(self) -> list[str]:
+        return [part if part != str(REPO / "manage.py") else str(REPO / "bench" / "traced_host.py")
+                for part in super().command()]
 
 
-def store_footprint(path: Path) -> dict[str, Any]:
-    """What the stored results cost in memory: the same JSONL loaded into a fresh ``SessionStore`` (another
-    process, tracemalloc on). By design the host keeps every result in its index for ``result_ttl``."""
-    if not path.exists():
-        return {}
-    result = subprocess.run([sys.executable, "-c", FOOTPRINT, str(path), str(REPO)], capture_output=True, text=True,
-                            timeout=300)
-    return json.loads(result.stdout) if result.returncode == 0 else {"error": result.stderr[-500:]}
+def snapshot(pid: int, folder: Path, number: int, timeout: float = 180) -> Path | None:
+    os.kill(pid, signal.SIGUSR1)
+    target = folder / f"snapshot-{number}.trace"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not target.exists():
+        time.sleep(0.5)
+    return target if target.exists() else None
+
+
+def trace_growth(first: Path, last: Path, top: int = 15) -> dict[str, Any]:
+    """Where traced memory grew between the warm-up snapshot and the idle end, by line and by file."""
+    a, b = tracemalloc.Snapshot.load(str(first)), tracemalloc.Snapshot.load(str(last))
+    total = sum(s.size for s in b.statistics("filename")) - sum(s.size for s in a.statistics("filename"))
+
+    def rows(key: str) -> list[dict[str, Any]]:
+        return [{"where": str(d.traceback[0]) if key == "lineno" else d.traceback[0].filename,
+                 "grew_kib": round(d.size_diff / 1024, 1), "blocks": d.count_diff}
+                for d in b.compare_to(a, key)[:top]]
+
+    stacks = [{"grew_kib": round(d.size_diff / 1024, 1), "blocks": d.count_diff,
+               "stack": [str(frame) for frame in d.traceback][-8:]}
+              for d in b.compare_to(a, "traceback")[:8]] if len(b.traces) and b.traceback_limit > 1 else []
+    return {"traced_growth_mib": round(total / 2**20, 2), "by_line": rows("lineno"), "by_file": rows("filename"),
+            "by_stack": stacks}
 
 
 def fd_kinds(pid: int) -> dict[str, int]:
@@ -150,6 +161,8 @@ class Soak:
         self.reports: list[dict[str, Any]] = []
         self.ws_url = f"ws://127.0.0.1:{server.port}/ws"
         self.store_path = server.folder / ".co" / "session_results.jsonl"
+        self.trace_dir: Path | None = None
+        self.traced_warm: Path | None = None
 
     # -- operations: each returns (ok, note) --------------------------------------------------------------
     async def http(self, client: httpx.AsyncClient) -> None:
@@ -344,6 +357,8 @@ class Soak:
                     task = asyncio.create_task(one(self.rng.choices(kinds, weights)[0]))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
+                if self.trace_dir is not None and not self.traced_warm and now - began >= args.warmup:
+                    self.traced_warm = await asyncio.to_thread(snapshot, self.server.proc.pid, self.trace_dir, 1)
                 if now >= next_report:
                     self.report(now - began, now - window_start)
                     window_start, next_report = now, next_report + args.report
@@ -378,26 +393,28 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, help="seconds before RSS/fd growth is measured (default 120, "
                                                      "or a fifth of a run shorter than 10 minutes)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--tracemalloc", action="store_true",
+                        help="run the host under tracemalloc and report where memory grew after the warm-up "
+                             "(slower: the figures are for leak hunting, not latency)")
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "soak.json"))
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = 120.0 if args.minutes >= 10 else args.minutes * 60 / 5
     print(f"soak: {args.minutes:g} min at {args.rate:g} ops/s (≤ {args.inflight} in flight), mix "
           + ", ".join(f"{k} {w}%" for k, w in MIX), flush=True)
-    with Server("ours", agent="soak", extra=LIMIT_ARGS) as server:
+    trace_tmp = tempfile.TemporaryDirectory(prefix="soak-trace-") if args.tracemalloc else None
+    if trace_tmp is not None:
+        os.environ["SOAK_TRACE_DIR"] = trace_tmp.name
+    with (TracedServer if args.tracemalloc else Server)("ours", agent="soak", extra=LIMIT_ARGS) as server:
         soak = Soak(server, args)
+        soak.trace_dir = Path(trace_tmp.name) if trace_tmp is not None else None
         fds_before = fd_kinds(server.proc.pid)
         result = asyncio.run(soak.run())
         time.sleep(2)  # closed sockets settle
         result["fd_kinds"] = {"before": fds_before, "after": fd_kinds(server.proc.pid)}
-        # The store's index at the end and at the warm-up mark (the JSONL up to the size sampled then).
-        warm = next((x for x in result["samples"] if x["t"] >= args.warmup), result["samples"][-1])
-        head = server.folder / "warmup.jsonl"
-        with open(soak.store_path, "rb") as src, open(head, "wb") as dst:
-            data = src.read(int(warm.get("store_mib", 0) * 2**20))
-            dst.write(data[:data.rfind(b"\n") + 1])
-        result["store_end"] = store_footprint(soak.store_path)
-        result["store_warmup"] = store_footprint(head)
+        if soak.traced_warm is not None:
+            end = snapshot(server.proc.pid, soak.trace_dir, 2)
+            result["tracemalloc"] = trace_growth(soak.traced_warm, end) if end else {"error": "no end snapshot"}
     result["growth"] = growth(result["samples"], args.warmup)
     total = result["total"]
     result["valid_requests"] = sum(total.get(k, {}).get("count", 0) for k in VALID)
@@ -405,6 +422,7 @@ def main() -> None:
     result["config"] = vars(args) | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                      "cpus": os.cpu_count(), "machine": platform.platform(),
                                      "python": platform.python_version(),
+                                     "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX"),
                                      "command": " ".join([Path(sys.executable).name, *sys.argv])}
     g = result["growth"]
     print(f"\nvalid requests {result['valid_requests']}, errors {result['valid_errors']} "
@@ -413,13 +431,16 @@ def main() -> None:
     print(f"after {g['from_t']:.0f} s: RSS {g['rss_start_mib']:.1f} -> {g['rss_end_mib']:.1f} MiB "
           f"({g['rss_growth_pct']:+.2f}%, peak {g['rss_peak_mib']:.1f}); fds {g['fds_start']} -> {g['fds_end']} "
           f"(range {g['fds_min']}-{g['fds_max']})")
-    end, warm = result.get("store_end", {}), result.get("store_warmup", {})
-    if "traced_mib" in end and "traced_mib" in warm:
-        print(f"stored results: {warm['records']} -> {end['records']} records; their index in a fresh process "
-              f"{warm['rss_mib']:.1f} -> {end['rss_mib']:.1f} MiB RSS ({warm['traced_mib']:.1f} -> "
-              f"{end['traced_mib']:.1f} MiB traced): {end['rss_mib'] - warm['rss_mib']:+.1f} MiB of the host's "
-              f"{g['rss_end_mib'] - g['rss_start_mib']:+.1f} MiB growth")
     print(f"server fds idle before: {result['fd_kinds']['before']}\n            idle after:  {result['fd_kinds']['after']}")
+    traced = result.get("tracemalloc", {})
+    if "by_line" in traced:
+        print(f"tracemalloc, warm-up -> idle end: {traced['traced_growth_mib']:+.2f} MiB traced; top lines:")
+        for row in traced["by_line"][:12]:
+            print(f"    {row['grew_kib']:+10.1f} KiB {row['blocks']:+8} blocks  {row['where']}")
+        for row in traced["by_stack"][:5]:
+            print(f"    {row['grew_kib']:+10.1f} KiB {row['blocks']:+8} blocks  allocated at (innermost last):")
+            for frame in row["stack"]:
+                print(f"        {frame}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2, default=str))

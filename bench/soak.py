@@ -422,7 +422,7 @@ def main() -> None:
     result["config"] = vars(args) | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                      "cpus": os.cpu_count(), "machine": platform.platform(),
                                      "python": platform.python_version(),
-                                     "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX"),
+                                     "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
                                      "command": " ".join([Path(sys.executable).name, *sys.argv])}
     g = result["growth"]
     print(f"\nvalid requests {result['valid_requests']}, errors {result['valid_errors']} "

@@ -2,12 +2,13 @@
 
     python bench/traced_host.py runhost <agent> --port P ...
 
-``SIGUSR1`` writes a snapshot to ``$SOAK_TRACE_DIR/snapshot-<n>.trace`` (n counts from 1; written to a temp
+``SIGUSR1`` collects garbage, then writes a snapshot to ``$SOAK_TRACE_DIR/snapshot-<n>.trace`` (n counts from 1; written to a temp
 name, then renamed, so a reader never sees half a file). ``SOAK_TRACE_FRAMES`` frames per allocation (1).
 """
 
 from __future__ import annotations
 
+import gc
 import os
 import runpy
 import signal
@@ -28,6 +29,7 @@ def _dump(signum: int, frame: object) -> None:
     target = Path(os.environ.get("SOAK_TRACE_DIR", ".")) / f"snapshot-{_count}.trace"
 
     def write() -> None:
+        gc.collect()  # cyclic garbage is not a leak: count only what is still reachable
         snapshot = tracemalloc.take_snapshot().filter_traces((tracemalloc.Filter(False, tracemalloc.__file__),))
         snapshot.dump(str(target) + ".tmp")
         os.replace(str(target) + ".tmp", target)

@@ -77,3 +77,20 @@ class FloodAgent:
 
 def flood_factory() -> FloodAgent:
     return FloodAgent()
+
+
+def soak_factory() -> Any:
+    """The demo agent (tools, streamed events, ``save a note: x`` asks approval) plus two bench prompts:
+    ``sleep N`` blocks the turn's thread N seconds first (a slow provider), ``fail`` raises (a broken agent)."""
+    from hosting.demo import DemoAgent
+
+    class SoakAgent(DemoAgent):
+        def input(self, prompt: str, session: dict[str, Any] | None = None, images: list[str] | None = None) -> str:
+            words = prompt.split()
+            if len(words) == 2 and words[0] == "sleep":
+                time.sleep(min(float(words[1]), 30.0))
+            elif prompt == "fail":
+                raise RuntimeError("soak: a deliberately failing turn")
+            return super().input(prompt, session=session, images=images)
+
+    return SoakAgent()

@@ -130,6 +130,7 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"TrustLevelEnum": ["stranger", "contact", "whitelist", "blocked"]},
+    "APPEND_COMPONENTS": {"securitySchemes": {"adminBearer": {"type": "http", "scheme": "bearer"}}},
 }
 
 LANGUAGE_CODE = "en-us"

@@ -163,6 +163,9 @@ def read_session_files(*folders: Path) -> list[dict[str, Any]]:
 
 # -- schema pieces -----------------------------------------------------------------------------------
 
+# Bearer token (``OPENONION_API_KEY`` / ``admin_token``); signed ``X-Co-*`` headers from an admin are the other way in
+# (PROTOCOL §3.4), described in the summaries: OpenAPI has no scheme for a per-request signature.
+BEARER = [{"adminBearer": []}]
 ADMIN_ERRORS = {
     401: OpenApiResponse(ERROR, description="no valid bearer token or signature"),
     403: OpenApiResponse(ERROR, description="no admin secret configured, or the signer is not an admin"),
@@ -185,8 +188,9 @@ SIGNED_BODY = inline_serializer("SignedAdminRequest", {
 
 class AdminLogsView(APIView):
     @extend_schema(
-        summary="Tail of the agent's activity log",
-        parameters=[OpenApiParameter("lines", int, description=f"lines to return (1-{MAX_LINES})",
+        summary="Tail of the agent's activity log", auth=BEARER,
+        parameters=[OpenApiParameter("lines", {"type": "integer", "minimum": 1, "maximum": MAX_LINES},
+                                     description=f"lines to return (1-{MAX_LINES})",
                                      default=DEFAULT_LINES)],
         responses={(200, "text/plain"): OpenApiTypes.STR, 400: ERROR, **ADMIN_ERRORS,
                    404: OpenApiResponse(ERROR, description="no log file yet")},
@@ -205,7 +209,7 @@ class AdminLogsView(APIView):
 
 class AdminSessionsView(APIView):
     @extend_schema(
-        summary="Saved conversations from .co/evals and .co/sessions",
+        summary="Saved conversations from .co/evals and .co/sessions", auth=BEARER,
         responses={200: inline_serializer("AdminSessions", {"sessions": serializers.ListField(
             child=inline_serializer("AdminSession", {
                 "name": serializers.CharField(required=False),

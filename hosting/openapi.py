@@ -73,7 +73,8 @@ session_detail_schema = extend_schema(
 session_list_schema = extend_schema(
     summary="Stored sessions the caller may read, newest first",
     operation_id="sessions_list",
-    parameters=[OpenApiParameter("limit", int, description="1-1000", default=100)],
+    parameters=[OpenApiParameter("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, description="1-1000",
+                                 default=100)],
     responses={200: inline_serializer("SessionList", {"sessions": serializers.ListField(child=SESSION_SUMMARY)}),
                **_errors(400, 401, 403)},
 )

@@ -67,3 +67,75 @@ async def _reply(send: Any, status: int, message: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
     await send({"type": "http.response.body", "body": body})
+
+
+# --- the same cap at daphne's HTTP layer --------------------------------------------------------------------
+
+class _Discard:
+    """Where the body of a refused request goes: nowhere (no memory, no temp file)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def seek(self, *args: Any) -> int:
+        return 0
+
+    def read(self, *args: Any) -> bytes:
+        return b""
+
+    def close(self) -> None:
+        pass
+
+
+def install_daphne_body_cap(max_bytes: int) -> None:
+    """Make daphne refuse an oversize body while it arrives, not after buffering it.
+
+    daphne (twisted) reads a whole request body, into a temp file past 100 kB, before it calls the ASGI app,
+    so ``BodyLimitMiddleware`` alone answers 413 only after a declared 1 GiB has been written to disk. Here
+    the request object answers 413 and closes the connection as soon as ``Content-Length`` (or, for a chunked
+    body, the bytes received) passes the cap, and discards whatever still arrives. Installed by ``runhost``
+    (it serves with daphne's ``Server``, whose HTTP factory this swaps for one making these requests).
+    """
+    from daphne import http_protocol
+    from daphne import server as daphne_server
+
+    class CappedWebRequest(http_protocol.WebRequest):
+        _received = 0
+        _refused = False
+
+        def gotLength(self, length: int | None) -> None:
+            if length is not None and length > max_bytes:
+                self._refuse()
+                return
+            super().gotLength(length)
+
+        def handleContentChunk(self, data: bytes) -> None:
+            if self._refused:
+                return
+            self._received += len(data)
+            if self._received > max_bytes:
+                self._refuse()
+                return
+            super().handleContentChunk(data)
+
+        def _refuse(self) -> None:
+            self._refused = True
+            self.content = _Discard()
+            body = json.dumps({"error": "request body too large"}).encode()
+            transport = self.channel.transport if self.channel is not None else None
+            if transport is not None:
+                transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: application/json\r\n"
+                                b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
+                transport.loseConnection()
+
+        def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+            if not self._refused:  # a refused request has had its answer; it never reaches the app
+                super().requestReceived(command, path, version)
+
+    class CappedHTTPFactory(http_protocol.HTTPFactory):
+        def buildProtocol(self, addr: Any) -> Any:
+            protocol = super().buildProtocol(addr)
+            protocol.requestFactory = CappedWebRequest
+            return protocol
+
+    daphne_server.HTTPFactory = CappedHTTPFactory

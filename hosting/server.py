@@ -89,6 +89,7 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
     from daphne.server import Server
 
     from connectonion_site.asgi import application
+    from hosting.limits import install_daphne_body_cap
     from hosting.runtime import get_runtime
 
     runtime = get_runtime()  # load the agent before the first request
@@ -103,6 +104,7 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
         elif runtime.config.relay_url:
             runtime.relay_state = "on worker 0"  # /health on the other workers: the announcer holds the link
 
+    install_daphne_body_cap(cfg.max_request_bytes)
     server = Server(
         application,
         endpoints=[f"fd:fileno={sock.fileno()}" + (":domain=INET6" if sock.family == socket.AF_INET6 else "")],

@@ -55,7 +55,7 @@ class Runtime:
         return int(time.monotonic() - self.started_at)
 
     def maintain(self) -> None:
-        """Drop expired results, their uploads and old replay events (start-up, then hourly)."""
+        """Drop expired results, their uploads and old replay events (start-up, then periodically)."""
         from hosting.uploads import purge_old_uploads
 
         ttl = self.config.result_ttl
@@ -63,8 +63,12 @@ class Runtime:
         purge_old_uploads(self.config.uploads_dir, older_than=ttl)
         self.eventlog.purge(older_than=time.time() - 2 * ttl)
 
-    def start_maintenance(self, every: float = 3600.0) -> None:
-        """Run ``maintain`` periodically on a daemon thread (never on the event loop)."""
+    def start_maintenance(self, every: float | None = None) -> None:
+        """Run ``maintain`` periodically on a daemon thread (never on the event loop): hourly, or every quarter of
+        ``result_ttl`` when that is shorter (at least a minute), so expired results, their uploads and their
+        index entries are gone soon after they expire, whatever the TTL."""
+        if every is None:
+            every = min(3600.0, max(60.0, self.config.result_ttl / 4))
 
         def loop() -> None:
             while True:

@@ -22,6 +22,16 @@ MANAGE = REPO / "manage.py"
 NO_TURN_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0")
 
 
+def redis_up(address: tuple[str, int] = ("127.0.0.1", 6379)) -> bool:
+    """Whether a Redis answers PING there (tests that need it skip, with that reason, when not)."""
+    try:
+        with socket.create_connection(address, timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

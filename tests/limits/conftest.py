@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from typing import Any
 
@@ -10,21 +9,13 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
+from tests.conftest import redis_up
 from trust.signing import sign_payload
 
 REDIS = ("127.0.0.1", 6379)
 OTHER_IP = "127.0.0.2"  # a second client address on loopback (Linux routes all of 127/8 to lo)
 NO_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0",
              "--max-ws-per-ip", "0")
-
-
-def redis_up() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def need_redis() -> None:

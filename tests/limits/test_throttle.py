@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import time
@@ -24,18 +23,9 @@ from hosting.throttle import (
     client_address,
     parse_networks,
 )
-from tests.conftest import MANAGE, free_port, host_env
+from tests.conftest import MANAGE, free_port, host_env, redis_up
 
 REDIS_URL = "redis://127.0.0.1:6379/13"
-
-
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def test_bucket_admits_the_burst_then_refuses_with_the_wait():
@@ -137,7 +127,7 @@ def test_unreachable_redis_falls_back_to_per_process_buckets_with_one_warning(ca
 
 @pytest.mark.redis
 def test_redis_buckets_are_shared_between_clients():
-    if not _redis_up():
+    if not redis_up():
         pytest.skip("no Redis at 127.0.0.1:6379 (this test needs a real one)")
     prefix = f"connectonion:test:{uuid.uuid4().hex}:"
     one, two = RedisBuckets(REDIS_URL, prefix=prefix), RedisBuckets(REDIS_URL, prefix=prefix)

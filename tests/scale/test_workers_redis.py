@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import statistics
 import time
 from collections import Counter
@@ -21,7 +20,7 @@ import httpx
 import pytest
 import websockets
 
-from tests.conftest import NO_TURN_LIMITS
+from tests.conftest import NO_TURN_LIMITS, redis_up
 from tests.ws.conftest import WS
 
 REDIS = ("127.0.0.1", 6379)
@@ -29,18 +28,9 @@ REDIS_DB = 13  # channels_redis keys only, all with expiries
 pytestmark = pytest.mark.slow
 
 
-def _redis_up() -> bool:
-    try:
-        with socket.create_connection(REDIS, timeout=1) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def host(tmp_path_factory):
-    if not _redis_up():
+    if not redis_up():
         pytest.skip(f"no Redis at {REDIS[0]}:{REDIS[1]} (these tests need a real one)")
     from tests.conftest import HostProcess
 

@@ -37,73 +37,61 @@ class DoesNotExist(LookupError):
     """``SessionStore.get`` found no visible record with that id."""
 
 
-_LONG = 512  # characters: a longer text field stays in the file, like the conversation
-
-
 class SessionRecord:
     """One stored line. Fields are read from ``data``, the full JSON object as written.
 
-    A record read from the file keeps only its small fields in memory (ids, status, times, owner, short
-    texts); the conversation (``session``) and long texts stay in the file, at a known place, and ``data``
-    reads them back when asked (a ``GET /sessions/{id}``, the next turn). So the index costs well under 1 KiB
-    per stored result instead of the whole conversation (~4 KiB for a short chat; HARDENING L10's flat RSS).
+    A record read from (or written to) the file keeps in memory only what the index needs to answer lookups
+    and filters: id, status, times, owner, the live turn's pid/host, and where its line is. Everything else
+    (the prompt, the result, the conversation) stays in the file and ``data`` reads it back when asked (a
+    ``GET /sessions/{id}``, the next turn). So the index costs a few hundred bytes per stored result instead of
+    the whole record (~4 KiB for a short chat), and a host's RSS grows with retention only that much (L10).
     """
 
-    __slots__ = ("_head", "_full", "_where", "_store", "owner")
+    __slots__ = ("session_id", "status", "created", "expires", "owner", "pid", "host",
+                 "_inode", "_offset", "_length", "_store", "_full")
 
     def __init__(self, data: dict[str, Any], *, where: tuple[int, int, int] | None = None,
                  store: SessionStore | None = None) -> None:
-        self.owner: str | None = _owner_of(data)  # the signer who owns the session; None = anonymous
-        self._where = where  # (inode, offset, length) of the line, when it was read from or written to the file
+        self.session_id: str = data["session_id"]
+        status = data.get("status")
+        self.status: str = sys.intern(status) if isinstance(status, str) else ""
+        self.created = _number(data.get("created"))
+        self.expires = _number(data.get("expires"))
+        owner = _owner_of(data)
+        self.owner: str | None = sys.intern(owner) if isinstance(owner, str) else None  # the owning signer
+        live = self.status in LIVE_STATUSES
+        self.pid = data.get("pid") if live else None  # which process runs the turn (crash recovery)
+        host = data.get("host") if live else None
+        self.host = sys.intern(host) if isinstance(host, str) else None
         self._store = store
         if where is None or store is None:
-            self._head = self._full = data
-            return
-        head = {sys.intern(k): v for k, v in data.items()
-                if k != "session" and not (isinstance(v, str) and len(v) > _LONG)}
-        self._head = head
-        self._full: dict[str, Any] | None = head if len(head) == len(data) else None
+            self._inode = self._offset = self._length = -1
+            self._full: dict[str, Any] | None = data  # never written (parked) or not from a store
+        else:
+            self._inode, self._offset, self._length = where
+            self._full = None
 
     @property
     def data(self) -> dict[str, Any]:
         if self._full is not None:
             return self._full
-        assert self._store is not None and self._where is not None
+        assert self._store is not None
         return self._store._read_back(self)
 
     @property
-    def session_id(self) -> str:
-        return self._head["session_id"]
-
-    @property
-    def status(self) -> str:
-        return self._head.get("status", "")
-
-    @property
-    def created(self) -> float:
-        return float(self._head.get("created") or 0)
-
-    @property
-    def expires(self) -> float:
-        return float(self._head.get("expires") or 0)
-
-    @property
-    def updated_at(self) -> float:
-        return float(self._head.get("updated_at") or self.created)
+    def where(self) -> tuple[int, int, int] | None:
+        """(inode, offset, length) of the stored line; None for a record never written."""
+        return None if self._full is not None else (self._inode, self._offset, self._length)
 
     @property
     def prompt(self) -> str:
-        prompt = self._head.get("prompt") if "prompt" in self._head else self.data.get("prompt")
-        return str(prompt or "")
+        return str(self.data.get("prompt") or "")
 
     @property
     def session(self) -> dict[str, Any] | None:
         return self.data.get("session")
 
     def get(self, key: str, default: Any = None) -> Any:
-        """One field, without reading the file back when it is a small one."""
-        if key in self._head or self._full is not None:
-            return self._head.get(key, default)
         return self.data.get(key, default)
 
     def visible(self, now: float) -> bool:
@@ -116,8 +104,10 @@ class SessionRecord:
     def _moved(self, where: tuple[int, int, int], store: SessionStore) -> SessionRecord:
         """The same record at a new place (compaction rewrote the file)."""
         moved = SessionRecord.__new__(SessionRecord)
-        moved.owner, moved._head, moved._full = self.owner, self._head, self._full
-        moved._where, moved._store = where, store
+        for name in ("session_id", "status", "created", "expires", "owner", "pid", "host"):
+            setattr(moved, name, getattr(self, name))
+        moved._inode, moved._offset, moved._length = where
+        moved._store, moved._full = store, None
         return moved
 
     def __eq__(self, other: object) -> bool:
@@ -127,6 +117,10 @@ class SessionRecord:
 
     def __repr__(self) -> str:
         return f"SessionRecord({self.session_id!r}, status={self.status!r})"
+
+
+def _number(value: Any) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
 
 
 def _owner_of(data: dict[str, Any]) -> str | None:
@@ -278,7 +272,7 @@ class SessionStore:
         now = time.time()
         for record in stale:  # a fresh expiry, so clients can still learn what happened
             self.update(record.session_id, status="interrupted", error="interrupted",
-                        result=record.get("result"), expires=int(now + self.result_ttl))
+                        result=record.data.get("result"), expires=int(now + self.result_ttl))
         if stale:
             log.warning("marked %d turn(s) left running by a stopped process as interrupted", len(stale))
         return len(stale)
@@ -297,7 +291,8 @@ class SessionStore:
             index: dict[str, SessionRecord] = {}
             with open(tmp, "wb") as fh:
                 inode = os.fstat(fh.fileno()).st_ino
-                for record in sorted(keep, key=lambda r: r.updated_at):
+                # in the order they were written (file order), records never written (parked) last
+                for record in sorted(keep, key=lambda r: (r.where is None, r.where or (0, 0, 0))):
                     line = self._raw_line(record)  # the stored bytes as they are: no decode, no encode
                     where = (inode, fh.tell(), len(line))
                     fh.write(line)
@@ -386,9 +381,9 @@ class SessionStore:
 
     def _raw_line(self, record: SessionRecord) -> bytes:
         """The record's stored line (with its newline); re-encoded for a record never written (parked)."""
-        if record._where is None:
+        if record.where is None:
             return _encode(record.data)
-        inode, offset, length = record._where
+        inode, offset, length = record.where
         if inode == self._inode:
             with open(self.path, "rb") as fh:
                 if os.fstat(fh.fileno()).st_ino == inode:
@@ -399,7 +394,7 @@ class SessionStore:
 
     def _read_back(self, record: SessionRecord) -> dict[str, Any]:
         """The full object of a record whose large fields stayed in the file."""
-        inode, offset, length = record._where  # type: ignore[misc]
+        inode, offset, length = record.where  # type: ignore[misc]
         try:
             with open(self.path, "rb") as fh:
                 if os.fstat(fh.fileno()).st_ino == inode:
@@ -413,9 +408,10 @@ class SessionStore:
         with self._lock:
             self._refresh()
             fresh = self._index.get(record.session_id)
-        if fresh is not None and fresh is not record and fresh._where != record._where:
+        if fresh is not None and fresh is not record and fresh.where != record.where:
             return fresh.data
-        return dict(record._head)  # gone (expired and compacted away): what the index still knows
+        return {"session_id": record.session_id, "status": record.status, "created": record.created,  # gone
+                "expires": record.expires, "owner": record.owner}  # (expired, compacted away): what is known
 
     def _flocked(self):
         return _FileLock(self._lock_path)
@@ -532,7 +528,7 @@ def _decode_data(raw: bytes) -> dict[str, Any] | None:
 
 
 def _writer_alive(record: SessionRecord) -> bool:
-    pid, host = record.get("pid"), record.get("host")
+    pid, host = record.pid, record.host
     if not isinstance(pid, int) or host != _HOST:
         return False
     if pid == os.getpid():

@@ -71,6 +71,9 @@ async def _reply(send: Any, status: int, message: str) -> None:
 
 # --- the same cap at daphne's HTTP layer --------------------------------------------------------------------
 
+LINGER_SECONDS = 2.0
+
+
 class _Discard:
     """Where the body of a refused request goes: nowhere (no memory, no temp file)."""
 
@@ -126,7 +129,13 @@ def install_daphne_body_cap(max_bytes: int) -> None:
             if transport is not None:
                 transport.write(b"HTTP/1.1 413 Request Entity Too Large\r\ncontent-type: application/json\r\n"
                                 b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(body), body))
-                transport.loseConnection()
+                # A lingering close: end our side after the answer but keep reading (and dropping) what the
+                # client still sends for a moment, so its kernel does not meet a reset and discard the 413
+                # before the client has read it. Then close for good.
+                from twisted.internet import reactor
+
+                transport.loseWriteConnection()
+                reactor.callLater(LINGER_SECONDS, transport.loseConnection)
 
         def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
             if not self._refused:  # a refused request has had its answer; it never reaches the app

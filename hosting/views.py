@@ -63,7 +63,9 @@ class LoopAPIView(AsyncAPIView):
         return _rendered(self.response)
 
 
-def _rendered(response: Response) -> HttpResponse:
+def _rendered(response: HttpResponse) -> HttpResponse:
+    if not isinstance(response, Response):
+        return response  # a plain Django response (nothing to render)
     response.render()
     plain = HttpResponse(response.content, status=response.status_code)
     for header, value in response.items():

@@ -401,6 +401,8 @@ class SessionStore:
                     data = _decode_data(os.pread(fh.fileno(), length, offset))
                     if data is not None and data.get("session_id") == record.session_id:
                         return data
+        except FileNotFoundError:
+            pass  # the file was removed under us: what the index knows, below
         except OSError as exc:
             log.error("cannot read %s: %s", self.path, exc)
             raise StorageUnavailable() from exc

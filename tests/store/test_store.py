@@ -216,3 +216,18 @@ class StoreMachine(RuleBasedStateMachine):
 
 StoreMachine.TestCase.settings = settings(max_examples=50, deadline=None, derandomize=True)
 test_store_state_machine = StoreMachine.TestCase
+
+
+def test_a_record_reads_its_conversation_back_from_the_file_even_after_another_process_compacts(tmp_path):
+    path = tmp_path / "session_results.jsonl"
+    ours, theirs = SessionStore(path), SessionStore(path)  # two workers on one file
+    session = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x" * 5000}]}
+    ours.create(session_id="s1", prompt="p" * 2000)
+    ours.update("s1", status="done", result="ok", session=session)
+    record = ours.get("s1")
+    assert record.where is not None  # the index keeps where the line is, not the conversation
+    theirs.compact()  # a new file (new inode) under our feet
+    assert record.data["session"] == session and record.prompt == "p" * 2000
+    assert ours.get("s1").session == session
+    path.unlink()  # gone altogether: what the index knew, never an error
+    assert record.data["session_id"] == "s1" and record.data["status"] == "done"

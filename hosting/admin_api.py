@@ -59,7 +59,7 @@ def _token_matches(token: str, secrets: list[str]) -> bool:
 def require_admin(runtime: Runtime, request: Request) -> None:
     """D7: a configured bearer secret, or signed ``X-Co`` headers from an admin. Raises on failure."""
     raw = request._request
-    who = runtime.throttle.address(raw.META.get("REMOTE_ADDR"), raw.META.get("HTTP_X_FORWARDED_FOR"))
+    who = runtime.throttle.request_address(raw)
     limiter.check(who)
     headers = raw.headers
     if any(name.lower().startswith(("x-co-", "x-from", "x-signature", "x-timestamp")) for name in headers):

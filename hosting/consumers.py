@@ -24,7 +24,7 @@ class AgentConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
         await self.accept(subprotocol=worker_subprotocol(self.scope))
         runtime = get_runtime()
         self.conversation = Conversation(runtime=runtime, send=self._send_frame, close=self._close_code,
-                                         address=socket_address(runtime, self.scope))
+                                         address=runtime.throttle.socket_address(self.scope))
         await self.conversation.start()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -43,13 +43,6 @@ class AgentConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
 
     async def _close_code(self, code: int) -> None:
         await self.close(code)
-
-
-def socket_address(runtime: Any, scope: dict[str, Any]) -> str:
-    """The client address of a socket: the peer, or X-Forwarded-For from a ``trusted_proxies`` peer."""
-    client = scope.get("client") or (None, None)
-    forwarded = dict(scope.get("headers") or []).get(b"x-forwarded-for")
-    return runtime.throttle.address(client[0], forwarded.decode("latin-1") if forwarded else None)
 
 
 def worker_subprotocol(scope: dict[str, Any]) -> str | None:

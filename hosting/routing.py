@@ -11,7 +11,7 @@ from django.conf import settings
 
 from hosting.consumers import AgentConsumer
 from hosting.network import allowed_origin
-from hosting.throttle import Counter, client_address, parse_networks
+from hosting.throttle import Counter, parse_networks, scope_address
 
 log = logging.getLogger("connectonion.ws")
 
@@ -43,7 +43,7 @@ class WebSocketRouter:
             await _refuse(receive, send, 4003)
             return
         cap = settings.HOST.max_ws_per_ip
-        address = client_address((scope.get("client") or (None,))[0], _forwarded_for(headers), self.trusted)
+        address = scope_address(scope, self.trusted)
         release = self.sockets.acquire([(address, cap)])
         if release is None:  # HARDENING W14: over max_ws_per_ip (per process), refused at once
             _warn_refused(address, cap)
@@ -53,11 +53,6 @@ class WebSocketRouter:
             await self.agent(scope, receive, send)
         finally:
             release()
-
-
-def _forwarded_for(headers: dict[bytes, bytes]) -> str | None:
-    value = headers.get(b"x-forwarded-for")
-    return value.decode("latin-1") if value is not None else None
 
 
 def _warn_refused(address: str, cap: int) -> None:

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING
 from hosting.errors import RateLimited
 
 if TYPE_CHECKING:
+    from django.http import HttpRequest
+
     from hosting.config import HostConfig
 
 log = logging.getLogger("connectonion.limits")
@@ -233,6 +235,13 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: tuple[N
     return address
 
 
+def scope_address(scope: dict, trusted: tuple[Network, ...]) -> str:
+    """The client address of an ASGI connection (HTTP or WebSocket scope): see ``client_address``."""
+    forwarded = dict(scope.get("headers") or []).get(b"x-forwarded-for")
+    peer = (scope.get("client") or (None,))[0]
+    return client_address(peer, forwarded.decode("latin-1") if forwarded is not None else None, trusted)
+
+
 @dataclass(frozen=True)
 class Caller:
     """Who a turn is counted against: ``identity`` (the verified signer, else ``anon:<address>``) and
@@ -263,9 +272,14 @@ class Throttle:
         self.trusted_proxies = parse_networks(config.trusted_proxies)
         self.turns = Counter()
 
-    def address(self, peer: str | None, forwarded_for: str | None = None) -> str:
-        """The client address of a request or socket (see ``client_address``)."""
-        return client_address(peer, forwarded_for, self.trusted_proxies)
+    def request_address(self, request: HttpRequest) -> str:
+        """The client address of a Django request (see ``client_address``)."""
+        return client_address(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"),
+                              self.trusted_proxies)
+
+    def socket_address(self, scope: dict) -> str:
+        """The client address of a WebSocket (see ``scope_address``)."""
+        return scope_address(scope, self.trusted_proxies)
 
     async def check_rate(self, caller: Caller) -> None:
         """Take one token from the caller's bucket; raises ``RateLimited`` when it is empty.

@@ -82,7 +82,7 @@ class InputView(LoopAPIView):
         if not request._request.body:
             raise InvalidJSON()  # HARDENING H1: an empty body is not an empty object
         admission = await runtime.turns.offload(runtime.gate.admit, request.data, transport="http")
-        caller = Caller.of(admission.signer, client_address(runtime, request._request))
+        caller = Caller.of(admission.signer, runtime.throttle.request_address(request._request))
         await runtime.throttle.check_rate(caller)
         turn_request = read_input(admission.payload, config=runtime.config, owner=admission.signer,
                                   level=admission.level)
@@ -208,11 +208,6 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = InternalError()
     headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
     return Response(exc.as_body(), status=exc.status, headers=headers)
-
-
-def client_address(runtime: Runtime, request: HttpRequest) -> str:
-    """The caller's address: the socket peer, or X-Forwarded-For from a ``trusted_proxies`` peer."""
-    return runtime.throttle.address(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"))
 
 
 def _trust_headers(runtime: Runtime, admission: Any) -> dict[str, str]:

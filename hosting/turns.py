@@ -226,7 +226,7 @@ class TurnManager:
         if record is not None:
             if record.owner != request.owner:
                 raise SessionNotFound()
-            if record.status in LIVE_STATUSES and record.get("pid") is not None:
+            if record.status in LIVE_STATUSES and record.pid is not None:
                 raise SessionBusy()
         stored_session = record.session if record is not None else None
         session, server_newer = merge_sessions(stored_session, request.session)

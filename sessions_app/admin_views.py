@@ -36,10 +36,11 @@ def _when(value: Any) -> str:
 
 
 def _row(record: SessionRecord) -> dict[str, Any]:
-    prompt = record.prompt
+    data = record.data  # one read of the stored line (the index keeps only the small fields)
+    prompt = str(data.get("prompt") or "")
     return {"session_id": record.session_id, "status": record.status, "created": _when(record.created),
             "prompt": prompt[:120] + ("…" if len(prompt) > 120 else ""), "owner": record.owner or "anonymous",
-            "duration_ms": record.get("duration_ms")}
+            "duration_ms": data.get("duration_ms")}
 
 
 def search(store: SessionStore, *, status: str | None, query: str | None) -> list[SessionRecord]:

@@ -8,6 +8,7 @@ Writers take an exclusive ``flock`` and append each record with a single ``write
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -90,9 +91,6 @@ class SessionRecord:
     @property
     def session(self) -> dict[str, Any] | None:
         return self.data.get("session")
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.data.get(key, default)
 
     def visible(self, now: float) -> bool:
         """A record is visible while a turn is live or until it expires (PROTOCOL §5.5)."""
@@ -289,11 +287,12 @@ class SessionStore:
             dropped = [r for r in self._index.values() if not r.visible(now)]
             tmp = self.path.with_name(self.path.name + f".compact-{os.getpid()}")
             index: dict[str, SessionRecord] = {}
-            with open(tmp, "wb") as fh:
+            with open(tmp, "wb") as fh, _opened(self.path) as source:
                 inode = os.fstat(fh.fileno()).st_ino
                 # in the order they were written (file order), records never written (parked) last
                 for record in sorted(keep, key=lambda r: (r.where is None, r.where or (0, 0, 0))):
-                    line = self._raw_line(record)  # the stored bytes as they are: no decode, no encode
+                    # the stored bytes as they are (no decode, no encode); re-encoded only when not on file
+                    line = _line_at(source, record.where) or _encode(record.data)
                     where = (inode, fh.tell(), len(line))
                     fh.write(line)
                     index[record.session_id] = record._moved(where, self)
@@ -379,30 +378,14 @@ class SessionStore:
             raise StorageUnavailable() from exc
         return record
 
-    def _raw_line(self, record: SessionRecord) -> bytes:
-        """The record's stored line (with its newline); re-encoded for a record never written (parked)."""
-        if record.where is None:
-            return _encode(record.data)
-        inode, offset, length = record.where
-        if inode == self._inode:
-            with open(self.path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_ino == inode:
-                    raw = os.pread(fh.fileno(), length, offset)
-                    if len(raw) == length and raw.endswith(b"\n"):
-                        return raw
-        return _encode(self._read_back(record))
-
     def _read_back(self, record: SessionRecord) -> dict[str, Any]:
         """The full object of a record whose large fields stayed in the file."""
-        inode, offset, length = record.where  # type: ignore[misc]
         try:
-            with open(self.path, "rb") as fh:
-                if os.fstat(fh.fileno()).st_ino == inode:
-                    data = _decode_data(os.pread(fh.fileno(), length, offset))
-                    if data is not None and data.get("session_id") == record.session_id:
-                        return data
-        except FileNotFoundError:
-            pass  # the file was removed under us: what the index knows, below
+            with _opened(self.path) as source:
+                line = _line_at(source, record.where)
+            data = _decode_data(line) if line is not None else None
+            if data is not None and data.get("session_id") == record.session_id:
+                return data
         except OSError as exc:
             log.error("cannot read %s: %s", self.path, exc)
             raise StorageUnavailable() from exc
@@ -485,6 +468,29 @@ class _FileLock:
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
         os.close(self.fd)
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[int, int] | None]:
+    """``(fd, inode)`` of the results file opened for reading, or None when it is gone."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        yield None
+        return
+    try:
+        yield fd, os.fstat(fd).st_ino
+    finally:
+        os.close(fd)
+
+
+def _line_at(source: tuple[int, int] | None, where: tuple[int, int, int] | None) -> bytes | None:
+    """The whole stored line at ``where`` (with its newline), or None when that file has been replaced since
+    (another process compacted it) or removed, or the record was never written."""
+    if source is None or where is None or where[0] != source[1]:
+        return None
+    line = os.pread(source[0], where[2], where[1])
+    return line if len(line) == where[2] and line.endswith(b"\n") else None
 
 
 def _drop_torn_tail(fd: int, size: int, path: Path) -> int:

@@ -98,13 +98,16 @@ def ws_turn(url: str, prompt: str) -> dict:
 
 def test_runhost_imports_the_users_module_from_cwd(user_folder):
     (user_folder / "myagent.py").write_text(MYAGENT)
+    # The repo may hold its own .co/ (the README's first command runs the demo host there): it must not change.
+    repo_results = REPO / ".co/session_results.jsonl"
+    before = repo_results.read_bytes() if repo_results.exists() else None
     port = free_port()
     cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "myagent:create_agent", "--no-relay", "--port", str(port)]
     with serve(cmd, user_folder, port) as url:
         assert_greets(url)
         assert httpx.get(url + "/info").json()["name"] == "greeter"
     assert (user_folder / ".co/session_results.jsonl").is_file()
-    assert not (REPO / ".co").exists() or not (REPO / ".co/session_results.jsonl").exists()
+    assert (repo_results.read_bytes() if repo_results.exists() else None) == before
 
 
 def test_python_myagent_py_calls_host(user_folder):

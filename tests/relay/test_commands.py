@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -158,5 +159,14 @@ async def test_two_relay_processes_share_agents_through_redis(relay_process, red
             "session_id": forwarded["session_id"],
             "conn_id": forwarded["conn_id"],
         }
+    # The first relay drops the agent from the shared registry when it sees the socket close; a CONNECT
+    # that reaches the second relay before then is bound to the dead channel, so wait for the drop.
+    async with httpx.AsyncClient() as http:
+        for _ in range(100):
+            if (await http.get(f"{second.http}/api/agents/{identity.address}")).status_code == 404:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the agent stayed registered after its socket closed")
     async with client_socket(second.base, {"type": "CONNECT", "to": identity.address}) as late:
         assert (await recv_json(late))["message"] == "Agent not connected"

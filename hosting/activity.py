@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
@@ -143,7 +142,9 @@ def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, sessio
     ``created`` is the session's first turn (from the result store), so nothing is read back.
     Image data is replaced by a marker: the file is a readable history, not an archive of uploads.
     """
-    sessions_dir.mkdir(parents=True, exist_ok=True)
+    if sessions_dir not in _made:
+        sessions_dir.mkdir(parents=True, exist_ok=True)
+        _made.add(sessions_dir)
     path = sessions_dir / f"{safe_name(session_id)}.yaml"
     now = _iso(time.time())
     created = _iso(created) if created else None
@@ -161,15 +162,30 @@ def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, sessio
         "total_tokens": int(_number(session.get("total_tokens"))),
         "turns": turns,
     }
-    fd, tmp = tempfile.mkstemp(dir=sessions_dir, prefix=".tmp-", suffix=".yaml")
+    data = yaml.dump(document, Dumper=_DUMPER, allow_unicode=True, sort_keys=False).encode("utf-8")
+    # One temp name per writing thread (no other thread or process can hold it): no random name to make.
+    tmp = sessions_dir / f".tmp-{os.getpid()}-{threading.get_ident()}.yaml"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            yaml.dump(document, f, Dumper=_DUMPER, allow_unicode=True, sort_keys=False)
+        fd = os.open(tmp, flags, 0o600)
+    except FileNotFoundError:  # the folder was removed under us: make it again
+        sessions_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+_made: set[Path] = set()  # folders known to exist (one mkdir per process, not one per turn)
 
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when available: 10x faster

@@ -178,10 +178,9 @@ class DemoAgent:
             parts.append(self._read_uploads())
         elif re.search(r"\b(fail|crash|raise)\b", low) and "please" in low:
             raise RuntimeError("the demo agent was asked to fail")
-        elif low in ("help", "?", "what can you do", "what can you do?") or not parts:
-            if not images:
-                parts.append(f"You said: {text}" if low not in ("help", "?") else "")
-                parts.append(HELP)
+        elif (low in ("help", "?", "what can you do", "what can you do?") or not parts) and not images:
+            parts.append(f"You said: {text}" if low not in ("help", "?") else "")
+            parts.append(HELP)
         return " ".join(p for p in parts if p)
 
     def _describe_images(self, images: list[str]) -> str:
@@ -202,9 +201,10 @@ class DemoAgent:
     def _remembered_name(self) -> str | None:
         for message in reversed((self.current_session or {}).get("messages", [])):
             content = message.get("content")
-            if message.get("role") == "user" and isinstance(content, str):
-                if m := re.search(r"my name is\s+([\w' -]{1,40})", content, re.I):
-                    return m.group(1).strip().rstrip(".!")
+            if message.get("role") != "user" or not isinstance(content, str):
+                continue
+            if m := re.search(r"my name is\s+([\w' -]{1,40})", content, re.I):
+                return m.group(1).strip().rstrip(".!")
         return None
 
     def _uploaded_paths(self) -> list[str]:

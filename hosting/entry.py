@@ -6,6 +6,7 @@ host.yaml applies wherever the code is silent.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -98,10 +99,8 @@ def host(
     if config.workers == 1 and not config.reload:
         runtime.set_agent(create_agent)
     runtime.set_trust_agent(trust_agent)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         run(config)
-    except KeyboardInterrupt:
-        pass
 
 
 def create_app(

@@ -49,9 +49,8 @@ class SessionField(serializers.Field):
         if not isinstance(data, dict):
             raise serializers.ValidationError("session must be an object")
         sid = data.get("session_id")
-        if sid is not None:
-            if not isinstance(sid, str) or not _is_uuid(sid):
-                raise serializers.ValidationError("session.session_id must be a UUID")
+        if sid is not None and (not isinstance(sid, str) or not _is_uuid(sid)):
+            raise serializers.ValidationError("session.session_id must be a UUID")
         messages = data.get("messages")
         if messages is not None and (
             not isinstance(messages, list)

@@ -59,6 +59,4 @@ def allowed_origin(origin: str, cfg: HostConfig, request_host: str | None = None
         return True
     if cfg.public_domain and name == cfg.public_domain:
         return True
-    if request_host and parts.netloc == request_host:
-        return True
-    return False
+    return bool(request_host and parts.netloc == request_host)

@@ -236,9 +236,9 @@ class Conversation:
         )
         if admission.repeated and not v2:
             admission = _downgraded(admission)  # D20: a repeated plain handshake grants nothing
-        if frame.get("type") != "CONNECT" and isinstance(payload.get("session_id"), str):
-            if payload["session_id"] != frame.get("session_id"):
-                raise Unauthorized("unauthorized: session_id mismatch")
+        if (frame.get("type") != "CONNECT" and isinstance(payload.get("session_id"), str)
+                and payload["session_id"] != frame.get("session_id")):
+            raise Unauthorized("unauthorized: session_id mismatch")
         self.peer = Peer(admission.signer, admission.level, v2 and admission.signer is not None, frame["type"],
                          payload.get("to"))
         return self.peer

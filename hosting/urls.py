@@ -1,7 +1,6 @@
 """The agent's HTTP routes (PROTOCOL §3.0)."""
 
 from django.urls import path
-
 from drf_spectacular.views import SpectacularJSONAPIView
 
 from hosting import admin_api, views

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
 import pytest
-
 
 API_KEY = "canary-openonion-key-7f3a9c2e51"
 ADMIN_TOKEN = "canary-admin-token-b81d04e6aa"

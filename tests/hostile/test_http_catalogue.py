@@ -14,8 +14,8 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from trust.signing import sign_payload
 from tests.hostile.conftest import Snapshot, assert_clean_body, error_of
+from trust.signing import sign_payload
 
 JSON = {"Content-Type": "application/json"}
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import Iterator
@@ -48,10 +49,8 @@ def production_host(tmp_path_factory) -> Iterator[HostProcess]:
 def raw_exchange(host: HostProcess, data: bytes, timeout: float = 10) -> bytes:
     """Send raw bytes, return whatever comes back until the server closes or goes quiet."""
     with socket.create_connection(("127.0.0.1", host.port), timeout=timeout) as sock:
-        try:
+        with contextlib.suppress(OSError):
             sock.sendall(data)
-        except OSError:
-            pass
         chunks = []
         sock.settimeout(3)
         try:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.conftest import HostProcess
-
-
 
 
 @pytest.fixture(scope="module")

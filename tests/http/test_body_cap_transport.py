@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 
@@ -15,10 +16,8 @@ def _exchange(port: int, request: bytes, more: bytes = b"") -> tuple[bytes, floa
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         began = time.monotonic()
         sock.sendall(request)
-        try:
+        with contextlib.suppress(OSError):  # the host closed on us: its answer is still in our receive buffer
             sock.sendall(more)
-        except OSError:
-            pass  # the host closed the connection on us: its answer is still in our receive buffer
         answer = b""
         try:
             while chunk := sock.recv(65536):

@@ -10,7 +10,14 @@ import pytest
 from nacl.signing import SigningKey
 
 from tests.conftest import HostProcess
-from tests.limits.conftest import OTHER_IP, agent_address, assert_rate_limited, client_from, need_redis, signed
+from tests.limits.conftest import (
+    OTHER_IP,
+    agent_address,
+    assert_rate_limited,
+    client_from,
+    need_redis,
+    signed,
+)
 
 ECHO = "tests.agents:echo_factory"
 

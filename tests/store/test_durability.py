@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -12,7 +13,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-
 
 
 def lines(project: Path) -> list[dict]:
@@ -57,10 +57,8 @@ def test_torn_and_garbage_lines_are_skipped_on_start(start_host, project):
 
 def test_running_record_of_a_killed_host_becomes_interrupted(start_host, project):
     host = start_host("tests.agents:slow_factory")
-    try:
+    with contextlib.suppress(httpx.TimeoutException):
         httpx.post(host.url + "/input", json={"prompt": "sleep 20"}, timeout=0.5)
-    except httpx.TimeoutException:
-        pass
     sid = wait_for(lambda: next((x["session_id"] for x in lines(project) if x["status"] == "running"), None))
     host.stop(signal.SIGKILL)
     assert lines(project)[-1]["status"] == "running"

@@ -10,7 +10,6 @@ from typing import Any
 
 import websockets
 
-
 Frame = dict[str, Any]
 
 

@@ -8,6 +8,8 @@ Scenarios (HARDENING §5):
 * L5  ``POST /input``, instant agent, 1 / 8 / 64 concurrent clients: req/s, p50, p99. Each point runs
   against a freshly started server (the reference slows down as its store grows) for at most
   ``--seconds`` or ``--requests`` requests, whichever comes first, after a short warm-up.
+  L5 also runs a fourth server, the *stack floor* (``stack_floor.py``: stock Django under daphne, one async
+  view with a fixed answer): what the stack the design fixed costs before any work of ours.
 * L2  100 concurrent 3 s turns: wall time.
 * L1  1,000 concurrent 1 s turns, our host with ``--pool-size 1000``: wall time, errors, ``/health`` p99
   measured meanwhile by a separate client, server RSS peak (process + children, psutil).
@@ -16,7 +18,7 @@ Scenarios (HARDENING §5):
 
 Every request to our host and to the reference is signed (PROTOCOL §2.1 envelope, ``trust.signing.sign_payload``)
 because the reference requires it; the floor gets the same bodies. Both hosts run at ``trust: open``.
-Each figure is the median of ``--repeats`` runs. The load generator (asyncio + httpx, one process) shares
+Each figure is the median of ``--repeats`` runs. The load generator (one asyncio process, a minimal keep-alive HTTP/1.1 client; `--client httpx` for httpx) shares
 the machine's cores with the server. Prints a table and writes ``bench/out/results.json``. No asserts.
 """
 
@@ -53,6 +55,7 @@ PY = str(REPO / ".venv" / "bin" / "python")
 if not Path(PY).exists():
     PY = sys.executable
 KINDS = ("ours", "reference", "floor")
+L5_KINDS = (*KINDS, "stack")  # + stock Django under daphne with a fixed answer (stack_floor.py)
 CLIENT_KEY = SigningKey.generate()
 CLIENT = "raw"
 
@@ -92,6 +95,8 @@ class Server:
                     "--port", str(self.port), "--trust", "open", *NO_LIMITS, *self.extra]
         if self.kind == "reference":
             return [PY, str(REPO / "bench" / "reference_host.py"), "--port", str(self.port), "--agent", self.agent]
+        if self.kind == "stack":
+            return [PY, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port), "bench.stack_floor:application"]
         return [PY, str(REPO / "bench" / "floor.py"), "--port", str(self.port)]
 
     def start(self, timeout: float = 120.0) -> Server:
@@ -113,7 +118,7 @@ class Server:
             self.stop()
             raise RuntimeError(f"{self.kind} did not answer /health within {timeout} s")
         self.start_seconds = time.monotonic() - began
-        if self.kind != "floor":
+        if self.kind in ("ours", "reference"):
             self.address = httpx.get(self.url + "/info", timeout=10).json()["address"]
         return self
 
@@ -295,7 +300,7 @@ async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict
     bodies = [signed_body(prompt, server.address) for _ in range(turns)]
     try:
         async with clients_for(server, turns, timeout) as handles:
-            began = time.perf_counter()
+            began, t0 = time.perf_counter(), time.time()
             results = await asyncio.gather(*(h.post(body) for h, body in zip(handles, bodies)))
             wall = time.perf_counter() - began
     finally:
@@ -304,7 +309,9 @@ async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict
     data = json.loads(samples.read_text() or "{}")
     samples.unlink()
     health = data.get("health", [])
-    return {"turns": turns, "ok": sum(results), "errors": turns - sum(results), "wall_s": wall,
+    # The five slowest probes: (seconds after the burst began, ms), to see where in the burst they fell.
+    slowest = sorted(zip(data.get("at", []), health), key=lambda p: -p[1])[:5]
+    return {"slowest_health": [(round(a - t0, 2), round(h * 1000, 1)) for a, h in slowest],"turns": turns, "ok": sum(results), "errors": turns - sum(results), "wall_s": wall,
             "health_p99_ms": pct(health, 0.99) * 1000, "health_samples": len(health),
             "health_errors": data.get("errors", 0), "rss_peak_mib": data.get("rss_peak", 0) / 2**20}
 
@@ -316,22 +323,24 @@ def probe_main(url: str, pid: int, out: str) -> None:
     server = Server.__new__(Server)
     server.proc = psutil.Process(pid)
     health: list[float] = []
+    at: list[float] = []  # wall-clock start of each answered probe (the timeline of slow ones)
     errors = 0
     rss_peak = 0
     with httpx.Client(base_url=url, timeout=10) as client:
         while not done.is_set():
-            began = time.perf_counter()
+            began, wall = time.perf_counter(), time.time()
             try:
                 ok = client.get("/health").status_code == 200
             except httpx.HTTPError:
                 ok = False
             if ok:
                 health.append(time.perf_counter() - began)
+                at.append(wall)
             else:
                 errors += 1
             rss_peak = max(rss_peak, server.rss())
             done.wait(0.05)
-    Path(out).write_text(json.dumps({"health": health, "errors": errors, "rss_peak": rss_peak}))
+    Path(out).write_text(json.dumps({"health": health, "at": at, "errors": errors, "rss_peak": rss_peak}))
 
 
 # ───────────────────────────── scenarios ─────────────────────────────
@@ -348,7 +357,7 @@ def say(text: str) -> None:
 def l5(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for clients in (1, 8, 64):
-        for kind in KINDS:
+        for kind in L5_KINDS:
             runs = []
             for _ in range(args.repeats):
                 with Server(kind) as server:
@@ -389,7 +398,8 @@ def burst_scenario(name: str, args: argparse.Namespace, turns: int, prompt: str,
         out[kind] = median_of(runs)
         m = out[kind]
         say(f"  {name} {kind:9}: {m['ok']:.0f}/{turns} ok in {m['wall_s']:6.2f} s  /health p99 "
-            f"{m['health_p99_ms']:7.1f} ms  RSS peak {m['rss_peak_mib']:6.1f} MiB")
+            f"{m['health_p99_ms']:7.1f} ms  RSS peak {m['rss_peak_mib']:6.1f} MiB"
+            f"  slowest /health (s into the burst, ms): {runs[-1]['slowest_health']}")
     return out
 
 
@@ -444,6 +454,15 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"| | {key[:3]} ms | {o[key]:.1f} | {r[key]:.1f} | {f[key]:.1f}"
                          f" | {ratio(o[key], r[key])} | {ratio(o[key], f[key])} |")
         lines.append(f"| | errors | {o['errors']:.0f} | {r['errors']:.0f} | {f['errors']:.0f} | | |")
+    stack: list[str] = []
+    if l5r:
+        stack += ["", "Stack floor (stock Django 5.2 + daphne, one async view, fixed answer, no work):", "",
+                  "| clients | stack req/s | stack p99 ms | stack/reference | stack/floor | ours/stack |",
+                  "|---|---|---|---|---|---|"]
+        for clients in (1, 8, 64):
+            o, r, f, st = (l5r[f"{k}@{clients}"] for k in L5_KINDS)
+            stack.append(f"| {clients} | {st['rps']:.0f} | {st['p99_ms']:.1f} | {ratio(st['rps'], r['rps'])}"
+                         f" | {ratio(st['rps'], f['rps'])} | {ratio(o['rps'], st['rps'])} |")
     for name, label in (("L2", "L2 100 × 3 s turns"), ("L1", "L1 1,000 × 1 s turns")):
         block = results.get(name)
         if not block:
@@ -468,7 +487,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"| L6 8 clients after {results['config']['stored']:,} stored turns | req/s | {l6r['rps']:.0f}"
                      f" (fresh {l6r['fresh_rps']:.0f}, {l6r['ratio']:.2f}x) | - | - | | |")
         lines.append(f"| | start-up s | {l6r['start_s']:.1f} ({l6r['file_mib']:.0f} MiB file) | - | - | | |")
-    return "\n".join(lines)
+    return "\n".join(lines + stack)
 
 
 def main() -> None:

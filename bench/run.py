@@ -18,8 +18,9 @@ Scenarios (HARDENING §5):
 
 Every request to our host and to the reference is signed (PROTOCOL §2.1 envelope, ``trust.signing.sign_payload``)
 because the reference requires it; the floor gets the same bodies. Both hosts run at ``trust: open``.
-Each figure is the median of ``--repeats`` runs. The load generator (one asyncio process, a minimal keep-alive HTTP/1.1 client; `--client httpx` for httpx) shares
-the machine's cores with the server. Prints a table and writes ``bench/out/results.json``. No asserts.
+Each figure is the median of ``--repeats`` runs. The load generator (one asyncio process with a minimal
+keep-alive HTTP/1.1 client; ``--client httpx`` for httpx) shares the machine's cores with the server.
+Prints a table and writes ``bench/out/results.json``. No asserts.
 """
 
 from __future__ import annotations
@@ -311,7 +312,8 @@ async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict
     health = data.get("health", [])
     # The five slowest probes: (seconds after the burst began, ms), to see where in the burst they fell.
     slowest = sorted(zip(data.get("at", []), health), key=lambda p: -p[1])[:5]
-    return {"slowest_health": [(round(a - t0, 2), round(h * 1000, 1)) for a, h in slowest],"turns": turns, "ok": sum(results), "errors": turns - sum(results), "wall_s": wall,
+    return {"turns": turns, "ok": sum(results), "errors": turns - sum(results), "wall_s": wall,
+            "slowest_health": [(round(a - t0, 2), round(h * 1000, 1)) for a, h in slowest],
             "health_p99_ms": pct(health, 0.99) * 1000, "health_samples": len(health),
             "health_errors": data.get("errors", 0), "rss_peak_mib": data.get("rss_peak", 0) / 2**20}
 

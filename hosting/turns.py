@@ -38,8 +38,8 @@ from sessions_app.records import chat_items, merge_sessions, normalize_session
 from sessions_app.store import LIVE_STATUSES, DoesNotExist, SessionStore
 
 T = TypeVar("T")
-
 CPU_SLOTS = 2  # pool threads running host bookkeeping at once (see TurnManager.cpu)
+
 log = logging.getLogger("connectonion.turns")
 activity = logging.getLogger("connectonion.activity")
 
@@ -133,9 +133,10 @@ class TurnManager:
         self.cpu = threading.BoundedSemaphore(CPU_SLOTS)
 
     async def offload(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run blocking work that precedes a turn (admission) on the turn pool: one plain hand-off, without
-        asgiref's per-call context copying; a turn needs a pool thread next anyway."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._gated, functools.partial(fn, *args, **kwargs))
+        """Run blocking work that precedes a turn (admission) on the turn pool, through the CPU gate: one plain
+        hand-off, without asgiref's per-call context copying; a turn needs a pool thread next anyway."""
+        work = functools.partial(fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._gated, work)
 
     def _gated(self, fn: Callable[[], T]) -> T:
         with self.cpu:

@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -38,8 +37,6 @@ from sessions_app.records import chat_items, merge_sessions, normalize_session
 from sessions_app.store import LIVE_STATUSES, DoesNotExist, SessionStore
 
 T = TypeVar("T")
-CPU_SLOTS = 2  # pool threads running host bookkeeping at once (see TurnManager.cpu)
-
 log = logging.getLogger("connectonion.turns")
 activity = logging.getLogger("connectonion.activity")
 
@@ -125,22 +122,11 @@ class TurnManager:
         self.active: dict[str, Turn] = {}
         self.executing: set[Turn] = set()  # turns inside an agent thread (shutdown waits for them)
         self.closing = False  # set on SIGTERM: new turns get 503 while running ones finish
-        # The host's own CPU work in pool threads (admission, the running record, the records after the agent
-        # answers) runs at most CPU_SLOTS threads at a time. With hundreds of turns starting or ending at
-        # once, the rest wait on this lock instead of queueing for the GIL, where the event loop would wait
-        # behind every one of them (a /health request took seconds in L1 without it). The agent's own code
-        # is not gated: its turns may block for as long as they like.
-        self.cpu = threading.BoundedSemaphore(CPU_SLOTS)
 
     async def offload(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """Run blocking work that precedes a turn (admission) on the turn pool, through the CPU gate: one plain
-        hand-off, without asgiref's per-call context copying; a turn needs a pool thread next anyway."""
-        work = functools.partial(fn, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._gated, work)
-
-    def _gated(self, fn: Callable[[], T]) -> T:
-        with self.cpu:
-            return fn()
+        """Run blocking work that precedes a turn (admission) on the turn pool: one plain hand-off, without
+        asgiref's per-call context copying; a turn needs a pool thread next anyway."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
     async def run(self, request: TurnRequest, *, interactive: bool = False,
                   release: Callable[[], None] | None = None) -> TurnResult:
@@ -176,8 +162,7 @@ class TurnManager:
                 raise SessionBusy()
             self.active[session_id] = None  # type: ignore[assignment]  # reserve the id while we prepare
             try:
-                prepared = await loop.run_in_executor(
-                    self.pool, self._gated, functools.partial(self._prepare, request, session_id))
+                prepared = await loop.run_in_executor(self.pool, self._prepare, request, session_id)
             except BaseException:
                 self.active.pop(session_id, None)
                 raise
@@ -266,6 +251,7 @@ class TurnManager:
 
     def _run_turn(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
         started = time.perf_counter()
+        previous_turn = turn.number - 1
         try:
             session = dict(session)
             if request.files:
@@ -282,9 +268,20 @@ class TurnManager:
                 result_text, new_session = agent.run(request.prompt, session=session, images=images, io=turn.io)
             if turn.done.done():  # timed out meanwhile: the client already has its answer
                 return self._failure_result(turn, session, TurnTimedOut())
+            new_session = normalize_session(new_session, session_id=turn.session_id, previous_turn=previous_turn)
+            if "requester" in session:
+                new_session["requester"] = session["requester"]
+            new_session["updated"] = time.time()
             duration = int((time.perf_counter() - started) * 1000)
-            with self.cpu:
-                return self._store_done(turn, request, session, result_text, new_session, server_newer, duration)
+            result = TurnResult(turn.session_id, "done", result_text, duration, new_session, server_newer,
+                                input_id=turn.input_id)
+            self.store.update(turn.session_id, status="done", result=result_text, duration_ms=duration,
+                              session=new_session, prompt=request.prompt)
+            activity.info("[%s] result %s (%d ms): %s", self.source.describe().name, turn.session_id[:8],
+                          duration, _one_line(result_text))
+            self._write_history(turn.session_id, new_session)
+            self._terminal(turn, {"type": "OUTPUT", **_output_fields(result)})
+            return result
         except TurnInterrupted:
             return self._end_badly(turn, session, TurnCancelled(), "cancelled", started)
         except AnswerTimeout as exc:
@@ -295,22 +292,6 @@ class TurnManager:
             log.exception("agent raised in session %s", turn.session_id)
             activity.info("[%s] error %s: %s", self.source.describe().name, turn.session_id[:8], _one_line(repr(exc)))
             return self._end_badly(turn, session, AgentFailed(), "failed", started, detail=repr(exc))
-
-    def _store_done(self, turn: Turn, request: TurnRequest, session: dict[str, Any], result_text: str,
-                    new_session: Any, server_newer: bool, duration: int) -> TurnResult:
-        new_session = normalize_session(new_session, session_id=turn.session_id, previous_turn=turn.number - 1)
-        if "requester" in session:
-            new_session["requester"] = session["requester"]
-        new_session["updated"] = time.time()
-        result = TurnResult(turn.session_id, "done", result_text, duration, new_session, server_newer,
-                            input_id=turn.input_id)
-        self.store.update(turn.session_id, status="done", result=result_text, duration_ms=duration,
-                          session=new_session, prompt=request.prompt)
-        activity.info("[%s] result %s (%d ms): %s", self.source.describe().name, turn.session_id[:8],
-                      duration, _one_line(result_text))
-        self._write_history(turn.session_id, new_session)
-        self._terminal(turn, {"type": "OUTPUT", **_output_fields(result)})
-        return result
 
     def _end_badly(self, turn: Turn, session: dict[str, Any], error: HostError, status: str, started: float,
                    detail: str | None = None) -> TurnResult:

@@ -297,7 +297,11 @@ async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict
     """
     samples = Path(tempfile.mkstemp(prefix="bench-probe-", suffix=".json")[1])
     probe = subprocess.Popen([PY, __file__, "--probe", server.url, str(server.proc.pid), str(samples)],
-                             stdin=subprocess.PIPE)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    # The probe's connection is made before the burst: made during it, it would queue behind a thousand
+    # connects in the listen backlog (a dropped SYN is retried after 1 s, then 3 s), which measures the
+    # kernel's backlog, not how fast the host answers /health.
+    probe.stdout.readline()
     bodies = [signed_body(prompt, server.address) for _ in range(turns)]
     try:
         async with clients_for(server, turns, timeout) as handles:
@@ -319,7 +323,9 @@ async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict
 
 
 def probe_main(url: str, pid: int, out: str) -> None:
-    """``--probe``: GET /health every 50 ms and sample RSS until stdin closes; write the samples as JSON."""
+    """``--probe``: GET /health every 50 ms and sample RSS until stdin closes; write the samples as JSON.
+
+    Prints ``ready`` after its first request (the burst starts then, on an open keep-alive connection)."""
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     server = Server.__new__(Server)
@@ -340,6 +346,8 @@ def probe_main(url: str, pid: int, out: str) -> None:
                 at.append(wall)
             else:
                 errors += 1
+            if len(health) + errors == 1:
+                print("ready", flush=True)
             rss_peak = max(rss_peak, server.rss())
             done.wait(0.05)
     Path(out).write_text(json.dumps({"health": health, "at": at, "errors": errors, "rss_peak": rss_peak}))

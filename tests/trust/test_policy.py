@@ -275,9 +275,11 @@ def text_policy(
 
 @pytest.mark.parametrize("use_agent", [False, True], ids=["httpx", "connectonion-agent"])
 def test_model_accept_and_reject(fake_model, tmp_path, lists, use_agent):
-    settings = TrustSettings(base_url=fake_model.url, api_key="sk-local", model="judge-model", timeout=5)
+    # What is checked is the decision, not the speed: a generous deadline, because the first connectonion
+    # Agent of a process imports openai (~0.4 s idle, several seconds on a loaded CI machine: it timed out once).
+    settings = TrustSettings(base_url=fake_model.url, api_key="sk-local", model="judge-model", timeout=60)
     judge = AgentJudge(settings, tmp_path / ".co") if use_agent else HttpJudge(settings)
-    policy = text_policy(fake_model, tmp_path, judge=judge, timeout=5)
+    policy = text_policy(fake_model, tmp_path, judge=judge, timeout=60)
     assert policy.decide(request(A, prompt=INJECTION), lists).accept is True
     sent = fake_model.requests[0]
     assert sent["path"] == "/v1/chat/completions" and sent["auth"] == "Bearer sk-local"

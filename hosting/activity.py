@@ -142,9 +142,6 @@ def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, sessio
     ``created`` is the session's first turn (from the result store), so nothing is read back.
     Image data is replaced by a marker: the file is a readable history, not an archive of uploads.
     """
-    if sessions_dir not in _made:
-        sessions_dir.mkdir(parents=True, exist_ok=True)
-        _made.add(sessions_dir)
     path = sessions_dir / f"{safe_name(session_id)}.yaml"
     now = _iso(time.time())
     created = _iso(created) if created else None
@@ -168,7 +165,7 @@ def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, sessio
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(tmp, flags, 0o600)
-    except FileNotFoundError:  # the folder was removed under us: make it again
+    except FileNotFoundError:  # the first write (or the folder was removed): make it, once, not every turn
         sessions_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(tmp, flags, 0o600)
     try:
@@ -183,9 +180,6 @@ def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, sessio
         tmp.unlink(missing_ok=True)
         raise
     return path
-
-
-_made: set[Path] = set()  # folders known to exist (one mkdir per process, not one per turn)
 
 
 _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when available: 10x faster

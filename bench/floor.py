@@ -16,7 +16,8 @@ BODY = b'{"session_id":"floor","status":"done","result":"ok","duration_ms":0}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
 
 
-def _sleep_seconds(raw: bytes) -> float:
+def sleep_seconds(raw: bytes) -> float:
+    """``N`` for a JSON body whose prompt (top level or in ``payload``) is ``sleep N`` (at most 30), else 0."""
     if not raw.startswith(b"{") or b"sleep" not in raw:
         return 0.0
     try:
@@ -47,7 +48,7 @@ async def app(scope, receive, send) -> None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
             break
-    seconds = _sleep_seconds(b"".join(chunks))
+    seconds = sleep_seconds(b"".join(chunks))
     if seconds:
         await asyncio.sleep(seconds)
     await send({"type": "http.response.start", "status": 200, "headers": HEADERS})

@@ -3,15 +3,15 @@
     daphne -b 127.0.0.1 -p P bench.stack_floor:application
 
 What the design fixed for this project (Django + Channels' daphne) costs before any work of ours: no
-middleware, no database, no DRF, no signature, no agent, no writes. The view parses the JSON body (as any
-handler must) and for a prompt ``sleep N`` awaits ``asyncio.sleep(N)``, like ``floor.py``. Whatever our host
-serves, it serves less than this; the gap between the two is our own cost.
+middleware, no database, no DRF, no signature, no agent, no writes. The view reads the body and answers
+exactly as ``floor.py`` does (the same fixed body; for a prompt ``sleep N`` it first awaits
+``asyncio.sleep(N)``). Whatever our host serves, it serves less than this; the gap between the two is our
+own cost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 
 import django
 from django.conf import settings
@@ -33,18 +33,13 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 from django.http import HttpRequest, HttpResponse  # noqa: E402
 from django.urls import path  # noqa: E402
 
-BODY = b'{"session_id":"floor","status":"done","result":"ok","duration_ms":0}'
+from bench.floor import BODY, sleep_seconds  # noqa: E402
 
 
 async def answer(request: HttpRequest) -> HttpResponse:
-    try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        data = {}
-    prompt = (data.get("payload") or data).get("prompt") or "" if isinstance(data, dict) else ""
-    words = prompt.split() if isinstance(prompt, str) else []
-    if len(words) == 2 and words[0] == "sleep":
-        await asyncio.sleep(min(float(words[1]), 30.0))
+    seconds = sleep_seconds(request.body)
+    if seconds:
+        await asyncio.sleep(seconds)
     return HttpResponse(BODY, content_type="application/json")
 
 

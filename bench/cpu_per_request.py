@@ -3,6 +3,7 @@
     .venv/bin/python bench/cpu_per_request.py                 # 2,000 signed instant turns, 8 at a time
     .venv/bin/python bench/cpu_per_request.py --phases        # + CPU per request of each stage (thread time)
     .venv/bin/python bench/cpu_per_request.py --path /health --method GET
+    .venv/bin/python bench/cpu_per_request.py --tracing       # + OpenTelemetry spans (batch, in-memory export)
 
 Process CPU divided by requests is steadier than req/s on a shared, noisy machine, so this is the figure used
 to judge a change to the request path; ``run.py`` then measures the whole server against the reference.
@@ -29,14 +30,14 @@ sys.path.insert(0, str(REPO))
 
 # (module, class or None, function): the stages of a turn, timed with thread CPU time when --phases is given.
 STAGES = [
-    ("hosting.messages", None, "read_input"),
+    ("hosting.core.messages", None, "read_input"),
     ("trust.gate", "Gate", "admit"),
     ("trust.ledger", "DatabaseLedger", "_insert"),
-    ("hosting.turns", "TurnManager", "_prepare"),
-    ("hosting.turns", "TurnManager", "_execute"),
-    ("hosting.agents", "TurnAgent", "run"),
-    ("hosting.turns", "TurnManager", "_write_history"),
-    ("hosting.events", "TurnIO", "publish"),
+    ("hosting.core.turns", "TurnManager", "_prepare"),
+    ("hosting.core.turns", "TurnManager", "_execute"),
+    ("hosting.core.agents", "TurnAgent", "run"),
+    ("hosting.core.turns", "TurnManager", "_write_history"),
+    ("hosting.core.events", "TurnIO", "publish"),
     ("sessions_app.store", "SessionStore", "create"),
     ("sessions_app.store", "SessionStore", "update"),
     ("sessions_app.eventlog", "EventLog", "_store"),
@@ -64,14 +65,28 @@ def time_stages() -> None:
         setattr(target, name, timed)
 
 
+def trace_in_memory() -> None:
+    """What tracing costs the host without the network: the SDK and its batch thread, an exporter that keeps
+    the spans (the OTLP exporter's encoding and POST happen on that same batch thread)."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from hosting.observability import tracing
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
+    tracing.use_provider(provider)
+
+
 def build_app() -> tuple[Any, str]:
     os.chdir(tempfile.mkdtemp(prefix="bench-cpu-"))
     # One signer, thousands of turns: the per-caller limits (README "Limits") would measure 429s.
     Path(".co").mkdir()
     Path(".co/host.yaml").write_text("rate_limit_per_minute: 0\nmax_turns_per_identity: 0\nmax_turns_per_ip: 0\n")
     from bench.agents import instant_factory
-    from hosting.entry import create_app
-    from hosting.runtime import get_runtime
+    from hosting.core.runtime import get_runtime
+    from hosting.serving.entry import create_app
 
     app = create_app(instant_factory, trust="open")
     return app, get_runtime().address
@@ -140,8 +155,12 @@ def main() -> None:
     parser.add_argument("--path", default="/input")
     parser.add_argument("--method", default="POST")
     parser.add_argument("--phases", action="store_true", help="CPU per request of each stage of a turn")
+    parser.add_argument("--tracing", action="store_true",
+                        help="trace every turn (OpenTelemetry SDK, batch processor, spans kept in memory)")
     args = parser.parse_args()
     app, address = build_app()
+    if args.tracing:
+        trace_in_memory()
     if args.phases:
         time_stages()
     import logging

@@ -70,7 +70,7 @@ def free_port() -> int:
 
 
 NO_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0",
-             "--max-ws-per-ip", "0")
+             "--max-ws-per-ip", "0", "--max-connections-per-ip", "0")
 
 
 class Server:

@@ -51,7 +51,7 @@ from nacl.signing import SigningKey  # noqa: E402
 
 from bench.run import Server, pct  # noqa: E402
 from bench.ws_bench import recv  # noqa: E402
-from hosting.uploads import max_request_bytes  # noqa: E402
+from hosting.core.uploads import max_request_bytes  # noqa: E402
 from trust.signing import sign_payload  # noqa: E402
 
 MIX = (("http", 60), ("ws_approval", 20), ("upload", 10), ("reattach", 5), ("hostile", 5))
@@ -263,7 +263,7 @@ class Soak:
     async def _oversize(self) -> tuple[bool, str]:
         """A body over the cap: half the time a declared 1 GiB of which only the first bytes come, half the time
         a whole body 64 KiB over the cap. The host answers 413 on the headers and closes the connection
-        (``hosting.limits.install_daphne_body_cap``), so the rest of a body may meet a closed socket."""
+        (``hosting.serving.connections``), so the rest of a body may meet a closed socket."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port)
         declared, sent = (2**30, 1024) if self.rng.random() < 0.5 else (CAP + 65536, CAP + 65536)
         try:

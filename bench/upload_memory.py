@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import psutil  # noqa: E402
 
-from hosting.errors import UploadRejected  # noqa: E402
-from hosting.uploads import parse_uploads, save_files  # noqa: E402
+from common.errors import UploadRejected  # noqa: E402
+from hosting.core.uploads import parse_uploads, save_files  # noqa: E402
 
 MiB = 1024 * 1024
 LIMIT_MB, MAX_FILES = 10, 10

@@ -222,7 +222,7 @@ async def main() -> None:
 async def live_figures(args: argparse.Namespace) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as folder:
         # One loopback client drives turns back to back and 1,000 idle sockets: the limits would measure refusals.
-        host = HostProcess(Path(folder), *NO_TURN_LIMITS, "--max-ws-per-ip", "0").start()
+        host = HostProcess(Path(folder), *NO_TURN_LIMITS, "--max-ws-per-ip", "0", "--max-connections-per-ip", "0").start()
         try:
             await round_trips(host.ws_url, 2, 0.5)  # warm up
             done, errors, took = await round_trips(host.ws_url, args.connections, args.seconds)

@@ -11,6 +11,8 @@ import secrets
 
 from django.core.exceptions import ImproperlyConfigured
 
+from connectonion_site.layers import redis_host
+
 
 def _number(name: str, default: float) -> float:
     raw = os.environ.get(name)
@@ -34,6 +36,18 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 ASGI_APPLICATION = "connectonion_site.relay_asgi.application"
 
+def _public_url() -> str | None:
+    """``RELAY_PUBLIC_URL``: the URL agents announce this relay as (D28), as a relay base URL."""
+    from hosting.relay.wire import relay_identity
+
+    raw = (os.environ.get("RELAY_PUBLIC_URL") or "").strip()
+    if not raw:
+        return None
+    if relay_identity(raw) is None:
+        raise ImproperlyConfigured(f"RELAY_PUBLIC_URL must be a ws:// or wss:// URL (got {raw!r})")
+    return raw
+
+
 REDIS_URL = os.environ.get("RELAY_REDIS_URL") or None
 # One agent's channel carries the frames of all its clients: a burst of N clients needs room for N.
 if REDIS_URL:
@@ -41,7 +55,7 @@ if REDIS_URL:
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
             "CONFIG": {
-                "hosts": [REDIS_URL],
+                "hosts": [redis_host(REDIS_URL)],
                 "capacity": int(_number("RELAY_CHANNEL_CAPACITY", 10000)),
                 "expiry": 60,
             },
@@ -50,7 +64,7 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "hosting.relay.server.RelayChannelLayer",
+            "BACKEND": "hosting.relay_server.server.RelayChannelLayer",
             "CONFIG": {"capacity": int(_number("RELAY_CHANNEL_CAPACITY", 10000))},
         }
     }
@@ -61,6 +75,14 @@ RELAY = {
     "signature_window": _number("RELAY_SIGNATURE_WINDOW", 300.0),
     "announce_min_interval": _number("RELAY_ANNOUNCE_MIN_INTERVAL", 0.0),
     "redis_url": REDIS_URL,
+    "public_url": _public_url(),
+    "max_message_bytes": int(_number("RELAY_MAX_MESSAGE_BYTES", 256 * 1024 * 1024)),
+    "max_frames_per_second": _number("RELAY_MAX_FRAMES_PER_SECOND", 200.0),
+    "send_buffer_bytes": int(_number("RELAY_SEND_BUFFER_MB", 16.0) * 1024 * 1024),
+    # daphne's connection limits (``hosting.serving.connections``): the relay answers no request bodies but its lookup.
+    "header_timeout": _number("RELAY_HEADER_TIMEOUT", 30.0),
+    "max_connections_per_ip": int(_number("RELAY_MAX_CONNECTIONS_PER_IP", 512)),
+    "max_body_bytes": 64 * 1024,
 }
 
 LOGGING = {

@@ -6,9 +6,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hosting.config import HostConfig, load_config
-from hosting.errors import ConfigError
-from hosting.network import allowed_hosts
+from common.errors import ConfigError
+from connectonion_site.layers import redis_host
+from hosting.core.config import HostConfig, load_config
+from hosting.core.network import allowed_hosts
+from hosting.core.version import __version__
 
 try:
     HOST = load_config()
@@ -35,17 +37,17 @@ INSTALLED_APPS = [
     "sessions_app",
 ]
 
-# Django's stock middleware, as loop-friendly subclasses (hosting/middleware.py): no thread hand-offs on the API.
+# Django's stock middleware, as loop-friendly subclasses (hosting/web/middleware.py): no thread hand-offs on the API.
 MIDDLEWARE = [
-    "hosting.middleware.SecurityMiddleware",
-    "hosting.middleware.StaticFilesMiddleware",
-    "hosting.middleware.OriginMiddleware",
-    "hosting.middleware.SessionMiddleware",
-    "hosting.middleware.CommonMiddleware",
-    "hosting.middleware.CsrfViewMiddleware",
-    "hosting.middleware.AuthenticationMiddleware",
-    "hosting.middleware.MessageMiddleware",
-    "hosting.middleware.XFrameOptionsMiddleware",
+    "hosting.web.middleware.SecurityMiddleware",
+    "hosting.web.middleware.StaticFilesMiddleware",
+    "hosting.web.middleware.OriginMiddleware",
+    "hosting.web.middleware.SessionMiddleware",
+    "hosting.web.middleware.CommonMiddleware",
+    "hosting.web.middleware.CsrfViewMiddleware",
+    "hosting.web.middleware.AuthenticationMiddleware",
+    "hosting.web.middleware.MessageMiddleware",
+    "hosting.web.middleware.XFrameOptionsMiddleware",
 ]
 
 def _database(url: str | None, co_dir: Path) -> dict:
@@ -73,8 +75,20 @@ def _database(url: str | None, co_dir: Path) -> dict:
 def _channel_layers(redis_url: str | None) -> dict:
     if redis_url:
         return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                            "CONFIG": {"hosts": [redis_url], "capacity": 1000, "expiry": 60}}}
+                            "CONFIG": {"hosts": [redis_host(redis_url)], "capacity": 1000, "expiry": 60}}}
     return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
+
+
+RESULTS_POOL_SIZE = 8  # PostgreSQL connections per process for session results (store: postgres)
+
+
+def _databases(host: HostConfig) -> dict:
+    default = _database(host.database_url, host.co_dir)
+    databases = {"default": default}
+    if host.store == "postgres":  # the same database, through a small pool every store operation hands back
+        databases["results"] = {**default, "CONN_MAX_AGE": 0, "OPTIONS": {
+            "connect_timeout": 3, "pool": {"min_size": 1, "max_size": RESULTS_POOL_SIZE, "timeout": 10}}}
+    return databases
 
 
 def host_settings(host: HostConfig) -> dict[str, Any]:
@@ -83,7 +97,7 @@ def host_settings(host: HostConfig) -> dict[str, Any]:
         "HOST": host,
         "SECRET_KEY": host.secret_key,
         "ALLOWED_HOSTS": allowed_hosts(host),
-        "DATABASES": {"default": _database(host.database_url, host.co_dir)},
+        "DATABASES": _databases(host),
         "CHANNEL_LAYERS": _channel_layers(host.redis_url),
         "DATA_UPLOAD_MAX_MEMORY_SIZE": host.max_request_bytes,
     }
@@ -94,6 +108,7 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
 ROOT_URLCONF = "connectonion_site.urls"
+SESSIONS_STORE = "hosting.core.runtime.session_store"  # the session browser's store (sessions_app does not import hosting)
 ASGI_APPLICATION = "connectonion_site.asgi.application"
 APPEND_SLASH = False
 
@@ -114,20 +129,26 @@ TEMPLATES = [
 
 
 REST_FRAMEWORK = {
-    "DEFAULT_PARSER_CLASSES": ["hosting.parsers.StrictJSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["hosting.renderers.CompactJSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["hosting.web.parsers.StrictJSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["hosting.web.renderers.CompactJSONRenderer"],
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,
-    "EXCEPTION_HANDLER": "hosting.views.exception_handler",
+    "EXCEPTION_HANDLER": "hosting.web.views.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "ConnectOnion agent host",
-    "DESCRIPTION": "HTTP API of a hosted agent (PROTOCOL.md §3). Errors are always {\"error\": \"...\"}.",
-    "VERSION": "1",
+    "DESCRIPTION": ("The HTTP API of an agent served by the ConnectOnion host. Every error is "
+                    "`{\"error\": \"...\"}` with its HTTP status. The WebSocket `/ws` (streamed events, "
+                    "questions, approvals, resume) is described at `/asyncapi.json`."),
+    "VERSION": __version__,
+    "SORT_OPERATIONS": "hosting.web.openapi.operation_order",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The routes' security is written out per operation (admin: bearer); the signed X-Co-* headers, the
+    # other way in (hosting.web.authentication), have no OpenAPI scheme for a per-request signature.
+    "AUTHENTICATION_WHITELIST": [],
     "COMPONENT_SPLIT_REQUEST": True,
     "ENUM_NAME_OVERRIDES": {"TrustLevelEnum": ["stranger", "contact", "whitelist", "blocked"]},
     "APPEND_COMPONENTS": {"securitySchemes": {"adminBearer": {"type": "http", "scheme": "bearer"}}},
@@ -163,8 +184,10 @@ SILENCED_SYSTEM_CHECKS = ["security.W008"]  # TLS redirect belongs to the proxy 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(levelname)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {"plain": {"format": "%(levelname)s: %(message)s"},
+                   "json": {"()": "hosting.observability.logs.JsonFormatter"}},  # log_format: json
+    "handlers": {"console": {"class": "logging.StreamHandler",
+                             "formatter": "json" if HOST.log_format == "json" else "plain"}},
     "loggers": {
         "connectonion": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},

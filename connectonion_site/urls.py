@@ -5,9 +5,9 @@ from django.urls import include, path
 
 urlpatterns = [
     path("django-admin/", admin.site.urls),
-    path("", include("hosting.urls")),
+    path("", include("hosting.web.urls")),
 ]
 
-handler400 = "hosting.views.bad_request"
-handler404 = "hosting.views.not_found"
-handler500 = "hosting.views.server_error"
+handler400 = "hosting.web.views.bad_request"
+handler404 = "hosting.web.views.not_found"
+handler500 = "hosting.web.views.server_error"

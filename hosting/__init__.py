@@ -5,8 +5,7 @@ Django is imported inside these functions, so ``from hosting import host`` works
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from hosting.entry import create_app, host  # noqa: E402
+from hosting.core.version import __version__
+from hosting.serving.entry import create_app, host  # noqa: E402
 
 __all__ = ["__version__", "create_app", "host"]

@@ -9,7 +9,7 @@ class HostingConfig(AppConfig):
         from django.core import signals
         from django.db import close_old_connections, reset_queries
 
-        from hosting.middleware import browser_request_started
+        from hosting.web.middleware import browser_request_started
 
         # Django's own request_started receivers are synchronous, so under ASGI each request pays a hand-off to
         # a freshly made thread to run them; they only look after that thread's database connections, which

@@ -18,6 +18,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from hosting.core.events import NO_APPROVER
+
 SYSTEM_PROMPT = (
     "I am the ConnectOnion demo agent. I calculate, tell the time, translate a few words, read "
     "uploaded files, remember your name, ask you questions and save notes (with your approval)."
@@ -26,8 +28,11 @@ SYSTEM_PROMPT = (
 HELP = (
     "Try: 'calculate (2+3)*7', 'what time is it', 'translate hello to spanish', "
     "'my name is Ada' then 'what is my name', 'quiz me', 'save a note: buy milk' (asks approval), "
-    "'count to 5 slowly', or attach a file and say 'read the file'."
+    "'count to 5 slowly', 'count slowly until I say stop' (then steer it while it counts: 'count by 10', "
+    "'faster', 'stop'), or attach a file and say 'read the file'."
 )
+
+STEERED_STEPS = 120  # 'count slowly until I say stop' gives up after this many numbers (a minute at 0.5 s)
 
 WORDS = {
     "spanish": {"hello": "hola", "goodbye": "adiós", "thanks": "gracias", "cat": "gato", "water": "agua"},
@@ -144,7 +149,9 @@ class DemoAgent:
         parts: list[str] = []
         if images:
             parts.append(self._describe_images(images))
-        if m := re.search(r"count to (\d+)", low):
+        if re.search(r"until i say stop", low):
+            parts.append(self._count_until_stopped())
+        elif m := re.search(r"count to (\d+)", low):
             n = min(int(m.group(1)), 50)
             delay = 0.5 if "slow" in low else 0.0
             for i in range(1, n + 1):
@@ -183,6 +190,63 @@ class DemoAgent:
             parts.append(HELP)
         return " ".join(p for p in parts if p)
 
+    def _count_until_stopped(self) -> str:
+        """Count one number per step and read the user's runtime input between steps (issue 17.7b).
+
+        Steering: 'stop' ends the count, 'count by N' changes the step, 'faster'/'slower' the pace; anything
+        else is noted and answered in the result. The window opens here and closes with the final drain, so
+        every input the host acknowledged is read.
+        """
+        opener = getattr(self.io, "open_runtime_inputs", None)
+        if opener is not None:
+            opener()
+        numbers: list[int] = []
+        steer = {"by": 1, "delay": 0.5, "stop": None, "notes": []}
+        while len(numbers) < STEERED_STEPS:
+            self._apply_steering(self._take_runtime_inputs(final=False), steer)
+            if steer["stop"] is not None:
+                break
+            current = numbers[-1] if numbers else 0
+            self._think(1)
+            self._tool("calculate", calculate, expression=f"{current}+{steer['by']}")
+            numbers.append(current + steer["by"])
+            time.sleep(steer["delay"])
+        self._apply_steering(self._take_runtime_inputs(final=True), steer)
+        text = ", ".join(str(n) for n in numbers) or "(nothing counted)"
+        if steer["stop"] is not None:
+            text += f". Stopped because you said '{steer['stop']}'."
+        else:
+            text += f". Reached {STEERED_STEPS} numbers without a 'stop'."
+        if steer["notes"]:
+            text += " You also said: " + "; ".join(f"'{n}'" for n in steer["notes"]) + "."
+        return text
+
+    def _take_runtime_inputs(self, *, final: bool) -> list[str]:
+        """The prompts sent while this turn runs; each goes into the conversation and the trace."""
+        take = getattr(self.io, "finish_runtime_inputs" if final else "pop_runtime_inputs", None)
+        prompts = [m.get("prompt") for m in (take() if take is not None else [])]
+        assert self.current_session is not None
+        for prompt in (p for p in prompts if isinstance(p, str) and p):
+            self.current_session["messages"].append({"role": "user", "content": prompt})
+            self._record({"type": "user_input", "content": prompt, "turn": self.current_session["turn"],
+                          "runtime_input": True})
+        return [p for p in prompts if isinstance(p, str) and p]
+
+    @staticmethod
+    def _apply_steering(prompts: list[str], steer: dict[str, Any]) -> None:
+        for prompt in prompts:
+            low = prompt.lower()
+            if re.search(r"\bstop\b", low):
+                steer["stop"] = steer["stop"] or prompt
+            elif m := re.search(r"\bby (\d+)", low):
+                steer["by"] = max(1, min(int(m.group(1)), 1000))
+            elif "faster" in low:
+                steer["delay"] = max(steer["delay"] / 2, 0.05)
+            elif "slower" in low:
+                steer["delay"] = min(steer["delay"] * 2, 2.0)
+            else:
+                steer["notes"].append(prompt)
+
     def _describe_images(self, images: list[str]) -> str:
         import base64
 
@@ -212,7 +276,7 @@ class DemoAgent:
         for message in (self.current_session or {}).get("messages", []):
             content = message.get("content")
             if message.get("internal") and isinstance(content, str) and "<system-reminder>" in content:
-                paths.extend(re.findall(r"^- (/\S.*)$", content, re.M))
+                paths.extend(re.findall(r"^- (\S.*)$", content, re.M))  # relative to our folder, or absolute
         return paths
 
     def _read_uploads(self) -> str:
@@ -234,12 +298,14 @@ class DemoAgent:
     def _save_note(self, note: str) -> str:
         self._think(1)
         call_id = f"call_{uuid.uuid4().hex[:12]}"
-        approved = self._approve("save_note", {"text": note}, call_id)
-        if not approved:
+        reply = self._approve("save_note", {"text": note}, call_id)
+        if reply.get("approved") is not True:
+            # The host's own refusal (an HTTP turn has nobody to ask) says so: nobody rejected anything.
+            nobody = reply.get("feedback") == NO_APPROVER
+            why = NO_APPROVER if nobody else "rejected by the user"
             self._record({"type": "tool_result", "tool_id": call_id, "name": "save_note", "args": {"text": note},
-                          "status": "failed", "result": "rejected by the user", "timing_ms": 0,
-                          "error": "rejected by the user"})
-            return "OK, I did not save the note."
+                          "status": "failed", "result": why, "timing_ms": 0, "error": why})
+            return "OK, I did not save the note." + (f" ({NO_APPROVER})" if nobody else "")
         return "Done: " + self._tool("save_note", save_note, call_id=call_id, text=note) + "."
 
     # -- io plumbing (the released Agent's conventions) ----------------------------------------------
@@ -289,13 +355,13 @@ class DemoAgent:
             return None
         return reply.get("answer")
 
-    def _approve(self, tool: str, arguments: dict[str, Any], call_id: str) -> bool:
+    def _approve(self, tool: str, arguments: dict[str, Any], call_id: str) -> dict[str, Any]:
+        """The client's APPROVAL_RESPONSE (``approved``, ``feedback``), or a refusal when there is no io."""
         if self.io is None:
-            return False
+            return {"approved": False, "feedback": "no client to approve it"}
         self.io.send({"type": "approval_needed", "tool_call_id": call_id, "tool": tool, "arguments": arguments,
-                      "description": f"{tool} wants to run with {arguments}"})
-        reply = self.io.receive()
-        return reply.get("approved") is True
+                      "description": f"{tool} wants to run"})
+        return self.io.receive()
 
 
 def create_agent() -> DemoAgent:

@@ -16,16 +16,20 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from sessions_app.store import DoesNotExist, SessionRecord, SessionStore
+from sessions_app.records import DoesNotExist, SessionRecord
+from sessions_app.store import SessionStore
 
 STATUSES = ("running", "waiting_approval", "done", "failed", "cancelled", "interrupted")
 PER_PAGE = 50
 
 
 def _store() -> SessionStore:
-    from hosting.runtime import get_runtime
+    """The store the host serves from: the project names it (``SESSIONS_STORE``, a callable's dotted path),
+    since the sessions app sits below the host and does not import it."""
+    from django.conf import settings
+    from django.utils.module_loading import import_string
 
-    return get_runtime().store
+    return import_string(settings.SESSIONS_STORE)()
 
 
 def _when(value: Any) -> str:

@@ -24,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from common import metrics
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     session_id TEXT NOT NULL,
@@ -45,8 +47,19 @@ _WRITE_ATTEMPTS = 5
 Row = tuple[str, int, int, float, str]  # session_id, seq, turn, created, data (JSON)
 
 
+def forget_written(pending: dict[str, list[Any]], batch: list[Any]) -> None:
+    """Drop a written batch from the pending rows: each session's oldest pending rows are the ones written."""
+    for session_id, count in Counter(row[0] for row in batch).items():
+        rows = pending.get(session_id, [])
+        del rows[:count]
+        if not rows:
+            pending.pop(session_id, None)
+
+
 class EventLog:
     """Append and read numbered events. Thread-safe (a connection per thread, one writer thread)."""
+
+    kind = "sqlite"
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -93,22 +106,20 @@ class EventLog:
                 batch, self._queue = self._queue, []
                 self._writing = len(batch)
             self._store(batch)
-            with self._cond:  # each session's oldest pending rows are the ones just written
-                for session_id, count in Counter(row[0] for row in batch).items():
-                    rows = self._pending.get(session_id, [])
-                    del rows[:count]
-                    if not rows:
-                        self._pending.pop(session_id, None)
+            with self._cond:
+                forget_written(self._pending, batch)
                 self._writing = 0
                 self._cond.notify_all()
 
     def _store(self, batch: list[Row]) -> None:
         for attempt in range(_WRITE_ATTEMPTS):
             try:
+                began = time.perf_counter()
                 db = self._db()
                 with db:  # one transaction for the batch
                     db.execute("BEGIN IMMEDIATE")
                     db.executemany(_INSERT, batch)
+                metrics.replay_write(time.perf_counter() - began)
                 return
             except Exception as exc:  # the writer thread must outlive any failure (disk full, locked, ...)
                 if attempt == _WRITE_ATTEMPTS - 1 or not isinstance(exc, sqlite3.Error):
@@ -126,23 +137,28 @@ class EventLog:
         row = self._db().execute("SELECT MAX(seq) FROM events WHERE session_id = ?", (session_id,)).fetchone()
         return max([int(row[0] or 0)] + [r[1] for r in pending])
 
-    def after(self, session_id: str, seq: int, *, turn: int | None = None, limit: int = 100_000) -> list[dict[str, Any]]:
-        """Events with a number above ``seq`` (of one turn when given), in order."""
+    def after(self, session_id: str, seq: int, *, turn: int | None = None, limit: int = 100_000,
+              max_bytes: int = 0) -> list[dict[str, Any]]:
+        """Events with a number above ``seq`` (of one turn when given), in order: at most ``limit`` of them and,
+        when ``max_bytes`` is set, no more than that many bytes of JSON (but always the first one)."""
         pending = [r for r in self._unwritten(session_id) if r[1] > seq and (turn is None or r[2] == turn)]
         if turn is None:
-            rows = self._db().execute(
+            cursor = self._db().execute(
                 "SELECT seq, data FROM events WHERE session_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (session_id, seq, limit),
-            ).fetchall()
+            )
         else:
-            rows = self._db().execute(
+            cursor = self._db().execute(
                 "SELECT seq, data FROM events WHERE session_id = ? AND seq > ? AND turn = ? ORDER BY seq LIMIT ?",
                 (session_id, seq, turn, limit),
-            ).fetchall()
+            )
+        rows, cut = _within(cursor, max_bytes)
+        if cut:  # stored events past the page exist: unwritten ones after them belong to a later page
+            pending = [r for r in pending if r[1] <= rows[-1][0]]
         if pending:
             merged = dict(rows)
             merged.update((r[1], r[4]) for r in pending)
-            rows = sorted(merged.items())[:limit]
+            rows, _cut = _within(sorted(merged.items())[:limit], max_bytes)
         return [json.loads(data) for _, data in rows]
 
     def turn_of(self, session_id: str, seq: int) -> int | None:
@@ -181,3 +197,18 @@ def _flush_all() -> None:
     """A clean exit (SIGTERM, end of tests) stores what is still queued."""
     for eventlog in list(_open_logs):
         eventlog.flush(timeout=5.0)
+
+
+def _within(rows: Any, max_bytes: int) -> tuple[list[tuple[int, str]], bool]:
+    """The leading rows whose data fit in ``max_bytes`` (0: all), at least one: a page a reader can hold.
+    Also whether rows were left out."""
+    if not max_bytes:
+        return list(rows), False
+    kept: list[tuple[int, str]] = []
+    total = 0
+    for row in rows:
+        total += len(row[1])
+        if kept and total > max_bytes:
+            return kept, True
+        kept.append(row)
+    return kept, False

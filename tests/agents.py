@@ -76,3 +76,47 @@ def odd_factory() -> OddResultAgent:
 
 def memory_marker(path: str) -> Path:
     return Path(path)
+
+
+class FloodAgent(EchoAgent):
+    """``flood N SIZE``: streams N events of SIZE characters each, then answers ``flooded N``; else echoes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "flood"
+        self.io: Any = None
+
+    def input(self, prompt: str) -> str:
+        words = prompt.split()
+        if len(words) != 3 or words[0] != "flood" or self.io is None:
+            return super().input(prompt)
+        count, size = int(words[1]), int(words[2])
+        for number in range(count):
+            self.io.send({"type": "chunk", "number": number, "text": "x" * size})
+        return f"flooded {count}"
+
+
+def flood_factory() -> FloodAgent:
+    return FloodAgent()
+
+
+class GatedAgent(EchoAgent):
+    """``wait PATH``: holds its thread until the file PATH exists (the test opens the gate; 60 s at most),
+    then answers ``opened``; else echoes. For tests of what must go on while every agent thread is busy."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.name = "gated"
+
+    def input(self, prompt: str) -> str:
+        words = prompt.split()
+        if len(words) != 2 or words[0] != "wait":
+            return super().input(prompt)
+        deadline = time.monotonic() + 60
+        while not Path(words[1]).exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return "opened"
+
+
+def gated_factory() -> GatedAgent:
+    return GatedAgent()

@@ -65,3 +65,51 @@ def create_co_agent():
 
     co_dir = os.environ.get("CO_TEST_CO_DIR") or tempfile.mkdtemp(prefix="co-agent-")
     return Agent("co-stub", llm=_stub_llm(), tools=[add], log=False, quiet=True, co_dir=co_dir)
+
+
+def _steerable_llm():
+    from connectonion.core.llm import LLM, LLMResponse, ToolCall
+    from connectonion.useful_plugins import RUNTIME_INPUT_FRAME_PREFIX
+
+    class SteerableLLM(LLM):
+        """'keep working' calls the ``step`` tool until a runtime input (a user message framed by the released
+        ``runtime_input`` plugin) is in the conversation; then it answers with what the user sent."""
+
+        def __init__(self) -> None:
+            self.model = "stub/steerable"
+
+        def complete(self, messages: list[dict[str, Any]], tools: Any = None, **kw: Any) -> LLMResponse:
+            steered: list[str] = []
+            for m in messages:  # this turn's: the framed user messages after its prompt
+                text = str(m.get("content", "")) if m.get("role") == "user" else None
+                if text is not None and text.startswith(RUNTIME_INPUT_FRAME_PREFIX):
+                    steered.append(text[len(RUNTIME_INPUT_FRAME_PREFIX):])
+                elif text is not None:
+                    steered = []
+            if steered:
+                return LLMResponse(content="steered by: " + " | ".join(steered), tool_calls=[], raw_response=None)
+            call = ToolCall(name="step", arguments={}, id=f"call_{uuid.uuid4().hex[:8]}")
+            return LLMResponse(content=None, tool_calls=[call], raw_response=None)
+
+        def structured_complete(self, messages: list[dict[str, Any]], output_schema: Any, **kw: Any) -> Any:
+            return output_schema.model_validate(json.loads("{}"))
+
+    return SteerableLLM()
+
+
+def step() -> str:
+    """One slow unit of work (the agent keeps calling it until told otherwise)."""
+    import time
+
+    time.sleep(0.3)
+    return "worked a bit"
+
+
+def create_steerable_co_agent():
+    """A released ``connectonion.Agent`` with the released ``runtime_input`` plugin: it takes runtime input."""
+    from connectonion import Agent
+    from connectonion.useful_plugins import runtime_input
+
+    co_dir = os.environ.get("CO_TEST_CO_DIR") or tempfile.mkdtemp(prefix="co-agent-")
+    return Agent("co-steerable", llm=_steerable_llm(), tools=[step], plugins=[runtime_input], log=False,
+                 quiet=True, co_dir=co_dir, max_iterations=60)

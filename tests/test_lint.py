@@ -1,4 +1,4 @@
-"""ruff over the whole tree: syntax errors, undefined names and unused imports fail the suite."""
+"""Static checks in the test command: ruff over the whole tree, and the import contracts (lint-imports)."""
 
 import shutil
 import subprocess
@@ -16,4 +16,13 @@ def test_ruff_finds_no_errors():
         pytest.skip("ruff is not installed (requirements-test.txt pins it)")
     result = subprocess.run([ruff, "check", "--select", "E9,F", "--quiet", "."], cwd=REPO,
                             capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_import_contracts_are_kept():
+    """lint-imports (pyproject.toml [tool.importlinter]): dependencies between the apps point one way."""
+    lint_imports = shutil.which("lint-imports") or str(Path(sys.executable).parent / "lint-imports")
+    if not Path(lint_imports).exists():
+        pytest.skip("import-linter is not installed (requirements-test.txt pins it)")
+    result = subprocess.run([lint_imports, "--no-cache"], cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -2,7 +2,7 @@
 
 blacklist -> signature (§2.3) -> unsigned at strict -> one-use ledger (§2.4) -> whitelist/admin ->
 level or policy. Synchronous (it reads files, the database and maybe a model): async callers run it
-in a worker thread. Failures raise ``hosting.errors`` classes carrying the exact spec text.
+in a worker thread. Failures raise ``common.errors`` classes carrying the exact spec text.
 """
 
 from __future__ import annotations
@@ -11,12 +11,14 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from hosting.errors import Forbidden, HostError, Unauthorized
+from common import metrics
+from common.errors import Forbidden, HostError, Unauthorized
+from trust.decision import TrustRequest, TrustSettings
 from trust.identity import is_address
-from trust.policy import Policy, TrustRequest, TrustSettings, build_policy
+from trust.policy import Policy, build_policy
 from trust.signing import (
     SIGNED_REQUEST_REQUIRED,
     Verified,
@@ -28,10 +30,10 @@ from trust.signing import (
 )
 
 if TYPE_CHECKING:
-    from hosting.config import HostConfig
     from trust.identity import AgentIdentity
     from trust.ledger import Ledger
     from trust.lists import AccessLists
+    from trust.options import TrustOptions
 
 logger = logging.getLogger("connectonion.trust")
 
@@ -58,6 +60,9 @@ class Admission:
     level: str  # the caller's list level: whitelist, contact or stranger
     reason: str
     repeated: bool = False  # the ledger had seen it and allow_repeat accepted it (D20)
+    # D20 (amended): a repeated handshake proves nothing about who sent it. An unproven socket reveals nothing
+    # of any session until a freshly signed command from ``signer`` arrives on it (PROTOCOL §2.4).
+    unproven: bool = False
     trust: str = "careful"  # the trust level in force: open, careful, strict or custom
 
 
@@ -80,7 +85,7 @@ def record_decision(*, identity: str, level: str, decision: str, reason: str, tr
 
 
 def build_gate(
-    config: HostConfig,
+    config: TrustOptions,
     identity: AgentIdentity,
     *,
     trust: Any = None,
@@ -113,7 +118,7 @@ class Gate:
 
     def __init__(
         self,
-        config: HostConfig,
+        config: TrustOptions,
         identity: AgentIdentity,
         lists: AccessLists,
         ledger: Ledger,
@@ -161,6 +166,7 @@ class Gate:
         allow_repeat: bool = False,
         prompt: str | None = None,
         transport: str = "http",
+        ledger: bool = True,
     ) -> Admission:
         """Run the §7.3 flow on a request object; returns the admission or raises
         ``Forbidden`` (403), ``Unauthorized`` (401) or ``Misconfigured`` (503).
@@ -168,7 +174,8 @@ class Gate:
         ``body`` is signed when it has any of ``payload``/``from``/``signature``; ``unsigned_from`` is
         a sender named outside an envelope (checked against the blacklist only). The policy sees
         ``prompt`` when given, else ``payload["prompt"]``. ``allow_repeat`` admits a ledger repeat and
-        marks it ``repeated`` (D20; see ``admit_handshake``).
+        marks it ``repeated`` (D20; see ``admit_handshake``). ``ledger=False`` skips the one-use ledger:
+        inside a sealed socket, whose peer is bound to the handshake's signer (PROTOCOL §2.4, §4.8).
         """
         claimed = body.get("from") if is_signed(body) else unsigned_from  # type: ignore[union-attr]
         try:
@@ -181,6 +188,7 @@ class Gate:
                 allow_repeat=allow_repeat,
                 prompt=prompt,
                 transport=transport,
+                ledger=ledger,
             )
         except HostError as exc:
             self._log(_shown(claimed), exc, transport)
@@ -199,6 +207,7 @@ class Gate:
         allow_repeat: bool,
         prompt: str | None,
         transport: str,
+        ledger: bool = True,
     ) -> Admission:
         # 1. Blacklist, before any cryptography (HARDENING S13); an unsigned `from` counts too.
         for name in (claimed, unsigned_from):
@@ -217,7 +226,7 @@ class Gate:
                 now=self.clock(),
             )
             # 3. One use (§2.4); D20 lets a handshake repeat when the caller asks for it.
-            if not self.ledger.claim(verified.signature, expires_at=verified.timestamp + self.window):
+            if ledger and not self.ledger.claim(verified.signature, expires_at=verified.timestamp + self.window):
                 if not allow_repeat:
                     raise Unauthorized(replay_message)
                 repeated = True
@@ -250,8 +259,7 @@ class Gate:
         if self.trust == "open":
             return "open"
         if self.trust == "careful":
-            if signer is None:
-                logger.info("unsigned request accepted at careful (%s): signature recommended", transport)
+            if signer is None:  # logged once, as this decision's reason (_log)
                 return "careful: signature recommended"
             return "careful"
         if self.trust == "strict":
@@ -273,14 +281,18 @@ class Gate:
         return f"policy ({decision.source}): {decision.reason}"
 
     def admit_handshake(self, frame: Mapping[str, Any], *, transport: str = "ws") -> Admission:
-        """A CONNECT/INIT/ATTACH on an unsealed socket, including the D20 rule for repeats.
+        """A CONNECT/INIT/ATTACH on an unsealed socket, including the D20 rule for repeats (PROTOCOL §2.4).
 
-        A repeated signature is accepted when its payload has ``signed_commands: 1``; without it the
-        handshake is refused at strict and custom, and downgraded to anonymous at open/careful.
+        A repeated signature is accepted when its payload has ``signed_commands: 1``, marked ``unproven``:
+        the socket may show nothing of the signer's sessions until a signed command verifies on it. Without
+        ``signed_commands: 1`` the repeat is refused at strict and custom, and downgraded to anonymous at
+        open/careful. This is the only place the rule lives; every door (``/ws``, the relay) calls it.
         """
         admission = self.admit(frame, allow_repeat=True, transport=transport)
-        if not admission.repeated or admission.payload.get("signed_commands") == 1:
+        if not admission.repeated:
             return admission
+        if admission.payload.get("signed_commands") == 1:
+            return replace(admission, unproven=True)
         if self.trust not in ("open", "careful"):
             self._log(admission.signer or "anonymous", Unauthorized(REPLAY_CONNECT), transport)
             raise Unauthorized(REPLAY_CONNECT)
@@ -294,19 +306,13 @@ class Gate:
             trust=self.trust,
         )
 
-    def authenticate(self, body: Mapping[str, Any], *, require_to: bool = False) -> Verified:
-        """§2.3 rows 1-9 only, no ledger and no trust step: a v1 INPUT that carries a signature (§2.6)."""
-        claimed = body.get("from")
-        if isinstance(claimed, str) and self.lists.is_blacklisted(claimed):
-            raise Forbidden(BLACKLISTED)
-        return verify_envelope(
-            body, our_address=self.our_address, require_to=require_to, window=self.window, now=self.clock()
-        )
-
     # -- v2 commands ----------------------------------------------------------------------------------
 
-    def admit_command(self, frame: Mapping[str, Any], *, owner: str, transport: str = "ws") -> Verified:
-        """A signed command on a v2 socket (PROTOCOL §2.6); act on ``Verified.payload`` only."""
+    def admit_command(
+        self, frame: Mapping[str, Any], *, owner: str, transport: str = "ws", ledger: bool = True
+    ) -> Verified:
+        """A signed command on a v2 socket (PROTOCOL §2.6); act on ``Verified.payload`` only.
+        ``ledger=False``: inside a sealed socket (PROTOCOL §4.8), where the ledger is not consulted."""
         claimed = frame.get("from")
         try:
             if isinstance(claimed, str) and self.lists.is_blacklisted(claimed):
@@ -314,7 +320,7 @@ class Gate:
             verified = verify_command(
                 frame, owner=owner, our_address=self.our_address, window=self.window, now=self.clock()
             )
-            if not self.ledger.claim(verified.signature, expires_at=verified.timestamp + self.window):
+            if ledger and not self.ledger.claim(verified.signature, expires_at=verified.timestamp + self.window):
                 raise Unauthorized(REPLAY_COMMAND)
         except HostError as exc:
             self._log(_shown(claimed), exc, transport)
@@ -426,6 +432,7 @@ class Gate:
             reason,
             transport,
         )
+        metrics.trust_decision(self.trust, decision)
         # Every decision goes to the log; the database keeps the ones worth auditing: every refusal, and an
         # identified caller's acceptance once a minute per kind (not each request of a busy client), never
         # the anonymous requests an open or careful host lets through.

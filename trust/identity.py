@@ -14,7 +14,7 @@ from pathlib import Path
 
 from nacl.signing import SigningKey, VerifyKey
 
-from hosting.errors import ConfigError
+from common.errors import ConfigError
 
 logger = logging.getLogger("connectonion.trust")
 

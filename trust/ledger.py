@@ -17,10 +17,10 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from hosting.errors import Misconfigured
+from common.errors import Misconfigured
 
 if TYPE_CHECKING:
-    from hosting.config import HostConfig
+    from trust.options import TrustOptions
 
 logger = logging.getLogger("connectonion.trust")
 
@@ -149,7 +149,7 @@ def _redis_ledger(url: str) -> RedisLedger:
     return RedisLedger(url)
 
 
-def get_ledger(config: HostConfig) -> Ledger:
+def get_ledger(config: TrustOptions) -> Ledger:
     """Redis when ``config.redis_url`` is set, else the database. One Redis client per URL per process."""
     if config.redis_url:
         return _redis_ledger(config.redis_url)

@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hosting.errors import Misconfigured
+from common.errors import Misconfigured
 from trust.identity import is_address, normalize_address
 
 if TYPE_CHECKING:
-    from hosting.config import HostConfig
     from trust.identity import AgentIdentity
+    from trust.options import TrustOptions
 
 logger = logging.getLogger("connectonion.trust")
 
@@ -143,7 +143,7 @@ class AccessLists:
 
     def __init__(
         self,
-        config: HostConfig,
+        config: TrustOptions,
         identity: AgentIdentity | None,
         *,
         use_database: bool = True,

@@ -1,6 +1,6 @@
 """Signed requests: canonical text, envelopes, signed HTTP headers and v2 commands (PROTOCOL §2).
 
-Pure functions: no ledger, no lists, no Django. Every failure is raised as ``hosting.errors.Unauthorized``
+Pure functions: no ledger, no lists, no Django. Every failure is raised as ``common.errors.Unauthorized``
 with the exact text of PROTOCOL §2.3 / §2.5 / §2.6.
 """
 
@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 from nacl.exceptions import CryptoError
 from nacl.signing import SigningKey, VerifyKey
 
-from hosting.errors import Unauthorized
+from common.errors import Unauthorized
 from trust.identity import address_of, is_address
 
 SIGNATURE_WINDOW = 300.0
@@ -338,19 +338,24 @@ def verify_headers(
             payload, sender, signature, our_address=our_address, require_to=True, window=window, now=now
         )
 
-    if HEADER_FROM in lowered:  # legacy (a): {"method", "path", "timestamp"}
-        if raw_timestamp is not None and not _DECIMAL.fullmatch(raw_timestamp.strip()):
-            raise Unauthorized(MALFORMED_HEADERS)
-        legacy: dict[str, Any] = {"method": method.upper(), "path": path}
-        legacy["timestamp"] = int(raw_timestamp) if raw_timestamp is not None else None
-    else:  # legacy (b): {"timestamp": <float of the header>}
-        try:
-            legacy = {"timestamp": float(raw_timestamp) if raw_timestamp is not None else None}
-        except ValueError:
-            raise Unauthorized(MALFORMED_HEADERS) from None
+    legacy = _legacy_signed_object(lowered, method, path, raw_timestamp)
     return _verify_signed(
         legacy, sender, signature, our_address=our_address, require_to=False, window=window, now=now
     )
+
+
+def _legacy_signed_object(lowered: Mapping[str, str], method: str, path: str,
+                          raw_timestamp: str | None) -> dict[str, Any]:
+    """What the two older header shapes signed (``legacy_ok`` routes only)."""
+    if HEADER_FROM in lowered:  # legacy (a): {"method", "path", "timestamp"}
+        if raw_timestamp is not None and not _DECIMAL.fullmatch(raw_timestamp.strip()):
+            raise Unauthorized(MALFORMED_HEADERS)
+        return {"method": method.upper(), "path": path,
+                "timestamp": int(raw_timestamp) if raw_timestamp is not None else None}
+    try:  # legacy (b): {"timestamp": <float of the header>}
+        return {"timestamp": float(raw_timestamp) if raw_timestamp is not None else None}
+    except ValueError:
+        raise Unauthorized(MALFORMED_HEADERS) from None
 
 
 def verify_command(

@@ -24,18 +24,23 @@ from typing import Any, Protocol
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from hosting.config import HostConfig
-from hosting.errors import AgentFailed, HostError, InternalError
+from common.errors import AgentFailed, HostError, InternalError, UnknownMessageType
+from hosting.conversation.seal import sealed_size
+from hosting.core.config import HostConfig
+from hosting.core.jsonwire import decode_frame, encodable, frame_too_large
 from hosting.relay import wire
 
 logger = logging.getLogger("connectonion.relay")
 
 BACKOFF = (1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 LOUD_AFTER = 5
+UNREACHABLE = "unreachable"  # the state while the relay cannot be reached: /health shows it, the host is fine
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024  # the released client's and relay's budget
+TAG_ROOM = 4096  # bytes a relay may add to a client's frame (session_id, conn_id) on top of the host's cap
 TOO_MANY_CONVERSATIONS = "too many conversations"  # (P) HARDENING R3
 FRAME_DROPPED = "conversation overloaded: frame dropped"  # (P)
 LEGACY_UNSUPPORTED = "legacy INPUT is not supported by this host"  # (P)
+TAG_BYTES = 1024  # room for the relay's routing tags around a frame
 
 SendFrame = Callable[[dict[str, Any]], Awaitable[None]]
 
@@ -89,7 +94,8 @@ class RelayLink:
 
     Use ``await start()`` / ``await stop()`` inside the host's event loop, or ``await run()`` to own the
     loop (the ``announce`` command). ``state`` is ``"disabled"``, ``"connecting"``, ``"connected"`` or
-    ``"failed: <reason>"``: what the banner and ``/health`` show.
+    ``"unreachable"`` (no connection; the reason is in the log) or ``"refused: <the relay's error>"``: what
+    the banner and ``/health`` show.
     """
 
     def __init__(
@@ -106,6 +112,8 @@ class RelayLink:
         idle_timeout: float = 300.0,
         max_conversations: int = 256,
         max_size: int = DEFAULT_MAX_SIZE,
+        frame_limit: int | None = None,
+        plain_limit: int | None = None,
         backoff: Sequence[float] = BACKOFF,
         jitter: float = 0.2,
         stable_after: float = 10.0,
@@ -125,6 +133,10 @@ class RelayLink:
         self.idle_timeout = idle_timeout
         self.max_conversations = max_conversations
         self.max_size = max_size
+        # Frames over ``frame_limit`` are refused one by one, like /ws refuses them; only a frame over the
+        # socket's ``max_size`` closes the link (1009).
+        self.frame_limit = min(frame_limit or max_size, max_size)
+        self.plain_limit = min(plain_limit or self.frame_limit, self.frame_limit)  # for frames not SEALED
         self.backoff = tuple(backoff)
         self.jitter = jitter
         self.stable_after = stable_after
@@ -132,6 +144,7 @@ class RelayLink:
         self.inbox_size = inbox_size
 
         self.failures = 0
+        self._outage_logged = False
         self.announces_sent = 0
         self._state = "disabled" if self.relay_base is None else "connecting"
         self._ws: Any = None
@@ -166,7 +179,13 @@ class RelayLink:
                 wire.SUMMARY_LIMIT,
                 wire.SUMMARY_LIMIT,
             )
-        options.setdefault("max_size", config.max_request_bytes or DEFAULT_MAX_SIZE)
+        plain = config.max_request_bytes or DEFAULT_MAX_SIZE
+        # A maximal plain frame may arrive sealed (about 4/3 larger, PROTOCOL §4.8); the conversation then
+        # holds the plain frame inside to the host's cap. An unsealed frame is held to it here.
+        cap = sealed_size(plain) + TAG_ROOM
+        options.setdefault("frame_limit", cap)
+        options.setdefault("plain_limit", plain + TAG_ROOM)
+        options.setdefault("max_size", max(DEFAULT_MAX_SIZE, cap))
         return cls(
             identity,
             relay_url=config.relay_url,
@@ -253,20 +272,28 @@ class RelayLink:
                     self._state = "connecting"
                     continue
             self.failures += 1
-            self._state = f"failed: {reason}"
+            if not self._refused:
+                self._state = UNREACHABLE
             delay = self._delay(self.failures)
-            if self.failures == LOUD_AFTER or (self.failures > LOUD_AFTER and self.failures % 10 == 0):
-                logger.error(
-                    "relay: %s still unreachable after %d attempts (%s); the local HTTP and WebSocket "
-                    "service is unaffected; retrying every %.0f s",
-                    self.relay_base,
-                    self.failures,
-                    reason,
-                    self.backoff[-1],
-                )
-            else:
-                logger.warning("relay: %s (%s); retrying in %.1f s", reason, self.relay_base, delay)
+            self._log_failure(reason, delay)
             await asyncio.sleep(delay)
+
+    def _log_failure(self, reason: str, delay: float) -> None:
+        """Offline is quiet (issue 17.5): one line after ``LOUD_AFTER`` consecutive failures (PROTOCOL
+        §8.1), then nothing until the relay is back; each attempt is a DEBUG line."""
+        if self.failures == LOUD_AFTER:
+            self._outage_logged = True
+            logger.warning(
+                "relay: %s unreachable (%d attempts; last: %s); the local HTTP and WebSocket service is "
+                "unaffected; retrying quietly, at most every %.0f s",
+                self.relay_base,
+                self.failures,
+                reason,
+                self.backoff[-1],
+            )
+        else:
+            logger.debug("relay: %s (%s); attempt %d in %.1f s", reason, self.relay_base, self.failures + 1,
+                         delay)
 
     # -- one connection ------------------------------------------------------------------------------
 
@@ -295,12 +322,11 @@ class RelayLink:
                 await self._announce(ws)
                 if not self._refused:
                     self._state = "connected"
-                recovered = self.failures
-                logger.info(
-                    "relay: connected to %s%s",
-                    url,
-                    f" after {recovered} failed attempts" if recovered else "",
-                )
+                if self._outage_logged:
+                    self._outage_logged = False
+                    logger.info("relay: %s reachable again after %d failed attempts", url, self.failures)
+                else:
+                    logger.info("relay: connected to %s", url)
                 heartbeat = asyncio.create_task(self._heartbeat(ws), name="relay-heartbeat")
                 try:
                     async for raw in ws:
@@ -364,13 +390,12 @@ class RelayLink:
         if isinstance(raw, bytes):
             logger.warning("relay: ignored a binary frame (%d bytes)", len(raw))
             return
-        try:
-            frame = json.loads(raw)
-        except ValueError:
-            logger.warning("relay: ignored a frame that is not JSON: %r", raw[:200])
-            return
-        if not isinstance(frame, dict):
-            logger.warning("relay: ignored a frame that is not a JSON object: %r", raw[:200])
+        try:  # the decoder of /ws: size cap, strict JSON, depth limit (issue 15.7)
+            frame = decode_frame(raw, limit=self.frame_limit)
+            if len(raw) > self.plain_limit and frame.get("type") != "SEALED":
+                raise frame_too_large(self.plain_limit)
+        except HostError as exc:
+            await self._refuse_frame(ws, raw, exc)
             return
         conn_id, session_id = frame.get("conn_id"), frame.get("session_id")
         if not _is_tag(conn_id) or not _is_tag(session_id):
@@ -387,11 +412,21 @@ class RelayLink:
             why = frame.get("error") or frame.get("message")
             logger.error("Relay error: %s", str(why)[:500])
             self._refused = True
-            self._state = f"failed: relay error: {str(why)[:200]}"
+            self._state = f"refused: {str(why)[:200]}"
         elif kind == "INPUT":
             await self._start_legacy(ws, frame)
         else:
             logger.warning("relay: dropped an untagged %r frame", str(kind)[:50])
+
+    async def _refuse_frame(self, ws: Any, raw: str, exc: HostError) -> None:
+        """A frame the decoder refused: answer its client with the ERROR /ws would send when the frame's
+        routing tags can be read (a frame nested too deep for any parser, or over the cap, has none we
+        could trust); otherwise log and drop it. The link and every other conversation go on."""
+        tags = _lenient_tags(raw) if len(raw) <= self.frame_limit else None
+        if tags is None:
+            logger.warning("relay: dropped a frame (%s; %d characters)", exc.message, len(raw))
+            return
+        await self._send(ws, _tag(exc.as_frame(received=raw[:200]), *tags))
 
     async def _route(
         self, ws: Any, frame: dict[str, Any], conn_id: str | None, session_id: str | None
@@ -452,6 +487,8 @@ class RelayLink:
                     logger.exception(
                         "relay: conversation %s failed on a %r frame", route.key, frame.get("type")
                     )
+                if getattr(conversation, "ended", False):
+                    break  # it ended itself (a refused SEAL, a sealed frame that did not open)
         except Exception:
             logger.exception("relay: could not start a conversation for %s", route.key)
             await self._send(route.ws, route.tag(InternalError().as_frame()))
@@ -525,8 +562,37 @@ def _legacy_output(input_id: str, result: str, success: bool) -> dict[str, Any]:
     return {"type": "OUTPUT", "input_id": input_id, "result": result, "success": success}
 
 
+class _Pairs(dict):  # type: ignore[type-arg]
+    """A parsed object that remembers whether a routing key came twice (the tags would be ambiguous)."""
+
+    twice = False
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
+    found = _Pairs(pairs)
+    keys = [k for k, _ in pairs if k in ("conn_id", "session_id")]
+    found.twice = len(keys) != len(set(keys))
+    return found
+
+
+def _lenient_tags(raw: str) -> tuple[str | None, str | None] | None:
+    """``(conn_id, session_id)`` of a frame the strict decoder refused (a duplicate key, nesting past 64),
+    read with the plain parser; ``None`` when even that fails, or the tags are missing or ambiguous."""
+    try:
+        frame = json.loads(raw, object_pairs_hook=_pairs)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(frame, _Pairs) or frame.twice:
+        return None
+    conn_id, session_id = frame.get("conn_id"), frame.get("session_id")
+    if not _is_tag(conn_id) or not _is_tag(session_id) or not (conn_id or session_id):
+        return None
+    return conn_id or None, session_id or None
+
+
 def _is_tag(value: object) -> bool:
-    return value is None or (isinstance(value, str) and len(value) <= 200)
+    """A routing tag we may echo: a lone surrogate in one would make the reply unsendable."""
+    return value is None or (isinstance(value, str) and len(value) <= 200 and encodable(value))
 
 
 def _describe(exc: BaseException) -> str:
@@ -536,10 +602,11 @@ def _describe(exc: BaseException) -> str:
 
 class EchoConversation:
     """A stand-in conversation: answers handshakes with ``CONNECTED``, ``INPUT`` with an ``OUTPUT`` whose
-    ``result`` is the prompt, ``SEAL`` with an ``ERROR`` (D19), and echoes any other frame back as
+    ``result`` is the prompt, ``SEAL`` with an ``ERROR`` (as a host without sealing does, PROTOCOL §4.8), and
+    echoes any other frame back as
     ``{"type": "ECHO", "received": …}``.
 
-    Used by the ``announce`` command until ``hosting.protocol`` is wired in, by tests and by the bench.
+    Used by the ``announce`` command until ``hosting.conversation.protocol`` is wired in, by tests and by the bench.
     """
 
     def __init__(self, send: SendFrame, *, transport: str = "relay") -> None:
@@ -560,7 +627,7 @@ class EchoConversation:
                 output["input_id"] = frame["input_id"]
             await self.send(output)
         elif kind == "SEAL":  # no sealing here: answer at once so a client falls back (PROTOCOL §4.8)
-            await self.send({"type": "ERROR", "message": "unknown message type: 'SEAL'"})
+            await self.send(UnknownMessageType("SEAL").as_frame())
         elif kind not in ("PING", "PONG"):
             await self.send({"type": "ECHO", "received": frame, "session_id": self.session_id})
 

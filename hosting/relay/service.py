@@ -1,7 +1,7 @@
 """The host's relay link: ``runhost`` (and the ``announce`` command) wire ``RelayLink`` to the real
-conversation (``hosting.protocol.Conversation``) and to a one-shot legacy INPUT turn.
+conversation (``hosting.conversation.protocol.Conversation``) and to a one-shot legacy INPUT turn.
 
-``start_link`` is called by ``hosting.server.serve_forever`` from daphne's ``ready_callable``: the asyncio
+``start_link`` is called by ``hosting.serving.server.serve_forever`` from daphne's ``ready_callable``: the asyncio
 loop that drives twisted is set as the current loop but is not running yet, so the link's start is
 scheduled on it as a task and begins as soon as the reactor runs. With ``--workers N`` only the announcer
 worker calls it. ``runtime.relay_state`` follows ``link.state`` through the link's ``on_state`` callback,
@@ -15,17 +15,18 @@ import logging
 import uuid
 from typing import Any
 
+from common import metrics
 from hosting.relay.link import RelayLink, SendFrame
 
 log = logging.getLogger("connectonion")
+LEGACY_CALLER = "relay-legacy"  # who an untagged relay INPUT (D12) is counted as by the rate and turn limits
 
 
 def wiring(runtime: Any) -> dict[str, Any]:
     """The conversation factory, legacy input, summary and profile for this runtime's agent."""
-    from asgiref.sync import sync_to_async
-
-    from hosting.messages import read_input
-    from hosting.protocol import Conversation
+    from hosting.conversation.protocol import Conversation
+    from hosting.core.intake import Submission
+    from hosting.core.throttle import Caller
 
     async def conversation_factory(send: SendFrame, *, transport: str = "relay") -> Any:
         conversation = Conversation(runtime=runtime, send=send, transport=transport)
@@ -34,14 +35,12 @@ def wiring(runtime: Any) -> dict[str, Any]:
 
     async def legacy_input(prompt: str, input_id: str) -> str:
         # D12: a one-shot anonymous turn, trust permitting.
-        admission = await sync_to_async(runtime.gate.admit, thread_sensitive=False)(
-            None, require_to=False, prompt=prompt, transport="relay"
-        )
-        request = read_input(
-            {"prompt": prompt}, config=runtime.config, owner=None, level=admission.level,
-            session_id=str(uuid.uuid4()),
-        )
-        result = await runtime.turns.run(request)
+        admission = await runtime.pools.bookkeeping.run(runtime.gate.admit, None, require_to=False, prompt=prompt,
+                                                        transport="relay")
+        # A legacy frame names no client, so every legacy INPUT counts against one anonymous caller.
+        caller = Caller.of(admission.signer, None, anonymous=LEGACY_CALLER)
+        result = await runtime.intake.run(Submission.of(
+            admission, caller, payload={"prompt": prompt}, transport="relay", session_id=str(uuid.uuid4())))
         return result.result or ""
 
     info = runtime.info
@@ -56,14 +55,18 @@ def wiring(runtime: Any) -> dict[str, Any]:
 
 
 def state_reporter(runtime: Any, relay_base: str | None) -> Any:
-    """An ``on_state`` callback: keep ``runtime.relay_state`` in sync and log each change once."""
+    """An ``on_state`` callback: keep ``runtime.relay_state`` (``/health``) in sync with the link.
+
+    The log gets ``✓ relay`` on the first connection only; outages and recoveries are the link's own lines
+    (one when the relay has been unreachable a while, one when it is back: issue 17.5)."""
+    first = [True]
 
     def report(state: str) -> None:
         runtime.relay_state = state
-        if state == "connected":
+        metrics.relay_state(state)
+        if state == "connected" and first[0]:
+            first[0] = False
             log.info("✓ relay (%s)", relay_base)
-        elif state.startswith("failed: "):
-            log.info("relay not connected: %s", state[len("failed: "):])
         elif state == "disabled":
             log.info("no relay")
 

@@ -7,17 +7,21 @@ agent announces, and the relay's verification of an ANNOUNCE. Plain Python: no D
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import json
 import math
 import re
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-from nacl.exceptions import BadSignatureError
-from nacl.signing import SigningKey, VerifyKey
+from nacl.signing import SigningKey
 
-from hosting.config import DEFAULT_RELAY_URL, HostConfig
+from hosting.core.config import DEFAULT_RELAY_URL, HostConfig
 from trust.identity import is_address
+from trust.signing import signature_valid as strict_signature_valid
 
 ANNOUNCE_PATH = "/ws/announce"
 INPUT_PATH = "/ws/input"
@@ -39,6 +43,7 @@ INVALID_SIGNATURE = "Invalid signature"
 SUMMARY_TOO_LONG = f"Summary too long (max {SUMMARY_LIMIT} chars)"
 TIMESTAMP_EXPIRED = "Timestamp expired (more than the allowed window from the relay clock)"
 INVALID_ANNOUNCE = "Invalid announce"
+WRONG_RELAY = "Wrong relay: this announce is signed for {signed}, this relay is {expected}"  # (P) D28
 
 
 class Signer(Protocol):
@@ -68,18 +73,15 @@ def sign_hex(signer: Signer, data: bytes) -> str:
 
 
 def signature_valid(address: str, data_forms: Iterable[bytes], signature: object) -> bool:
-    """Does ``signature`` (hex, optional ``0x``) verify over any of ``data_forms`` under ``address``?"""
+    """Does ``signature`` (hex, optional ``0x``) verify over any of ``data_forms`` under ``address``?
+
+    The check itself is ``trust.signing.signature_valid`` (strict: S < L, no small-order keys), the one
+    Ed25519 verifier of every path."""
     if not is_address(address) or not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
         return False
     raw = bytes.fromhex(signature[2:] if signature.startswith("0x") else signature)
-    key = VerifyKey(bytes.fromhex(address[2:]))
-    for data in data_forms:
-        try:
-            key.verify(data, raw)
-            return True
-        except BadSignatureError:
-            continue
-    return False
+    public_key = bytes.fromhex(address[2:])
+    return any(strict_signature_valid(public_key, data, raw) for data in data_forms)
 
 
 def compact_text(obj: Any, *, ascii_only: bool = True) -> bytes:
@@ -116,6 +118,68 @@ def relay_base(url: str | None) -> str | None:
     if url.endswith(ANNOUNCE_PATH):
         url = url[: -len(ANNOUNCE_PATH)].rstrip("/")
     return url
+
+
+def relay_identity(url: object) -> tuple[str, str, int, str] | None:
+    """What two relay URLs must share to name the same relay (D28): scheme, host (any case), port (the
+    scheme's default when absent) and path (after D9's ``/ws/announce`` is removed). ``None`` if not a
+    relay URL."""
+    if not isinstance(url, str):
+        return None
+    try:
+        base = relay_base(url)
+        if base is None:
+            return None
+        parts = urlsplit(base)
+        port = parts.port or (443 if parts.scheme == "wss" else 80)
+    except ValueError:
+        return None
+    if not parts.hostname or parts.query or parts.fragment:
+        return None
+    return parts.scheme, parts.hostname.lower(), port, parts.path.rstrip("/")
+
+
+def same_relay(first: object, second: object) -> bool:
+    """Do two URLs name the same relay? (``ws://R:80/ws/announce`` and ``WS://r`` do.)"""
+    one = relay_identity(first)
+    return one is not None and one == relay_identity(second)
+
+
+_RESOLVED: dict[str, tuple[float, frozenset[str]]] = {}
+RESOLVE_TTL = 60.0
+
+
+async def names_socket(scheme: str, host: str, server: tuple[str, int]) -> bool:
+    """Does a ``Host`` header name the socket ``server`` (``(address, port)``) a connection arrived on? The port
+    (the scheme's default when absent) must be that socket's, and the name that address or resolve to it."""
+    identity = relay_identity(f"{scheme}://{host}")
+    if identity is None:
+        return False
+    _, name, port, _ = identity
+    address, local_port = server
+    if port != local_port:
+        return False
+    try:
+        return ipaddress.ip_address(name.strip("[]")) == ipaddress.ip_address(address)
+    except ValueError:
+        pass
+    return str(ipaddress.ip_address(address)) in await _addresses(name)
+
+
+async def _addresses(name: str) -> frozenset[str]:
+    now = time.monotonic()
+    cached = _RESOLVED.get(name)
+    if cached is not None and cached[0] > now:
+        return cached[1]
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(name, None)
+        found = frozenset(str(ipaddress.ip_address(info[4][0].split("%")[0])) for info in infos)
+    except (OSError, ValueError, UnicodeError):
+        found = frozenset()
+    if len(_RESOLVED) >= 1024:
+        _RESOLVED.clear()
+    _RESOLVED[name] = (now + RESOLVE_TTL, found)
+    return found
 
 
 def default_relay_base() -> str:
@@ -178,7 +242,7 @@ def endpoints_for(config: HostConfig, *, addresses: Sequence[str] | None = None)
         hosts.append("localhost")
     if bind in _WILDCARD_BINDS:
         if addresses is None:
-            from hosting.network import local_addresses
+            from hosting.core.network import local_addresses
 
             addresses = local_addresses()
         hosts.extend(a for a in addresses if not a.startswith("127.") and a != "::1")
@@ -225,14 +289,8 @@ def build_announce(
 # --- what the relay checks -------------------------------------------------------------------------
 
 
-def verify_announce(message: Any, now: float, window: float) -> dict[str, Any]:
-    """Check an ANNOUNCE as our relay does (PROTOCOL §8.2) and return the fields it stores.
-
-    Returns ``{address (lowercase), timestamp, summary, endpoints, relay, profile, relay_features}``.
-    Raises ``AnnounceRejected`` with the ERROR text: ``Invalid signature`` for a bad address, signature
-    or profile signature; ``Summary too long (max 1000 chars)``; an expiry text for a timestamp more
-    than ``window`` seconds from ``now``; ``Invalid announce`` for a malformed field.
-    """
+def _announce_fields(message: Any, now: float, window: float) -> tuple[str, float, Any, list, Any, list]:
+    """The fields of an ANNOUNCE, each checked for type, size and (the timestamp) the window."""
     if not isinstance(message, dict) or message.get("type") != "ANNOUNCE":
         raise AnnounceRejected(INVALID_ANNOUNCE)
     address = message.get("address")
@@ -260,6 +318,24 @@ def verify_announce(message: Any, now: float, window: float) -> dict[str, Any]:
     if (relay is not None and not isinstance(relay, str)) or not isinstance(features, list):
         raise AnnounceRejected(INVALID_ANNOUNCE)
 
+    return address, timestamp, summary, endpoints, relay, features
+
+
+def verify_announce(
+    message: Any, now: float, window: float, *, this_relay: str | None = None
+) -> dict[str, Any]:
+    """Check an ANNOUNCE as our relay does (PROTOCOL §8.2) and return the fields it stores.
+
+    ``this_relay`` is this relay's own URL: the signed ``relay`` field must name it (D28), so an ANNOUNCE
+    captured by one relay cannot register the agent at another. ``None`` skips that check (tests of the
+    other fields only).
+
+    Returns ``{address (lowercase), timestamp, summary, endpoints, relay, profile, relay_features}``.
+    Raises ``AnnounceRejected`` with the ERROR text: ``Invalid signature`` for a bad address, signature
+    or profile signature; ``Summary too long (max 1000 chars)``; an expiry text for a timestamp more
+    than ``window`` seconds from ``now``; ``Invalid announce`` for a malformed field.
+    """
+    address, timestamp, summary, endpoints, relay, features = _announce_fields(message, now, window)
     unsigned = {k: v for k, v in message.items() if k != "signature"}
     if not signature_valid(
         address, (announce_text(unsigned), compact_text(unsigned)), message.get("signature")
@@ -272,6 +348,9 @@ def verify_announce(message: Any, now: float, window: float) -> dict[str, Any]:
             address, forms, message.get("profile_signature")
         ):
             raise AnnounceRejected(INVALID_SIGNATURE)
+    if this_relay is not None and not same_relay(relay, this_relay):
+        shown = repr(relay[:200]) if isinstance(relay, str) else repr(relay)
+        raise AnnounceRejected(WRONG_RELAY.format(signed=shown, expected=repr(this_relay)))
 
     return {
         "address": address.lower(),

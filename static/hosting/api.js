@@ -54,6 +54,11 @@ function tryPanel(route) {
     el("div", { class: "actions" }, button, status), output);
 }
 
+/** Text with `backtick` spans shown as code (the OpenAPI descriptions are written that way), as nodes. */
+function withCode(text) {
+  return String(text).split("`").map((part, i) => (i % 2 ? el("code", { text: part }) : part));
+}
+
 function endpointCard(route) {
   const methodClass = `method method-${route.method.toLowerCase()}`;
   return el("section", { class: "endpoint", testid: "endpoint", dataset: { method: route.method, path: route.path } },
@@ -63,7 +68,7 @@ function endpointCard(route) {
       route.admin && el("span", { class: "badge", text: "admin" }),
       route.deprecated && el("span", { class: "badge", text: "deprecated" })),
     route.summary && el("p", { text: route.summary }),
-    route.description && route.description !== route.summary && el("p", { class: "dim", text: route.description }),
+    route.description && route.description !== route.summary && el("p", { class: "dim", testid: "endpoint-description" }, ...withCode(route.description)),
     codeBox(curlCommand(route), { testid: "curl" }),
     (route.alternatives || []).flatMap((alt) => [el("h4", { class: "label", text: alt.label }), codeBox(curlCommand(route, alt.body), { testid: "curl" })]),
     route.response !== undefined && route.response !== null && el("details", {},
@@ -71,23 +76,40 @@ function endpointCard(route) {
     tryPanel(route));
 }
 
-function websocketCard() {
+function messageList(doc, channel, label) {
+  const refs = doc?.channels?.["/ws"]?.[channel]?.message?.oneOf || [];
+  const items = refs.map((ref) => doc.components?.messages?.[String(ref.$ref).split("/").pop()]).filter(Boolean);
+  if (!items.length) return null;
+  return el("div", { class: "ws-messages" },
+    el("h4", { class: "label", text: label }),
+    el("dl", { testid: `ws-${channel}` }, items.flatMap((message) => [
+      el("dt", {}, el("code", { text: message.name })), el("dd", { text: message.summary || "" })])));
+}
+
+function websocketCard(asyncapi) {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   const snippet = [
     `const ws = new WebSocket(${JSON.stringify(url)});`,
-    `ws.onopen = () => ws.send(JSON.stringify({ type: "INIT" }));`,
+    `ws.onopen = () => ws.send(JSON.stringify({ type: "INPUT", prompt: "quiz me" }));`,
     `ws.onmessage = (e) => {`,
     `  const msg = JSON.parse(e.data);`,
-    `  if (msg.type === "CONNECTED") ws.send(JSON.stringify({ type: "INPUT", prompt: "Hello" }));`,
-    `  else if (msg.type === "PING") ws.send(JSON.stringify({ type: "PONG" }));`,
-    `  else if (msg.type === "OUTPUT") console.log(msg.result);`,
+    `  if (msg.type === "ask_user") {          // the agent asks you: answer with its id`,
+    `    ws.send(JSON.stringify({ type: "ASK_USER_RESPONSE", answer: "Paris", request_id: msg.id }));`,
+    `  } else if (msg.type === "approval_needed") {  // a tool waits for your permission`,
+    `    ws.send(JSON.stringify({ type: "APPROVAL_RESPONSE", approved: true, scope: "once", request_id: msg.id }));`,
+    `  } else if (msg.type === "PING") ws.send(JSON.stringify({ type: "PONG" }));`,
+    `  else if (msg.type === "OUTPUT" || msg.type === "ERROR") console.log(msg.result ?? msg.message);`,
     `  else console.log(msg.type, msg);`,
     `};`,
   ].join("\n");
   return el("section", { class: "endpoint", testid: "endpoint", dataset: { method: "WS", path: "/ws" } },
     el("h3", { class: "endpoint-head" }, el("span", { class: "method method-ws", text: "WS" }), el("span", { class: "endpoint-path", text: "/ws" })),
-    el("p", { text: "Real-time chat: INIT (or ATTACH to resume), then INPUT; events stream until OUTPUT. Answer PING with PONG." }),
-    codeBox(snippet, { testid: "ws-snippet" }));
+    el("p", { text: "Real-time chat: send INPUT; events stream until OUTPUT. Questions (ask_user) and approvals (approval_needed) wait for your answer, which names the event's id as request_id. INTERRUPT stops the turn; ATTACH with last_msg_id resumes after a disconnect. Answer PING with PONG." }),
+    el("p", { testid: "ws-runtime-input", text: "Steering: an INPUT sent while the turn runs goes to that turn when its agent takes runtime input (answered RUNTIME_INPUT_ACK; the agent reports reading it as a user_input event with runtime_input true). Otherwise it is refused with ERROR code RUNTIME_INPUT_REJECTED, retryable, and the turn goes on: send it again after the OUTPUT. Try the demo's \"count slowly until I say stop\", then send \"count by 10\" or \"stop\"." }),
+    codeBox(snippet, { testid: "ws-snippet" }),
+    asyncapi && messageList(asyncapi, "publish", "You send"),
+    asyncapi && messageList(asyncapi, "subscribe", "You receive"),
+    asyncapi && el("p", { class: "dim" }, "Every message's fields: ", el("a", { href: "/asyncapi.json", text: "/asyncapi.json" }), " (AsyncAPI 2.6)."));
 }
 
 function recentSessionId(agent) {
@@ -112,14 +134,17 @@ async function main() {
   let routes;
   if (reply.ok && reply.body && typeof reply.body === "object" && reply.body.paths) {
     routes = routesFromOpenApi(reply.body, sessionId);
-    const title = reply.body.info?.title ? `${reply.body.info.title} ${reply.body.info.version ?? ""}`.trim() : "OpenAPI";
+    const info = reply.body.info || {};
+    const title = info.title ? `${info.title}${info.version ? `, version ${info.version}` : ""}` : "OpenAPI";
     source.textContent = `From ${openapiUrl} (${title}, OpenAPI ${reply.body.openapi ?? "3"}).`;
     source.append(" ", el("a", { href: openapiUrl, text: "Download the document" }));
   } else {
     routes = builtinRoutes(sessionId);
     source.textContent = `This host serves no ${openapiUrl}; showing the routes of the ConnectOnion host protocol.`;
   }
-  list.replaceChildren(...routes.map(endpointCard), websocketCard());
+  const asyncapi = await fetchJson("/asyncapi.json");
+  const wsDoc = asyncapi.ok && asyncapi.body && typeof asyncapi.body === "object" ? asyncapi.body : null;
+  list.replaceChildren(...routes.map(endpointCard), websocketCard(wsDoc));
 }
 
 main();

@@ -1,10 +1,11 @@
 // /docs: chat with the hosted agent over /ws (PROTOCOL §4), watch a turn's events live, answer its
 // questions and approvals, attach files, and resume the conversation after a reload (§4.4, §4.9).
 import { Connection, wsUrl } from "./connection.js";
-import { byTestId, fetchJson, randomId, readJsonScript } from "./dom.js";
+import { byTestId, el, fetchJson, randomId, readJsonScript } from "./dom.js";
 import { Header, HttpPanel, IdentityPanel, SessionPanel } from "./panels.js";
 import { BrowserIdentity } from "./signing.js";
 import { SavedConversation } from "./state.js";
+import { REJECTED, Steering } from "./steering.js";
 import { Transcript, historyItems } from "./transcript.js";
 import { AttachmentTray, attachmentChip, limitsFrom } from "./uploads.js";
 
@@ -13,6 +14,7 @@ const PROGRESS = new Set(["thinking", "llm_call", "llm_result", "tool_call", "to
 // Errors that leave a running turn running.
 const isNonTerminalError = (frame) =>
   frame.code === "STALE_ANSWER" ||
+  frame.code === REJECTED ||
   frame.reason === "request_id_required" ||
   /already has a running agent/.test(String(frame.message ?? ""));
 const RAW_LINES = 300;
@@ -42,13 +44,20 @@ let running = false;
 let authenticated = false;
 let handshakeKind = null;
 let attachFailed = false;
+let refusal = null; // the host's reason for refusing the last handshake (shown once, not once per retry)
 let preparing = false;
 let sessionPanel = null;
 let identity = null; // a BrowserIdentity when the user chose to sign (PROTOCOL §2)
 const seenOutputs = new Set();
 
 const header = new Header(agent);
-const transcript = new Transcript(ui.transcript, { onAnswer: sendAnswer });
+const transcript = new Transcript(ui.transcript, {
+  onAnswer: sendAnswer,
+  onRuntimeInput: (event) => steering.read(event),
+});
+const steering = new Steering(transcript);
+const IDLE_PLACEHOLDER = ui.prompt.placeholder;
+const BUSY_PLACEHOLDER = "The agent is working: a message sent now steers it (Enter to send)";
 const tray = new AttachmentTray({
   tray: byTestId("attachments"),
   warning: byTestId("attachment-warning"),
@@ -79,7 +88,11 @@ function showStatus() {
 
 function refreshControls() {
   transcript.setBusy(running && !transcript.waiting);
-  ui.send.disabled = !authenticated || running || preparing;
+  // While a turn runs the composer stays open: what is sent then steers the turn (runtime input).
+  ui.send.disabled = !authenticated || preparing;
+  ui.send.textContent = running ? "Steer" : "Send";
+  ui.send.title = running ? "Send to the running turn (runtime input)" : "";
+  ui.prompt.placeholder = running ? BUSY_PLACEHOLDER : IDLE_PLACEHOLDER;
   ui.cancel.hidden = !running;
   ui.cancel.disabled = !authenticated;
   showStatus();
@@ -88,6 +101,7 @@ function refreshControls() {
 function setRunning(flag) {
   const changed = running !== flag;
   running = flag;
+  if (changed && !flag) steering.reset();
   refreshControls();
   if (changed) sessionPanel?.schedule(300);
 }
@@ -123,7 +137,8 @@ function onConnectionState(state, info = {}) {
   authenticated = false;
   if (state === "connecting") setStatus("connecting", "connecting…");
   else if (state === "reconnecting") {
-    const why = info.code === 4003 ? "refused (origin not allowed)" : "disconnected";
+    // 4003 closes a refused handshake (PROTOCOL §2.3): its ERROR frame just before said why.
+    const why = info.code === 4003 ? `refused (${refusal || "handshake refused"})` : "disconnected";
     setStatus("reconnecting", `${why} · retrying in ${Math.round(info.delay / 100) / 10} s`);
   }
   refreshControls();
@@ -163,7 +178,7 @@ function onFrame(frame) {
     case "AGENT_PROFILE":
       return header.apply({ name: frame.name, address: frame.address, model: frame.model, tools: frame.tools });
     case "RUNTIME_INPUT_ACK":
-      return transcript.notice("The agent received your message during its turn.");
+      return steering.acknowledged(frame);
     case "SESSION_STATUS":
     case "PONG":
       return undefined;
@@ -174,6 +189,7 @@ function onFrame(frame) {
 
 function onConnected(frame) {
   authenticated = true;
+  refusal = null;
   const status = frame.status;
   if (status === "expired") {
     const hadHistory = Boolean(saved.data.session || saved.data.turn_events.length || saved.data.running);
@@ -255,7 +271,13 @@ function isRepeatOutput(frame) {
 function onOutput(frame) {
   if (isRepeatOutput(frame)) return;
   transcript.settleAll();
-  transcript.agentMessage(frame.result == null ? "" : String(frame.result), { durationMs: frame.duration_ms });
+  if (frame.status === "cancelled") {
+    // D29: an interrupted turn ends with OUTPUT (the conversation goes on): the user's Cancel, not an error.
+    if (frame.result) transcript.agentMessage(String(frame.result), { durationMs: frame.duration_ms });
+    transcript.notice("Cancelled: the agent stopped at its next step.");
+  } else {
+    transcript.agentMessage(frame.result == null ? "" : String(frame.result), { durationMs: frame.duration_ms });
+  }
   if (frame.session_id) {
     saved.update({ session_id: frame.session_id });
     setSessionId(frame.session_id);
@@ -273,6 +295,8 @@ function onError(frame) {
     return;
   }
   if (!authenticated) {
+    if (message === refusal) return; // the same refusal on a retry: its card is already shown
+    refusal = message;
     transcript.error(message, { code: frame.code });
     if (handshakeKind === "ATTACH" && !attachFailed) {
       // The saved conversation cannot be resumed: forget it and open a new one.
@@ -280,16 +304,46 @@ function onError(frame) {
       saved.reset();
       connection.restart();
     } else if (/signed request required/.test(message)) {
-      transcript.notice("This agent only accepts signed requests (trust: strict): add a key in the Identity panel.", "warn");
+      offerKey();
     }
     return;
   }
-  transcript.error(message, { code: frame.code });
+  if (running && steering.waiting && isNonTerminalError(frame) && frame.code !== "STALE_ANSWER") {
+    return onSteerRefused(frame);
+  }
+  if (message === "turn cancelled") {
+    transcript.notice("Cancelled: the agent stopped at its next step."); // the user's own Cancel, not an error
+  } else {
+    transcript.error(message, { code: frame.code });
+  }
   if (running && !isNonTerminalError(frame)) {
     transcript.settleAll();
     saved.endTurn();
     setRunning(false);
   }
+}
+
+/** The running turn did not take the message (it takes no runtime input, or is ending): it goes on; say so once
+ * per message, and give the text back to the composer so it can be sent again after the turn's answer. */
+function onSteerRefused(frame) {
+  const text = steering.rejected();
+  if (frame.code === REJECTED || /already has a running agent/.test(String(frame.message ?? ""))) {
+    transcript.notice("The agent does not take messages while it works: send it again after it answers.", "warn");
+  } else transcript.error(String(frame.message ?? "refused"), { code: frame.code });
+  if (text != null && !ui.prompt.value) ui.prompt.value = text;
+}
+
+/** At `strict` an unsigned page is refused: say so once, with the button that fixes it (a key in this browser). */
+function offerKey() {
+  const button = el("button", { type: "button", class: "btn btn-primary btn-small", testid: "offer-key",
+    text: "Create a key in this browser" });
+  button.addEventListener("click", () => {
+    button.disabled = true;
+    byTestId("identity-panel").open = true;
+    byTestId("identity-generate").click();
+  });
+  const card = transcript.notice("This agent only accepts signed requests (trust: strict). A key made and kept in this browser signs them; or import yours in the Identity panel.", "warn");
+  card.append(button);
 }
 
 // ---- sending ---------------------------------------------------------------------------------------
@@ -300,7 +354,11 @@ async function submit() {
     ui.prompt.focus();
     return;
   }
-  if (!authenticated || running || preparing) return;
+  if (!authenticated || preparing) return;
+  if (running) {
+    steer(prompt);
+    return;
+  }
   const problem = tray.error();
   if (problem) {
     transcript.error(problem);
@@ -334,6 +392,21 @@ async function submit() {
   ui.prompt.value = "";
   saved.update({ running: true, turn_events: [], events_truncated: false, last_msg_id: null, answered: {} });
   setRunning(true);
+}
+
+/** Runtime input: the prompt goes to the running turn; attachments wait for the next turn. */
+function steer(prompt) {
+  if (tray.items.length) {
+    transcript.notice("Attachments go with a new message: send them after the agent answers.", "warn");
+    return;
+  }
+  const frame = { type: "INPUT", prompt, input_id: randomId() };
+  if (!send(frame)) {
+    transcript.error("Not connected: the message was not sent.");
+    return;
+  }
+  steering.sending(frame.input_id, prompt);
+  ui.prompt.value = "";
 }
 
 function cancel() {

@@ -101,7 +101,11 @@ export function routesFromOpenApi(doc, sessionId) {
         if (param.in === "path") params[param.name] = value;
         else if (param.in === "query" && param.required) query.push([param.name, String(value)]);
       }
-      const body = mediaExample(doc, op.requestBody?.content?.["application/json"]);
+      const bodyMedia = op.requestBody?.content?.["application/json"];
+      const body = mediaExample(doc, bodyMedia);
+      const alternatives = Object.values(bodyMedia?.examples || {}).slice(1)
+        .filter((example) => example?.value !== undefined)
+        .map((example) => ({ label: example.summary || "Another request", body: example.value }));
       const ok = Object.entries(op.responses || {}).find(([code]) => /^2/.test(code));
       const security = op.security ?? doc.security ?? [];
       routes.push({
@@ -112,6 +116,7 @@ export function routesFromOpenApi(doc, sessionId) {
         summary: op.summary || "",
         description: op.description || "",
         body: body === undefined ? null : body,
+        alternatives,
         response: ok ? mediaExample(doc, ok[1]?.content?.["application/json"]) : undefined,
         admin: security.some((requirement) => Object.keys(requirement || {}).length > 0),
         deprecated: Boolean(op.deprecated),

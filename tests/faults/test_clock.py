@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
 import pytest
 from nacl.signing import SigningKey
 
-from hosting.errors import Unauthorized
-from hosting.events import AnswerTimeout, TurnIO
+from common.errors import Unauthorized
+from hosting.core.events import AnswerTimeout, TurnIO
 from sessions_app.store import SessionStore
-from trust.signing import address_of, sign_payload, verify_envelope
+from tests.support.envelopes import signed
+from trust.signing import address_of, verify_envelope
 
 time_machine = pytest.importorskip("time_machine", reason="time-machine (requirements-test.txt) is needed")
 
@@ -25,7 +25,7 @@ JUMP = 600.0  # ±10 min, twice the 300 s signature window
 
 
 def _signed(key: SigningKey, to: str, timestamp: float) -> dict:
-    return sign_payload(key, {"prompt": "hi", "to": to, "timestamp": int(timestamp), "nonce": uuid.uuid4().hex})
+    return signed(key, to, timestamp=int(timestamp), nonce=True, prompt="hi")
 
 
 @pytest.mark.parametrize("jump", [JUMP, -JUMP])

@@ -9,7 +9,6 @@ never an HTTP 500); service resumes without a process restart; no record is writ
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ import pytest
 import websockets
 
 from tests.conftest import HostProcess
-from tests.faults.conftest import TERMINAL, jsonl, statuses, wait_for
+from tests.faults.conftest import TERMINAL, jsonl, statuses
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -34,17 +33,6 @@ class Log:
     http: list[tuple[float, float, str]] = field(default_factory=list)  # (start, seconds, outcome)
     ws: list[tuple[float, float, str]] = field(default_factory=list)
     health: list[tuple[float, float]] = field(default_factory=list)
-
-
-def _two_workers(host: HostProcess) -> None:
-    seen: set[int] = set()
-
-    def both() -> bool:
-        with contextlib.suppress(httpx.HTTPError):
-            seen.add(httpx.get(host.url + "/health", timeout=2, headers={"Connection": "close"}).json()["worker"])
-        return seen == {0, 1}
-
-    wait_for(both, 40, "both workers answer")
 
 
 async def _http_loop(host: HostProcess, log: Log, t0: float, until: float) -> None:
@@ -173,7 +161,6 @@ def redis_host(own_redis, project):
     host = HostProcess(project, "tests.agents:slow_factory", "--workers", "2", "--redis-url", own_redis.url, *LIMITS)
     host.start()
     try:
-        _two_workers(host)
         yield host
     finally:
         host.stop()

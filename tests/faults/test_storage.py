@@ -7,12 +7,10 @@ turn is 200 without a restart.
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
-from tests.faults.conftest import health_ms, jsonl, statuses
+from tests.faults.conftest import healthy, jsonl, statuses
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +20,9 @@ def _turn(host, prompt: str = "hi") -> httpx.Response:
 
 
 def _refused_for_storage(host, prompt: str) -> None:
-    started = time.monotonic()
-    r = _turn(host, prompt)
+    r = _turn(host, prompt)  # answered, not hung: the client's timeout bounds the wait
     assert r.status_code == 503, r.text
     assert r.json() == {"error": "storage unavailable"}
-    assert time.monotonic() - started < 5
     assert host.proc.poll() is None  # still up
 
 
@@ -37,7 +33,7 @@ def test_a_full_disk_is_503_and_the_next_turn_after_freeing_space_is_200(co_tmpf
     co_tmpfs.fill()
     for i in range(3):
         _refused_for_storage(host, f"while full {i} " + "x" * 2000)
-    assert health_ms(host.url) < 2000
+    assert healthy(host.url)
     got = httpx.get(f"{host.url}/sessions/{before.json()['session_id']}")
     assert got.status_code == 200 and got.json()["status"] == "done"
 
@@ -66,7 +62,7 @@ def test_a_read_only_co_refuses_writes_keeps_reads_and_recovers(co_tmpfs, start_
             _refused_for_storage(host, f"read-only {i}")
         assert httpx.get(f"{host.url}/sessions/{sid}").json()["status"] == "done"
         assert httpx.get(f"{host.url}/sessions").status_code == 200
-        assert health_ms(host.url) < 2000
+        assert healthy(host.url)
         assert httpx.get(host.url + "/info").status_code == 200
     finally:
         co_tmpfs.read_only(False)
@@ -81,7 +77,7 @@ def test_a_read_only_co_refuses_writes_keeps_reads_and_recovers(co_tmpfs, start_
 
 def test_an_end_of_turn_kept_while_the_disk_was_full_is_written_once(co_tmpfs):
     """Compaction or the next append writes it; neither repeats it."""
-    from hosting.errors import StorageUnavailable
+    from common.errors import StorageUnavailable
     from sessions_app.store import SessionStore
 
     path = co_tmpfs.path / "results.jsonl"

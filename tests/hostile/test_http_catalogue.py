@@ -61,6 +61,10 @@ BODY_ROWS = [
     ("H8 form", b"prompt=a", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "Unsupported media type"),
     ("H8 multipart", b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na\r\n--x--\r\n',
      {"Content-Type": "multipart/form-data; boundary=x"}, 415, "Unsupported media type"),
+    # twisted parsed multipart itself and answered a malformed one with a bare 400 (issue 15.9)
+    ("H8 multipart without boundary", b"xx", {"Content-Type": "multipart/form-data"}, 415, "Unsupported media type"),
+    ("H8 malformed multipart", b"not multipart", {"Content-Type": "multipart/form-data; boundary=abc"}, 415,
+     "Unsupported media type"),
     ("H8 missing Content-Type", b'{"prompt":"a"}', {}, 415, "Unsupported media type"),
     ("H9 Content-Encoding gzip", b'{"prompt":"a"}', {**JSON, "Content-Encoding": "gzip"}, 415,
      "Unsupported media type"),
@@ -95,6 +99,11 @@ FIELD_ROWS = [
      "session.session_id must be a UUID"),
     ("H21 session_id empty", {"prompt": "a", "session": {"session_id": ""}}, 400,
      "session.session_id must be a UUID"),
+    ("H18b lone surrogate in a message", {"prompt": "a", "session": {"messages": [
+        {"role": "user", "content": "a\ud800"}]}}, 400, "session.messages[0].content is not valid Unicode"),
+    ("H18c http image_url in a message", {"prompt": "a", "session": {"messages": [{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data/"}}]}]}}, 400,
+     "session.messages[0].content[0].image_url.url must be a data URL"),
     ("H21 session_id not a UUID", {"prompt": "a", "session": {"session_id": "not-a-uuid"}}, 400,
      "session.session_id must be a UUID"),
 ]

@@ -1,4 +1,5 @@
 """HARDENING §3 WebSocket rows W1-W4, W7-W9, W11, W18 against one real host (10 KiB message cap).
+(W12, W20-W22: ``test_ws_door.py``.)
 
 After each row the socket must still work (I4: a CONNECT/turn after the bad frame succeeds), the host
 must answer /health and its JSONL must parse (I3).
@@ -6,6 +7,7 @@ must answer /health and its JSONL must parse (I3).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import uuid
@@ -42,6 +44,11 @@ BAD_FRAMES = [
     ("W3 type NOPE before CONNECT", json.dumps({"type": "NOPE"}), "authenticate first (send CONNECT)"),
     ("W4 over the app cap", json.dumps({"type": "INPUT", "prompt": "x" * 20_000}),
      f"message too large (max {CAP} bytes)"),
+    ("W2b lone surrogate in session.messages", json.dumps({"type": "INPUT", "prompt": "x", "session": {
+        "messages": [{"role": "user", "content": "a\ud800"}]}}), "session.messages[0].content is not valid Unicode"),
+    ("W2c http image_url in session.messages", json.dumps({"type": "INPUT", "prompt": "x", "session": {
+        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}}]}]}}),
+     "session.messages[0].content[0].image_url.url must be a data URL"),
     ("W18 INTERRUPT idle", json.dumps({"type": "INTERRUPT"}), "interrupt requires an active turn"),
     ("W18 INTERRUPT before CONNECT", json.dumps({"type": "INTERRUPT"}), "authenticate first (send CONNECT)"),
 ]
@@ -51,7 +58,8 @@ BAD_FRAMES = [
 async def test_bad_frames_get_one_error_and_the_socket_stays_open(ws_host, frame, message, request):
     snap = Snapshot(ws_host)
     async with await WS.open(ws_host.ws_url) as ws:
-        if request.node.callspec.id in ("W3 type NOPE", "W18 INTERRUPT idle"):
+        if request.node.callspec.id in ("W3 type NOPE", "W18 INTERRUPT idle", "W2b lone surrogate in session.messages",
+                                        "W2c http image_url in session.messages"):
             await ws.send({"type": "CONNECT"})
             await ws.until("AGENT_PROFILE")
         await ws.send(frame)
@@ -80,26 +88,33 @@ async def test_w4_over_the_transport_cap_drops_only_that_socket(ws_host):
 
 
 async def test_w7_input_while_running_and_a_burst_of_1000_inputs(ws_host):
+    """The burst is far over ``ws_max_frames_per_second`` (200): one ERROR, close 4429 (W12); the running turn
+    is not the socket's and finishes and is stored; the host serves the next socket."""
     async with await WS.open(ws_host.ws_url) as ws:
         await ws.send({"type": "INPUT", "prompt": "count to 3 slowly"})
-        await ws.until("tool_call")
+        started = (await ws.until("tool_call"))[-1]
         await ws.send({"type": "INPUT", "prompt": "what time is it"})
         frames = await ws.until(("OUTPUT", "ERROR"))
         assert frames[-1] == {**frames[-1], "type": "ERROR", "message": "session already has a running agent"}
         burst = json.dumps({"type": "INPUT", "prompt": "calculate 1+1"})
-        for _ in range(1000):
-            await ws.sock.send(burst)
-        output = (await ws.until("OUTPUT", timeout=30))[-1]
-        assert output["result"] == "1, 2, 3"
-        errors = [f for f in ws.seen if f.get("type") == "ERROR"]
-        assert all(e["message"] == "session already has a running agent" for e in errors[1:])
-        # the socket is alive: drain whatever the burst produced, then a fresh turn works
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            extra = await ws.nothing_for(0.5)
-            if not extra:
-                break
-        await still_works(ws)
+        with contextlib.suppress(websockets.ConnectionClosed):
+            for _ in range(1000):
+                await ws.sock.send(burst)
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 4429
+        errors = [f for f in ws.seen if f.get("type") == "ERROR"][1:]
+        assert errors and all(e["message"] == "session already has a running agent" for e in errors[:-1])
+        assert errors[-1]["code"] == "TOO_MANY_FRAMES"
+    session_id = started["session_id"]
+    deadline = time.monotonic() + 30
+    while (record := httpx.get(f"{ws_host.url}/sessions/{session_id}", timeout=10).json())["status"] == "running":
+        assert time.monotonic() < deadline, record
+        time.sleep(0.1)
+    assert record["status"] == "done" and record["result"] == "1, 2, 3", record
+    async with await WS.open(ws_host.ws_url) as fresh:
+        await still_works(fresh)
     Snapshot(ws_host).assert_healthy()
 
 

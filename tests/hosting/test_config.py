@@ -91,3 +91,19 @@ def test_dotenv_in_project_folder_is_loaded_and_announced(start_host, project):
     host = start_host("tests.agents:echo_factory")
     assert "INFO: Loaded environment" in host.output()
     assert str(project / ".env") in host.output() or ".env" in host.output()
+
+
+def test_project_folder_is_found_by_walking_up_to_the_first_dot_co(tmp_path):
+    from hosting.core.config import find_project_dir
+
+    (tmp_path / "proj/.co").mkdir(parents=True)
+    (tmp_path / "proj/sub/deeper").mkdir(parents=True)
+    assert find_project_dir(tmp_path / "proj/sub/deeper") == (tmp_path / "proj").resolve()
+
+
+def test_the_filesystem_root_is_never_the_project(tmp_path):
+    """Outside home and any repository the walk reaches ``/``: a ``/.co`` there must not capture the host."""
+    from hosting.core.config import find_project_dir
+
+    (tmp_path / "lonely").mkdir()
+    assert find_project_dir(tmp_path / "lonely") == (tmp_path / "lonely").resolve()

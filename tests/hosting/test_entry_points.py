@@ -166,3 +166,20 @@ def test_daphne_defaults_to_the_demo_agent(tmp_path):
     cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "connectonion_site.asgi:application"]
     with serve(cmd, tmp_path, port) as url:
         assert httpx.get(url + "/info").json()["name"] == "demo"
+
+
+@pytest.mark.parametrize("server", ["runhost", "daphne"])
+def test_host_importing_a_module_that_calls_create_app_serves_it(user_folder, server):
+    """``app = create_app(create_agent)`` at import used to deadlock ``runhost myagent:create_agent``."""
+    port = free_port()
+    if server == "runhost":
+        cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "myagent:create_agent", "--no-relay",
+               "--port", str(port)]
+        env = None
+    else:
+        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+               "connectonion_site.asgi:application"]
+        env = {"CONNECTONION_AGENT": "myagent:create_agent", "PYTHONPATH": f"{REPO}{os.pathsep}{user_folder}"}
+    with serve(cmd, user_folder, port, env=env) as url:
+        assert_greets(url)
+        assert ws_turn(url, "again")["result"] == "hello again"

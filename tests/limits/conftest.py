@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
-from nacl.signing import SigningKey
 
 from tests.conftest import redis_up
-from trust.signing import sign_payload
 
 REDIS = ("127.0.0.1", 6379)
 OTHER_IP = "127.0.0.2"  # a second client address on loopback (Linux routes all of 127/8 to lo)
@@ -21,11 +18,6 @@ NO_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "-
 def need_redis() -> None:
     if not redis_up():
         pytest.skip(f"no Redis at {REDIS[0]}:{REDIS[1]} (this test needs a real one)")
-
-
-def signed(key: SigningKey, to: str, **fields: Any) -> dict[str, Any]:
-    """A PROTOCOL §2.1 envelope over ``fields`` for the agent at ``to``."""
-    return sign_payload(key, {**fields, "timestamp": int(time.time()), "to": to})
 
 
 def agent_address(host: Any) -> str:

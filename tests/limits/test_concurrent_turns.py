@@ -6,7 +6,8 @@ import httpx
 import pytest
 from nacl.signing import SigningKey
 
-from tests.limits.conftest import OTHER_IP, agent_address, assert_rate_limited, signed
+from tests.limits.conftest import OTHER_IP, agent_address, assert_rate_limited
+from tests.support.envelopes import signed
 from tests.ws.conftest import WS
 
 SLOW = "tests.agents:slow_factory"

@@ -10,9 +10,9 @@ import uuid
 
 import pytest
 
-from hosting.config import HostConfig, load_config
-from hosting.errors import ConfigError, RateLimited
-from hosting.throttle import (
+from common.errors import ConfigError, RateLimited
+from hosting.core.config import HostConfig, load_config
+from hosting.core.throttle import (
     Caller,
     Counter,
     FailureWindow,

@@ -46,10 +46,10 @@ async def test_w14_sockets_over_the_per_address_cap_are_refused_with_4429_others
     held = [await _open(host.ws_url) for _ in range(CAP)]
     try:
         assert all([await _serves(ws) for ws in held])
-        started = time.monotonic()
         codes = await asyncio.gather(*(_refused_code(host.ws_url) for _ in range(4)))
-        assert codes == [4429] * 4  # 4000 + 429, like the host's 4003 / 4004 / 4408
-        assert time.monotonic() - started < 10  # refused at once, not left to time out (generous on a busy box)
+        # 4000 + 429, like the host's 4003 / 4004 / 4408: refused by the cap (a socket left to time out would
+        # end with another code); how fast is bench's business, not a test's
+        assert codes == [4429] * 4
         assert all([await _serves(ws) for ws in held])  # the sockets already open are untouched
         async with await _open(host.ws_url, OTHER_IP) as other:
             assert await _serves(other)  # another address is served

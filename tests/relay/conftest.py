@@ -22,38 +22,20 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from hosting.relay import wire
 from hosting.relay.link import EchoConversation, RelayLink, echo_legacy_input
-from hosting.relay.registry import MemoryRegistry
-from hosting.relay.routing import relay_application
-from hosting.relay.server import RelayOptions
+from hosting.relay_server.registry import MemoryRegistry
+from hosting.relay_server.routing import relay_application
+from hosting.relay_server.server import RelayOptions
 from tests.conftest import ServerProcess
+from tests.support.net import free_port
+from tests.support.wait import wait_until
 from trust.identity import AgentIdentity
 
 REPO = Path(__file__).resolve().parents[2]
 FAST_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def new_identity() -> AgentIdentity:
     return AgentIdentity.from_signing_key(SigningKey.generate())
-
-
-async def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition") -> Any:
-    """Poll ``condition`` (sync or async) until truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def recv_json(ws: Any, timeout: float = 5.0, *, skip_ping: bool = True) -> dict[str, Any]:
@@ -82,13 +64,13 @@ def signed_announce(identity: Any, *, now: float | None = None, **fields: Any) -
 class AsgiServer:
     """An ASGI app on a free loopback port, served by uvicorn inside the test's event loop."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, *, bind: str = "127.0.0.1") -> None:
         self.app = app
         self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((bind, 0))
         self.port = self.sock.getsockname()[1]
-        self.base = f"ws://127.0.0.1:{self.port}"
-        self.http = f"http://127.0.0.1:{self.port}"
+        self.base = f"ws://{bind}:{self.port}"
+        self.http = f"http://{bind}:{self.port}"
         config = uvicorn.Config(
             app, lifespan="off", log_level="warning", ws="websockets-sansio", ws_max_size=16 * 1024 * 1024
         )

@@ -24,6 +24,7 @@ class ScriptedConversation:
     """
 
     log: list[dict[str, Any]] = []
+    seals: list[dict[str, Any]] = []
 
     def __init__(self, send, *, transport: str = "relay", address: str) -> None:
         self.send = send
@@ -34,8 +35,12 @@ class ScriptedConversation:
         self.signer: str | None = None
 
     async def handle(self, frame: dict[str, Any]) -> None:
-        self.log.append({"transport": self.transport, **frame})
         kind = frame.get("type")
+        if kind == "SEAL":  # a host that cannot seal answers at once (PROTOCOL §4.8); tests/seal seals
+            self.seals.append({"transport": self.transport, **frame})
+            await self.send({"type": "ERROR", "message": "unknown message type: 'SEAL'"})
+            return
+        self.log.append({"transport": self.transport, **frame})
         if kind == "PONG":
             return
         if kind == "CONNECT":
@@ -142,6 +147,7 @@ def direct_host(address: str):
 @pytest.fixture(autouse=True)
 def clear_log():
     ScriptedConversation.log = []
+    ScriptedConversation.seals = []
 
 
 @pytest.fixture
@@ -269,17 +275,34 @@ async def test_an_endpoint_whose_info_names_another_agent_is_not_used(relay, lin
         await impostor.stop()
 
 
-async def test_signed_clients_skip_plaintext_lan_endpoints(relay, link_factory):
+async def test_signed_clients_drop_a_plaintext_lan_endpoint_that_cannot_seal(relay, link_factory):
+    """127.0.0.2 is not a name the released client (or ours) treats as loopback: a host there that cannot seal
+    gets our SEAL, answers ERROR, and the turn goes through the relay (PROTOCOL §8.3 step 5)."""
     identity = new_identity()
-    await link_factory(
-        relay.base,
-        identity=identity,
-        conversation_factory=scripted(identity.address),
-        endpoints=["http://192.0.2.1:9", "ws://192.0.2.1:9/ws"],
-    )  # unroutable; must not be probed
+    host = await AsgiServer(direct_host(identity.address), bind="127.0.0.2").start()
+    try:
+        await link_factory(
+            relay.base,
+            identity=identity,
+            conversation_factory=scripted(identity.address),
+            endpoints=[f"http://127.0.0.2:{host.port}", f"ws://127.0.0.2:{host.port}/ws"],
+        )
+        agent = await aconnect(identity.address, relay_url=relay.base, keys=new_identity())
+        assert await agent.ainput("hi") == "hi (images=0)"
+        assert agent.transport == "relay" and not agent.sealed
+        assert [f["transport"] for f in ScriptedConversation.seals] == ["direct", "relay"]
+        assert [f["transport"] for f in ScriptedConversation.log if f["type"] == "CONNECT"] == ["relay"]
+    finally:
+        await host.stop()
+
+
+async def test_the_handshake_carries_a_nonce(relay, agent_on_relay):
+    identity, _ = agent_on_relay
     agent = await aconnect(identity.address, relay_url=relay.base, keys=new_identity())
-    assert await asyncio.wait_for(agent.ainput("hi"), 5) == "hi (images=0)"
-    assert agent.transport == "relay"
+    await agent.ainput("one")
+    await agent.ainput("two")
+    nonces = [f["payload"]["nonce"] for f in ScriptedConversation.log if f["type"] == "CONNECT"]
+    assert len(set(nonces)) == 2 and all(nonces)
 
 
 async def test_a_url_target_talks_directly():
@@ -346,3 +369,27 @@ def test_endpoints_are_ordered_loopback_private_public_with_tls_first():
         "https://example.com",
         "http://8.8.8.8:1",
     ]
+
+
+async def test_our_client_skips_a_frame_nested_100000_deep_from_a_hostile_peer():
+    """Issue 15.7 at our client: a peer's frame no parser can nest is skipped (not a RecursionError)."""
+    from websockets.asyncio.server import serve
+
+    deep = '{"type": "EVENT", "x": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    dupe = '{"type": "OUTPUT", "result": "forged", "result": "twice"}'
+
+    async def peer(ws):
+        async for raw in ws:
+            frame = json.loads(raw)
+            if frame.get("type") in ("CONNECT", "INIT"):
+                await ws.send(deep)
+                await ws.send(json.dumps({"type": "CONNECTED", "session_id": "s", "status": "new"}))
+            elif frame.get("type") == "INPUT":
+                await ws.send(deep)
+                await ws.send(dupe)
+                await ws.send(json.dumps({"type": "OUTPUT", "result": "ok", "session_id": "s"}))
+
+    async with serve(peer, "127.0.0.1", 0, max_size=None) as server:
+        port = server.sockets[0].getsockname()[1]
+        agent = await aconnect(f"ws://127.0.0.1:{port}", timeout=20)
+        assert await agent.ainput("hi") == "ok"

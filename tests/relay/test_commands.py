@@ -141,10 +141,11 @@ def redis_url(tmp_path):
 
 @pytest.mark.redis
 async def test_two_relay_processes_share_agents_through_redis(relay_process, redis_url, identity):
-    first = relay_process("--redis-url", redis_url)
-    second = relay_process("--redis-url", redis_url)
+    # Two processes behind one public name (D28): both check ANNOUNCEs against that name.
+    first = relay_process("--redis-url", redis_url, "--public-url", "wss://relay.example")
+    second = relay_process("--redis-url", redis_url, "--public-url", "wss://relay.example")
     async with websockets.connect(first.base + "/ws/announce") as agent:
-        await send_json(agent, signed_announce(identity))
+        await send_json(agent, signed_announce(identity, relay_base="wss://relay.example"))
         assert await recv_json(agent) == {"type": "ANNOUNCE_OK"}
         async with httpx.AsyncClient() as http:
             assert (await http.get(f"{second.http}/api/agents/{identity.address}")).status_code == 200

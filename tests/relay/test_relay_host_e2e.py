@@ -197,13 +197,13 @@ def test_host_re_announces_after_the_relay_restarts(project: Path, tmp_path: Pat
     with _host(relay, project, tmp_path) as host:
         host.wait_relay_state("connected")
         relay.stop()
-        host.wait_relay_state("failed")  # /health tells the truth while the relay is away
+        host.wait_relay_state("unreachable")  # /health tells the truth while the relay is away
         again = relay_process(port=relay.port)  # a fresh relay with an empty registry, same URL
         _wait_listed(again.http, host.address, timeout=40)
         host.wait_relay_state("connected")
         reply = _our_client(host.address, again.base).input("calculate (2+3)*7")
         assert "35" in reply
-        assert "relay not connected" in host.log.read_text()
+        assert host.log.read_text().count("✓ relay") == 1  # the outage is the link's line, not another ✓
 
 
 def test_our_client_prefers_the_announced_direct_endpoint(project: Path, tmp_path: Path, relay_process):
@@ -280,3 +280,39 @@ def test_uploads_work_through_the_relay_like_direct(hosted):
                 for i in range(11)]
     with pytest.raises(RemoteAgentError, match=r"Too many files: 11 \(max: 10\)"):
         agent.input("hi", files=too_many)
+
+
+async def test_a_relayed_repeat_of_a_signed_connect_reveals_nothing(hosted):
+    """Issue 15.1 at the relay door (D20 amended): a second client — or the relay itself — resending the signer's
+    captured CONNECT with its session id, or as ATTACH, gets nothing of that session until a signed command."""
+    from nacl.signing import SigningKey
+
+    from tests.ws.conftest import WS
+    from trust.signing import sign_command, sign_payload
+
+    relay, address = hosted
+    key = SigningKey.generate()
+    frame = {"type": "CONNECT", "to": address,
+             **sign_payload(key, {"to": address, "timestamp": int(time.time()), "signed_commands": 1})}
+    owner = await WS.open(relay.base + "/ws/input")
+    await owner.send(frame)
+    await owner.until("AGENT_PROFILE", timeout=30)
+    await owner.send(sign_command(key, {"type": "INPUT", "prompt": "my name is Zebediah"}, to=address))
+    sid = (await owner.until("OUTPUT", timeout=60))[-1]["session_id"]
+    thieves = []
+    for kind in ("CONNECT", "ATTACH"):
+        thief = await WS.open(relay.base + "/ws/input")
+        await thief.send({**frame, "type": kind, "session_id": sid, "last_msg_id": "0"})
+        connected = await thief.recv(timeout=30)
+        assert connected["type"] == "CONNECTED" and connected["status"] in ("new", "expired"), connected
+        assert not {"session", "server_newer", "chat_items", "result"} & set(connected), connected
+        thieves.append(thief)
+    await owner.send(sign_command(key, {"type": "INPUT", "prompt": "what is my name"}, to=address))
+    output = (await owner.until("OUTPUT", timeout=60))[-1]
+    assert "Zebediah" in output["result"]
+    for thief in thieves:
+        seen = thief.seen + await thief.nothing_for(1.0)
+        assert "Zebediah" not in json.dumps(seen), seen
+        assert not [f for f in seen if f.get("type") in ("OUTPUT", "user_message")], seen
+        await thief.close()
+    await owner.close()

@@ -20,6 +20,7 @@ NOT_CONNECTED = {"type": "ERROR", "message": "Agent not connected", "error": "Ag
 async def announced(relay, identity, **fields):
     """An announce socket that has been accepted (ANNOUNCE_OK)."""
     ws = await websockets.connect(wire.announce_url(relay.base))
+    fields.setdefault("relay_base", relay.base)
     await send_json(ws, signed_announce(identity, **fields))
     assert await recv_json(ws) == {"type": "ANNOUNCE_OK"}
     return ws
@@ -140,11 +141,9 @@ async def test_lookup_of_a_path_escape_is_404_json(relay):
 
 
 async def test_a_client_naming_an_unknown_agent_gets_agent_not_connected_and_is_closed(relay):
-    started = time.monotonic()
     async with client_socket(relay, {"type": "CONNECT", "to": "0x" + "ab" * 32}) as ws:
         assert await recv_json(ws) == NOT_CONNECTED
-        await asyncio.wait_for(ws.wait_closed(), 1)
-    assert time.monotonic() - started < 1.0
+        await asyncio.wait_for(ws.wait_closed(), 10)  # the relay closes it (a deadline, not a latency figure)
 
 
 async def test_a_first_frame_without_to_is_refused_and_closed(relay):
@@ -204,7 +203,7 @@ async def test_without_conn_id_support_frames_carry_only_session_id_and_the_newe
 ):
     agent = websockets.connect(wire.announce_url(relay.base))
     agent = await agent
-    message = signed_announce(identity)
+    message = signed_announce(identity, relay_base=relay.base)
     message.pop("signature")
     message["relay_features"] = []
     message["signature"] = identity.sign_hex(wire.announce_text(message))
@@ -250,7 +249,7 @@ async def test_garbage_from_a_client_is_answered_with_an_error_and_the_socket_st
         await client.send(b"\x00\x01")
         assert (await recv_json(client))["message"].startswith("Invalid JSON")
         await client.send("[1, 2]")
-        assert (await recv_json(client))["message"].startswith("Invalid JSON")
+        assert (await recv_json(client))["message"] == "message must be a JSON object"  # the /ws text
         await send_json(client, {"type": "CONNECT", "to": identity.address})
         assert (await recv_json(agent))["type"] == "CONNECT"
     await agent.close()

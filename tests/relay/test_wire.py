@@ -7,7 +7,7 @@ import json
 import pytest
 from nacl.signing import SigningKey
 
-from hosting.config import HostConfig
+from hosting.core.config import HostConfig
 from hosting.relay import wire
 from trust.identity import AgentIdentity
 
@@ -163,3 +163,30 @@ def test_endpoints_never_name_an_address_the_server_does_not_listen_on():
     ]
     no_loopback = HostConfig(port=8000, bind="127.0.0.1", announce_loopback=False)
     assert wire.endpoints_for(no_loopback, addresses=[]) == []
+
+
+def test_every_signature_check_goes_through_trust_signing():
+    """Issue 15.7: one Ed25519 verifier (strict S < L, small-order keys refused) for every path; no
+    module but ``trust/signing.py`` calls PyNaCl's verify itself."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    callers = sorted(
+        str(path.relative_to(repo))
+        for folder in ("hosting", "trust", "sessions_app", "connectonion_site")
+        for path in (repo / folder).rglob("*.py")
+        if "VerifyKey(" in path.read_text()
+    )
+    assert callers == ["trust/signing.py"]
+
+
+def test_a_malleated_announce_signature_is_refused():
+    """S + L verifies nowhere (trust/signing.py refuses it before libsodium is asked)."""
+    message = wire.build_announce(VECTOR_KEY, endpoints=[], summary="s", profile=None,
+                                  relay_base="wss://oo.openonion.ai", now=NOW)
+    raw = bytes.fromhex(message["signature"])
+    order = 2**252 + 27742317777372353535851937790883648493
+    s = int.from_bytes(raw[32:], "little") + order
+    message["signature"] = (raw[:32] + s.to_bytes(32, "little")).hex()
+    with pytest.raises(wire.AnnounceRejected, match="Invalid signature"):
+        wire.verify_announce(message, NOW, 300)

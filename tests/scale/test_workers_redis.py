@@ -1,10 +1,10 @@
 """``runhost --workers 2 --redis-url …``: live events, answers and results across worker processes.
 
-The kernel hands each connection to whichever worker accepts it, so a test cannot choose a worker. Under
-``--workers N`` every ``/health`` body names the worker that answered (``"worker": <index>``), and a
-``/ws`` client offering the subprotocols ``connectonion-worker-0`` and ``-1`` gets back the one naming
-its worker (daphne sends no custom handshake headers): the tests open connections until two land on
-different workers. Real Redis at 127.0.0.1:6379 (skipped with the reason when it is not reachable).
+The kernel hands each connection to whichever worker accepts it. Under ``--workers N`` every ``/health``
+body names the worker that answered (``"worker": <index>``), and a ``/ws`` client offering the subprotocols
+``connectonion-worker-0`` and ``-1`` gets back the one naming its worker (daphne sends no custom handshake
+headers). To reach a chosen worker the tests pause the other one while they connect
+(``HostProcess.only_worker``): deterministic, no search over random connections. Real Redis at 127.0.0.1:6379 (skipped with the reason when it is not reachable).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from tests.ws.conftest import WS
 
 REDIS = ("127.0.0.1", 6379)
 REDIS_DB = 13  # channels_redis keys only, all with expiries
+WORKERS = ["connectonion-worker-0", "connectonion-worker-1"]  # the subprotocols that name a worker
 pytestmark = pytest.mark.slow
 
 
@@ -37,30 +38,25 @@ def host(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scale")
     started = HostProcess(folder, "--workers", "2", "--redis-url", f"redis://{REDIS[0]}:{REDIS[1]}/{REDIS_DB}",
                           *NO_TURN_LIMITS).start()  # 200 concurrent turns from one address
-    try:
-        seen: set[int] = set()
-        deadline = time.monotonic() + 40
-        while seen != {0, 1}:  # both workers up (a fresh connection each time)
-            assert time.monotonic() < deadline, started.output()
-            try:
-                seen.add(httpx.get(started.url + "/health", timeout=2, headers={"Connection": "close"}).json()["worker"])
-            except httpx.HTTPError:
-                time.sleep(0.05)
+    try:  # start() returns once both workers have answered /health
         yield started
     finally:
         started.stop()
 
 
 async def _socket_on(host, worker: int | None = None, *, not_worker: int | None = None) -> tuple[WS, int]:
-    """A /ws socket on ``worker`` (or on any worker but ``not_worker``)."""
-    for _ in range(60):
-        ws = WS(await websockets.connect(host.ws_url, max_size=2**24, ping_interval=None,
-                                         subprotocols=["connectonion-worker-0", "connectonion-worker-1"]))
-        index = int(ws.sock.subprotocol.rsplit("-", 1)[1])
-        if (worker is None or index == worker) and index != not_worker:
-            return ws, index
-        await ws.close()
-    raise AssertionError("60 sockets all landed on one worker")
+    """A /ws socket on ``worker`` (or, with ``not_worker``, on the other one; or on any worker when neither
+    is given): the other workers are paused while it connects, so the kernel can only hand it to that one."""
+    if worker is None and not_worker is not None:
+        worker = 1 - not_worker
+    if worker is None:
+        ws = WS(await websockets.connect(host.ws_url, max_size=2**24, ping_interval=None, subprotocols=WORKERS))
+        return ws, int(ws.sock.subprotocol.rsplit("-", 1)[1])
+    with host.only_worker(worker):
+        ws = WS(await websockets.connect(host.ws_url, max_size=2**24, ping_interval=None, subprotocols=WORKERS))
+    index = int(ws.sock.subprotocol.rsplit("-", 1)[1])
+    assert index == worker, (index, worker)
+    return ws, index
 
 
 async def _start_turn(host, prompt: str) -> tuple[WS, int, str, list[dict]]:
@@ -71,7 +67,7 @@ async def _start_turn(host, prompt: str) -> tuple[WS, int, str, list[dict]]:
 
 
 async def test_a_viewer_on_the_other_worker_gets_every_event_live(host):
-    runner, index, session_id, frames = await _start_turn(host, "count to 5 slowly")
+    runner, index, session_id, frames = await _start_turn(host, "count to 10 slowly")
     viewer, other = await _socket_on(host, not_worker=index)
     async with runner, viewer:
         await viewer.send({"type": "ATTACH", "session_id": session_id})
@@ -112,25 +108,57 @@ async def test_an_approval_answered_on_the_other_worker_reaches_the_agent(host):
 
 
 async def test_an_interrupt_from_the_other_worker_stops_the_turn(host):
-    runner, index, session_id, _ = await _start_turn(host, "count to 5 slowly")
+    # 30 numbers (15 s unless interrupted): the turn is still counting when the INTERRUPT arrives, even after
+    # its worker was paused while the viewer connected (its sleeps kept running meanwhile)
+    runner, index, session_id, _ = await _start_turn(host, "count to 30 slowly")
     viewer, _ = await _socket_on(host, not_worker=index)
     async with runner, viewer:
         await viewer.send({"type": "ATTACH", "session_id": session_id})
         assert (await viewer.recv())["status"] == "running"
         await viewer.send({"type": "INTERRUPT"})
         end = (await runner.until(("OUTPUT", "ERROR"), timeout=20))[-1]
-        assert end["type"] == "ERROR", end
+        # D29: the interrupted turn ends as OUTPUT status cancelled, on the runner's worker
+        assert end["type"] == "OUTPUT" and end["status"] == "cancelled", end
+        assert end["session_id"] == session_id
+
+
+async def test_runtime_input_from_the_other_worker_steers_the_turn_or_is_rejected(host):
+    """Issue 17.7b across workers: the viewer's worker asks the runner's through the bridge; the runner takes
+    it (RUNTIME_INPUT_ACK on the viewer's socket, the turn reads it) or refuses it (RUNTIME_INPUT_REJECTED), and
+    the viewer keeps following the running turn either way."""
+    runner, index, session_id, _ = await _start_turn(host, "count slowly until I say stop")
+    viewer, _ = await _socket_on(host, not_worker=index)
+    async with runner, viewer:
+        await viewer.send({"type": "CONNECT", "session_id": session_id})
+        assert (await viewer.until("CONNECTED"))[-1]["status"] == "running"
+        await viewer.until("tool_result")
+        await viewer.send({"type": "INPUT", "prompt": "stop from the other worker", "input_id": "x1"})
+        ack = (await viewer.until(("RUNTIME_INPUT_ACK", "ERROR")))[-1]
+        assert ack["type"] == "RUNTIME_INPUT_ACK" and ack["session_id"] == session_id and ack["input_id"] == "x1"
+        output = (await runner.until(("OUTPUT", "ERROR"), timeout=30))[-1]
+        assert output["result"].endswith("Stopped because you said 'stop from the other worker'."), output
+        assert (await viewer.until("OUTPUT", timeout=30))[-1]["result"] == output["result"]
+        await runner.send({"type": "INPUT", "prompt": "quiz me"})
+        await viewer.until("ask_user", timeout=30)
+        await viewer.send({"type": "INPUT", "prompt": "stop"})
+        refused = (await viewer.until(("RUNTIME_INPUT_ACK", "ERROR")))[-1]
+        assert refused["type"] == "ERROR" and refused["code"] == "RUNTIME_INPUT_REJECTED", refused
+        asked = (await runner.until("ask_user", timeout=30))[-1]
+        await runner.send({"type": "ASK_USER_RESPONSE", "answer": "Paris", "request_id": asked["id"]})
+        assert (await viewer.until("OUTPUT", timeout=30))[-1]["result"] == "Correct!"  # still following
 
 
 def _client_on(host, worker: int | None = None, *, not_worker: int | None = None) -> tuple[httpx.Client, int]:
     """A keep-alive HTTP client whose one connection is served by ``worker`` (or not by ``not_worker``)."""
-    for _ in range(60):
-        client = httpx.Client(base_url=host.url, timeout=30, limits=httpx.Limits(max_connections=1))
-        index = client.get("/health").json()["worker"]
-        if (worker is None or index == worker) and index != not_worker:
-            return client, index
-        client.close()
-    raise AssertionError("60 connections all landed on one worker")
+    if worker is None and not_worker is not None:
+        worker = 1 - not_worker
+    client = httpx.Client(base_url=host.url, timeout=30, limits=httpx.Limits(max_connections=1))
+    if worker is None:
+        return client, client.get("/health").json()["worker"]
+    with host.only_worker(worker):
+        index = client.get("/health").json()["worker"]  # opens the one connection while only `worker` accepts
+    assert index == worker, (index, worker)
+    return client, index
 
 
 def test_a_result_written_by_one_worker_is_read_by_the_other(host):
@@ -184,6 +212,13 @@ def _done_records(project: Path) -> Counter:
 
 
 
+def test_an_idle_bridge_receives_without_errors(host):
+    """Idle, the bridge waits on Redis (channels_redis blocks 5 s on an empty channel): its socket's read timeout
+    must outlast that wait, or every idle receive fails ("Timeout reading"), logged every few seconds."""
+    time.sleep(12)  # over two blocking waits with nothing sent
+    assert "receiving from the channel layer failed" not in host.output()
+
+
 async def test_without_a_reachable_redis_viewers_fall_back_to_the_event_log(tmp_path):
     """A dead ``redis_url``: nothing crashes, turns run, a viewer on the other worker still gets every event
     (from the event log) and the bridge says what went wrong."""
@@ -191,7 +226,7 @@ async def test_without_a_reachable_redis_viewers_fall_back_to_the_event_log(tmp_
 
     dead = HostProcess(tmp_path, "--workers", "2", "--redis-url", f"redis://127.0.0.1:{free_port()}/0").start()
     try:
-        runner, index, session_id, _ = await _start_turn(dead, "count to 5 slowly")
+        runner, index, session_id, _ = await _start_turn(dead, "count to 10 slowly")
         viewer, _ = await _socket_on(dead, not_worker=index)
         async with runner, viewer:
             await viewer.send({"type": "ATTACH", "session_id": session_id})

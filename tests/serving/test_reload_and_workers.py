@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import psutil
+
+from tests.support.wait import wait_for
 
 AGENT = 'def create_agent():\n    return lambda prompt: "{tag}: " + prompt\n'
 
@@ -15,24 +15,14 @@ def ask(host, prompt: str = "hi") -> httpx.Response:
 
 
 def eventually(check, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            value = check()
-            if value:
-                return value
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(0.2)
+    return wait_for(check, timeout, "the reload or restart", interval=0.2, ignore=(httpx.HTTPError,))
 
 
 def worker_pids(supervisor: psutil.Process) -> list[int]:
     pids = []
     for child in supervisor.children():
         try:
-            if child.status() != psutil.STATUS_ZOMBIE and "hosting.worker" in " ".join(child.cmdline()):
+            if child.status() != psutil.STATUS_ZOMBIE and "hosting.serving.worker" in " ".join(child.cmdline()):
                 pids.append(child.pid)
         except psutil.Error:
             continue

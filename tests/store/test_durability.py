@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +14,12 @@ from pathlib import Path
 
 import httpx
 
+from tests.conftest import REPO
+from tests.support.wait import wait_for
+
 
 def lines(project: Path) -> list[dict]:
     return [json.loads(x) for x in (project / ".co/session_results.jsonl").read_text().splitlines() if x.strip()]
-
-
-def wait_for(predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met before the deadline")
 
 
 def test_running_line_then_done_line_with_ttl(start_host, project):
@@ -71,14 +64,19 @@ def test_running_record_of_a_killed_host_becomes_interrupted(start_host, project
 
 def test_expired_records_vanish_and_are_compacted_at_start_running_kept(start_host, project):
     now = int(time.time())
-    other_worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    hold = ("import sys, time; from sessions_app.liveness import FileLiveness as F; f = F(sys.argv[1]); f.start();"
+            " print(f.token, flush=True); time.sleep(60)")
+    other_worker = subprocess.Popen([sys.executable, "-c", hold, str(project / ".co" / "live")],
+                                    stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    token = other_worker.stdout.readline().strip()
+    other_worker.stdout.close()  # it prints nothing more
     try:
         old_done = {"session_id": "old-done", "status": "done", "created": now - 100, "expires": now - 10}
         # an expired `running` record whose writer (another worker on this machine) is alive: never cleaned
         old_running = {"session_id": "old-running", "status": "running", "created": now - 100,
-                       "expires": now - 10, "pid": other_worker.pid, "host": socket.gethostname()}
+                       "expires": now - 10, "worker": token}
         fresh = {"session_id": "fresh", "status": "done", "created": now, "expires": now + 3600}
-        (project / ".co").mkdir()
+        (project / ".co").mkdir(exist_ok=True)
         path = project / ".co/session_results.jsonl"
         path.write_text("".join(json.dumps(r) + "\n" for r in (old_done, old_running, fresh)))
         host = start_host("tests.agents:echo_factory")

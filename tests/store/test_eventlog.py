@@ -73,3 +73,21 @@ def test_delete_and_purge_see_queued_rows(tmp_path):
     log.append("old", 1, 1, _event(1))
     assert log.purge(older_than=float("inf")) >= 1
     assert log.after("old", 0) == []
+
+
+def test_pages_bounded_in_bytes_skip_nothing_across_committed_and_pending_rows(tmp_path):
+    """Issue 15.4: a viewer catching up reads the log in pages of at most ``max_bytes`` (at least one event)."""
+    log = EventLog(tmp_path / "events.sqlite3")
+    big = lambda seq: {**_event(seq), "text": "x" * 1_000}  # noqa: E731
+    for seq in range(1, 31):
+        log.append("s", seq, 1, big(seq))
+    log.flush()
+    for seq in range(31, 41):
+        log.append("s", seq, 1, big(seq))  # still unwritten: merged into reads
+    seen, last = [], 0
+    while page := log.after("s", last, max_bytes=5_000):
+        assert len(page) <= 5
+        seen += [int(e["id"]) for e in page]
+        last = seen[-1]
+    assert seen == list(range(1, 41))
+    assert [e["id"] for e in log.after("s", 0, max_bytes=10)] == ["1"]  # one event larger than the page

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from nacl.signing import SigningKey
 
-from hosting.config import HostConfig
-from hosting.errors import HostError
+from common.errors import HostError
+from hosting.core.config import HostConfig
 from tests.fake_openai import openai_server
+from tests.support.envelopes import signed
 from trust.identity import AgentIdentity
-from trust.signing import sign_payload
 
 # "Now" for signed test payloads: the real time at collection, so the ledgers (which expire entries by
 # the wall clock) and a gate with a fixed clock agree. Whole seconds, like the released client's stamps.
@@ -48,11 +48,8 @@ def make_config(tmp_path: Path) -> Callable[..., HostConfig]:
 
 
 def envelope(key: SigningKey, to: str | None, *, timestamp: float = NOW, **fields: Any) -> dict[str, Any]:
-    """A signed body addressed to ``to`` (omitted when None)."""
-    payload = {"timestamp": timestamp, **fields}
-    if to is not None:
-        payload["to"] = to
-    return sign_payload(key, payload)
+    """A signed body addressed to ``to`` (omitted when None), dated ``NOW`` unless told."""
+    return signed(key, to, timestamp=timestamp, **fields)
 
 
 def raises_exactly(call: Callable[[], Any], status: int, message: str) -> HostError:

@@ -8,11 +8,13 @@ import time
 import pytest
 from nacl.signing import SigningKey
 
+from trust.decision import TrustSettings
 from trust.gate import Gate, record_decision
 from trust.identity import address_of
+from trust.judges import HttpJudge
 from trust.ledger import DatabaseLedger, MemoryLedger
 from trust.lists import AccessLists
-from trust.policy import HttpJudge, TrustSettings, build_policy
+from trust.policy import build_policy
 from trust.signing import sign_command, sign_headers, sign_payload
 
 from .conftest import NOW, envelope, raises_exactly
@@ -233,9 +235,11 @@ def handshake(key, gate, **payload):
 def test_d20_repeated_handshake_with_signed_commands_is_accepted(build, trust):
     gate = build(trust)
     frame = handshake(STRANGER, gate, signed_commands=1)
-    assert gate.admit_handshake(frame).repeated is False
+    first = gate.admit_handshake(frame)
+    assert (first.repeated, first.unproven) == (False, False)
     again = gate.admit_handshake(frame)
     assert again.repeated is True and again.signer == addr(STRANGER)
+    assert again.unproven is True  # amended D20: it shows nothing until a signed command proves the sender
 
 
 def test_d20_repeated_v1_handshake_is_downgraded_at_careful(build):
@@ -450,15 +454,6 @@ def test_commands_are_one_use(build):
         401,
         "unauthorized: command signer does not own this connection",
     )
-
-
-def test_v1_signed_input_is_verified_without_ledger_or_policy(build):
-    agent = CountingAgent('{"decision": "REJECT", "reason": "no"}')
-    gate = build(agent)
-    body = envelope(STRANGER, None, prompt="hi")
-    assert gate.authenticate(body).payload["prompt"] == "hi"
-    assert gate.authenticate(body).signer == addr(STRANGER)
-    assert agent.calls == 0
 
 
 # --- logging and recording ----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from nacl.signing import SigningKey
 
-from hosting.errors import ConfigError
+from common.errors import ConfigError
 from trust.identity import (
     AgentIdentity,
     IdentityError,

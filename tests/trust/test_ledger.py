@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from hosting.config import HostConfig
-from hosting.errors import Misconfigured
+from common.errors import Misconfigured
+from hosting.core.config import HostConfig
 from trust.ledger import DatabaseLedger, MemoryLedger, RedisLedger, get_ledger, signature_digest
 
 REDIS_URL = os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"

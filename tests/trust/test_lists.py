@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from hosting.errors import Misconfigured
+from common.errors import Misconfigured
 from trust.lists import AccessLists, ListFile, Patterns, parse_list
 
 A = "0x" + "aa" * 32

@@ -6,24 +6,11 @@ import json
 
 import pytest
 
-from hosting.errors import ConfigError, Misconfigured
+from common.errors import ConfigError, Misconfigured
+from trust.decision import TrustRequest, TrustSettings, trust_settings
+from trust.judges import AgentJudge, HttpJudge, default_judge, judge_text, parse_answer
 from trust.lists import AccessLists
-from trust.policy import (
-    AgentJudge,
-    AgentPolicy,
-    HttpJudge,
-    LevelPolicy,
-    TextPolicy,
-    TrustRequest,
-    TrustSettings,
-    apply_rules,
-    build_policy,
-    default_judge,
-    judge_text,
-    parse_answer,
-    parse_policy,
-    trust_settings,
-)
+from trust.policy import AgentPolicy, LevelPolicy, TextPolicy, apply_rules, build_policy, parse_policy
 
 from .conftest import raises_exactly
 

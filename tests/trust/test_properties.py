@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from hosting.errors import Unauthorized
+from common.errors import Unauthorized
 from trust.identity import address_of
 from trust.signing import canonical_bytes, sign_payload, verify_envelope
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +13,6 @@ from nacl.signing import SigningKey
 
 from tests.fake_openai import openai_server
 from trust.identity import address_of
-from trust.signing import sign_payload
 
 
 def address(key: SigningKey) -> str:
@@ -25,27 +23,12 @@ def host_address(host: Any) -> str:
     return httpx.get(host.url + "/info", timeout=5).json()["address"]
 
 
-def signed(key: SigningKey, to: str | None, *, timestamp: float | None = None, **fields: Any) -> dict[str, Any]:
-    """A §2.1 envelope over ``fields`` plus ``to`` and ``timestamp`` (omitted ``to`` when None)."""
-    payload: dict[str, Any] = dict(fields)
-    payload["timestamp"] = int(time.time()) if timestamp is None else timestamp
-    if to is not None:
-        payload["to"] = to
-    return sign_payload(key, payload)
-
-
 def post_input(host: Any, body: dict[str, Any], **kw: Any) -> httpx.Response:
     return httpx.post(host.url + "/input", json=body, timeout=30, **kw)
 
 
 def wait_for_output(host: Any, text: str, deadline: float = 10.0) -> str:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        out = host.output()
-        if text in out:
-            return out
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} never appeared in host output:\n{host.output()[-3000:]}")
+    return host.wait_for_output(text, deadline)
 
 
 @dataclass

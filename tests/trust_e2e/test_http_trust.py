@@ -10,7 +10,8 @@ import httpx
 from nacl.signing import SigningKey
 
 from tests.conftest import MANAGE, host_env
-from tests.trust_e2e.conftest import address, host_address, llm_env, post_input, signed, wait_for_output
+from tests.support.envelopes import signed
+from tests.trust_e2e.conftest import address, host_address, llm_env, post_input, wait_for_output
 from trust.signing import sign_headers
 
 ECHO = "tests.agents:echo_factory"

@@ -20,9 +20,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hosting import uploads
-from hosting.errors import StorageUnavailable, UploadRejected
-from hosting.uploads import (
+from common.errors import StorageUnavailable, UploadRejected
+from hosting.core import uploads
+from hosting.core.uploads import (
     FileInput,
     ImageInput,
     SavedFile,
@@ -572,7 +572,7 @@ def test_the_reminder_lists_one_path_per_line_and_cannot_be_escaped(tmp_path):
     lines = message["content"].split("\n")
     assert lines[0] == "<system-reminder>" and lines[-1] == "</system-reminder>"
     assert message["content"].count("</system-reminder>") == 1
-    assert [line for line in lines if line.startswith("- ")] == [f"- {s.path}" for s in saved]
+    assert [line for line in lines if line.startswith("- ")] == [f"- {os.path.relpath(s.path)}" for s in saved]
     assert len(message["content"].splitlines()) == len(lines)  # no \u2028, \x85 … hiding in a line
     assert all(unicodedata.category(c) not in {"Cf", "Zl", "Zp"} for c in message["content"])
     assert "file tools" in message["content"]

@@ -55,9 +55,11 @@ def test_pdf_is_saved_and_read_by_a_tool(demo_host, project):
     assert (project / ".co" / "uploads" / "report.pdf").read_bytes() == PDF
     tools = [t for t in body["session"]["trace"] if t.get("type") == "tool_result"]
     assert tools and tools[0]["name"] == "read_file"
-    # the file's bytes never enter the model's messages; the reminder names the saved path
+    # the file's bytes never enter the model's messages; the reminder names the saved path, relative to the
+    # host's folder (the conversation travels to the client: never the server's absolute path, D16)
     reminder = [m for m in body["session"]["messages"] if m.get("internal")]
-    assert str(project / ".co" / "uploads" / "report.pdf") in reminder[0]["content"]
+    assert "- .co/uploads/report.pdf\n" in reminder[0]["content"]
+    assert str(project) not in r.text
     assert "JVBER" not in json.dumps(body["session"]["messages"])
 
 
@@ -67,6 +69,12 @@ def test_traversal_names_land_inside_uploads(demo_host, project):
     assert r.status_code == 200, r.text
     assert uploads(project) == ["evil.txt", "passwd"]
     assert not (project.parent / "etc").exists()
+
+
+@pytest.fixture(scope="module")
+def refusing(module_hosts):
+    """One demo host for every refused upload below (each leaves it as it found it, which they check)."""
+    return module_hosts(name="refusing")
 
 
 @pytest.mark.parametrize(
@@ -84,9 +92,10 @@ def test_traversal_names_land_inside_uploads(demo_host, project):
         ({"files": [{"name": "a\x00.txt", "data": data_url("text/plain", b"x")}]}, "invalid file name"),
     ],
 )
-def test_bad_uploads_are_refused_before_anything_is_written(demo_host, project, body, message):
+def test_bad_uploads_are_refused_before_anything_is_written(refusing, body, message):
+    project = refusing.project  # a host of this test's own: nothing else uploads to it
     before = (project / ".co" / "session_results.jsonl").read_bytes()
-    r = post(demo_host, {"prompt": "hi", **body})
+    r = post(refusing, {"prompt": "hi", **body})
     assert r.status_code == 400
     assert r.json() == {"error": message}
     assert uploads(project) == []

@@ -43,6 +43,7 @@ def lookup(host):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +80,24 @@ async def test_a_question_without_callback_is_answered_by_the_next_input(lookup,
     assert not question.done and "capital of France" in question.text
     verdict = await asyncio.to_thread(agent.input, "Paris", timeout=20)
     assert verdict.done and verdict.text == "Correct!"
+
+
+@pytest.mark.parametrize("keys", [False, "generated"])
+async def test_stop_then_input_continues_the_conversation(lookup, address, keys):
+    """D29, test 120c: ``stop()`` ends the running turn with OUTPUT (status cancelled, its session); the client
+    keeps that session, so the next ``input()`` is turn 3 of the same conversation and the name is remembered."""
+    agent = connect(address, relay_url=lookup, keys=co_address.generate() if keys else False)
+    assert (await asyncio.to_thread(agent.input, "my name is Ada", timeout=20)).text == "Nice to meet you, Ada!"
+    seen = agent._last_event_id
+    counting = asyncio.create_task(asyncio.to_thread(agent.input, "count to 40 slowly", timeout=60))
+    while agent._last_event_id == seen:  # an event of the new turn reached the client: the turn is running
+        assert not counting.done(), counting.result()
+        await asyncio.sleep(0.05)
+    assert await asyncio.to_thread(agent.stop) is True
+    stopped = await asyncio.wait_for(counting, 30)
+    assert stopped.done and stopped.text == ""
+    assert agent.current_session["turn"] == 2
+    after = await asyncio.to_thread(agent.input, "what is my name", timeout=20)
+    assert after.text == "Your name is Ada."
+    assert agent.current_session["turn"] == 3
+    assert agent._session_id == agent.current_session["session_id"]

@@ -24,12 +24,19 @@ async def frames_until(comm: WebsocketCommunicator, *types: str, timeout: float 
             return got
 
 
-async def test_seal_then_connect_then_a_tool_turn():
+async def test_an_empty_seal_is_refused_and_the_socket_closed():
     comm = WebsocketCommunicator(application, "/ws")
     connected, _ = await comm.connect()
     assert connected
     await comm.send_json_to({"type": "SEAL"})
-    assert (await frames_until(comm, "ERROR"))[0]["message"] == "unknown message type: 'SEAL'"
+    assert (await frames_until(comm, "ERROR"))[0]["message"] == "seal refused: SEAL is missing to"
+    assert (await comm.receive_output(timeout=5)) == {"type": "websocket.close", "code": 4003}
+
+
+async def test_connect_then_a_tool_turn():
+    comm = WebsocketCommunicator(application, "/ws")
+    connected, _ = await comm.connect()
+    assert connected
     await comm.send_json_to({"type": "CONNECT"})
     hello = await frames_until(comm, "AGENT_PROFILE")
     assert [f["type"] for f in hello] == ["CONNECTED", "AGENT_PROFILE"] and hello[0]["status"] == "new"
@@ -66,7 +73,7 @@ async def test_errors_leave_the_socket_usable():
 
 
 async def test_a_socket_that_leaves_at_once_leaves_no_viewer_in_the_hub():
-    from hosting.runtime import get_runtime
+    from hosting.core.runtime import get_runtime
 
     runtime = get_runtime()
     sids = []
@@ -85,7 +92,7 @@ async def test_a_socket_that_leaves_at_once_leaves_no_viewer_in_the_hub():
 
 async def test_attach_replays_a_turn_longer_than_a_page_exactly_once(monkeypatch):
     """Resume reads the log in pages (``REPLAY_PAGE``); each event crosses a page boundary once, in order."""
-    monkeypatch.setattr("hosting.protocol.REPLAY_PAGE", 7)
+    monkeypatch.setattr("hosting.conversation.protocol.REPLAY_PAGE", 7)
     comm = WebsocketCommunicator(application, "/ws")
     await comm.connect()
     await comm.send_json_to({"type": "INPUT", "prompt": "count to 6"})

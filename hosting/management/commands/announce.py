@@ -1,6 +1,6 @@
 """``manage.py announce``: run only the relay link of this project's agent (no local HTTP server).
 
-Relayed conversations go to ``hosting.protocol.Conversation`` when the host runtime loads; with
+Relayed conversations go to ``hosting.conversation.protocol.Conversation`` when the host runtime loads; with
 ``--echo`` (or while the protocol module is unavailable) they go to the built-in echo conversation.
 """
 
@@ -15,8 +15,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from hosting.config import HostConfig, load_config
-from hosting.errors import ConfigError
+from common.errors import ConfigError
+from hosting.core.config import HostConfig, load_config
 from hosting.relay import link as relay_link
 
 logger = logging.getLogger("connectonion.relay")
@@ -103,7 +103,7 @@ def _wiring(cfg: HostConfig, *, echo: bool) -> dict[str, Any]:
 
 
 def _host_wiring() -> dict[str, Any]:
+    from hosting.core.runtime import get_runtime
     from hosting.relay.service import wiring
-    from hosting.runtime import get_runtime
 
     return wiring(get_runtime())

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from hosting.errors import ConfigError
+from common.errors import ConfigError
+from hosting.core.config import export_args
 
 
 class Command(BaseCommand):
@@ -29,6 +31,10 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int)
         parser.add_argument("--reload", action="store_true", default=None)
         parser.add_argument("--redis-url")
+        parser.add_argument("--database-url", help="postgres://... for the trust lists, and results with --store postgres")
+        parser.add_argument("--store", choices=("jsonl", "postgres"), help="where session results live (default jsonl)")
+        parser.add_argument("--replay-log", choices=("sqlite", "redis"),
+                            help="where replay events live (default sqlite; redis needs --redis-url)")
         parser.add_argument("--pool-size", type=int, help="agent threads per worker")
         parser.add_argument("--blacklist", action="append", metavar="ADDRESS")
         parser.add_argument("--whitelist", action="append", metavar="ADDRESS")
@@ -42,44 +48,66 @@ class Command(BaseCommand):
                             help="concurrent turns per client address, per worker (default 32)")
         limits.add_argument("--max-ws-per-ip", type=int, metavar="N",
                             help="WebSocket connections per client address, per worker (default 256)")
+        limits.add_argument("--header-timeout", type=float, metavar="SECONDS",
+                            help="a request's headers must arrive within this, else 408 (default 30)")
+        limits.add_argument("--body-timeout", type=float, metavar="SECONDS",
+                            help="a request body may take this, plus 1 s per 500 bytes received, else 408 "
+                                 "(default 30)")
+        limits.add_argument("--max-connections-per-ip", type=int, metavar="N",
+                            help="open connections per client address, HTTP and WebSocket, per worker (default 512)")
+        limits.add_argument("--bodies-in-flight-mb", type=float, metavar="MB",
+                            help="request bodies held at once, per worker; past it 503 (default 512)")
+        limits.add_argument("--ws-send-buffer-mb", type=float, metavar="MB",
+                            help="unsent bytes a WebSocket may hold for a client that does not read, "
+                                 "then it is closed with 4413 (default 16)")
+        limits.add_argument("--ws-max-frames-per-second", type=float, metavar="N",
+                            help="frames a WebSocket client may send a second, PONG included, "
+                                 "then it is closed with 4429 (default 200)")
         limits.add_argument("--trusted-proxy", dest="trusted_proxies", action="append", metavar="ADDRESS",
                             help="a reverse proxy (address or network) whose X-Forwarded-For is believed")
 
     def handle(self, *args: Any, **opts: Any) -> None:
-        from hosting.config import load_config
-        from hosting.server import run
+        from django.conf import settings
 
-        given = {
-            key: opts[key]
-            for key in ("agent", "port", "bind", "trust", "result_ttl", "max_file_size", "max_files_per_request",
-                        "workers", "reload", "redis_url", "pool_size", "blacklist", "whitelist",
-                        "rate_limit_per_minute", "rate_limit_burst", "max_turns_per_identity", "max_turns_per_ip",
-                        "max_ws_per_ip", "trusted_proxies")
-            if opts.get(key) is not None
-        }
-        if opts["no_relay"]:
-            given["relay_url"] = None
-        elif opts["relay_url"]:
-            given["relay_url"] = opts["relay_url"]
+        from hosting.serving.server import run
+
+        if export_args(given_options(opts)):
+            # Not started through manage.py (django-admin, python -m django): the settings were read without
+            # these options. Start again with them exported, so the settings are built once, from them.
+            os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])  # noqa: S606 (our own argv)
         if str(Path.cwd()) not in sys.path:
             sys.path.insert(0, str(Path.cwd()))
         try:
-            config = load_config(given)
-            reconfigure(config)
-            run(config)
+            run(settings.HOST)
         except ConfigError as exc:
             raise CommandError(str(exc)) from None
         except KeyboardInterrupt:
             pass
 
 
-def reconfigure(config: Any) -> None:
-    """Settings were built from the environment before our arguments were known: refresh them."""
-    from django.conf import settings
+OPTIONS = ("agent", "port", "bind", "trust", "result_ttl", "max_file_size", "max_files_per_request", "workers",
+           "reload", "redis_url", "database_url", "store", "replay_log", "pool_size", "blacklist", "whitelist",
+           "rate_limit_per_minute", "rate_limit_burst", "max_turns_per_identity", "max_turns_per_ip",
+           "max_ws_per_ip", "header_timeout", "body_timeout", "max_connections_per_ip", "bodies_in_flight_mb",
+           "ws_send_buffer_mb", "ws_max_frames_per_second", "trusted_proxies")
 
-    from connectonion_site.settings import host_settings
-    from hosting.runtime import reset_runtime
 
-    for key, value in host_settings(config).items():
-        setattr(settings, key, value)
-    reset_runtime()
+def given_options(opts: dict[str, Any]) -> dict[str, Any]:
+    """The options given on the command line, as ``load_config`` arguments."""
+    given = {key: opts[key] for key in OPTIONS if opts.get(key) is not None}
+    if opts.get("no_relay"):
+        given["relay_url"] = None
+    elif opts.get("relay_url"):
+        given["relay_url"] = opts["relay_url"]
+    return given
+
+
+def export_options(argv: list[str]) -> None:
+    """Put ``runhost``'s options into ``CONNECTONION_HOST_ARGS`` before Django reads the settings (manage.py
+    calls this), so the settings and the host config are built once, from the options, in every process."""
+    parser = Command().create_parser("manage.py", "runhost")
+    try:
+        opts = vars(parser.parse_args(argv))
+    except CommandError:
+        return  # a usage error: Django's own parse of the same arguments reports it
+    export_args(given_options(opts))

@@ -1,0 +1,1 @@
+"""The socket conversation (handshakes, turns, viewers, seal), shared by /ws and relayed sockets."""

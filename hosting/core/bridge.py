@@ -1,0 +1,354 @@
+"""Live events across worker processes through the Redis channel layer (``redis_url`` with ``--workers N``).
+
+Without it a viewer on another worker sees a turn's events by polling the SQLite event log (about once a
+second, ``hosting.conversation.protocol.Conversation._stream``). With it:
+
+* the process running a turn also sends every event of it to the group ``session.<id>``: one pump task
+  per running session awaits ``group_send`` event after event, so order is kept;
+* every process has one channel of its own (``new_channel()``) and one receive task; the channel joins
+  ``session.<id>`` while a local viewer watches that session (first subscribe / last unsubscribe of the
+  hub) and received events go into the local hub. Messages carry the sending process's ``origin``,
+  which lives only in the bridge envelope (events reach clients untouched) and lets a process skip its
+  own events;
+* while a turn runs, its process's channel is in ``turn.<id>``: an answer, INTERRUPT or custom frame
+  from a viewer on another worker is sent there and handed to ``turn.io.deliver`` after the same checks
+  the local path makes (owner, pending kind, request id);
+* runtime input (an INPUT while the session's turn runs on another process) goes to ``turn.<id>`` as a request
+  naming this process's channel; the runner hands it to the turn if its agent takes it and answers with the
+  message id (or none), so the client gets ``RUNTIME_INPUT_ACK`` or the rejection as on one process.
+
+Redis trouble never reaches a viewer: sends and group changes (each bounded by ``CALL_TIMEOUT``, so a frozen
+Redis counts as a failure, not a wait) are logged and dropped, the receive task
+retries with a backoff, and the viewer's stream still fills any gap from the event log (it reads the log
+on a sequence gap and after a second without events), so the worst case is today's polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import time
+import uuid
+from typing import Any
+
+from common.errors import HostError
+from hosting.core.events import Hub, Subscription
+
+log = logging.getLogger("connectonion.bridge")
+
+TERMINAL = ("OUTPUT", "ERROR")
+EVENT, ANSWER = "bridge.event", "bridge.answer"
+STEER, STEERED = "bridge.steer", "bridge.steered"
+PUMP_IDLE = 5.0  # a pump with nothing to send checks whether its turn still runs this often
+RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)
+PAUSE = 5.0  # after a failed send or group change, skip the channel layer this long (one warning per outage)
+CALL_TIMEOUT = 2.0  # a send or group change Redis has not answered by then failed (a frozen Redis: FI5)
+STEER_WAIT = 2 * CALL_TIMEOUT  # no answer from the runner by then: the runtime input was not taken
+GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (session ids are UUIDs)
+
+
+class BridgedHub(Hub):
+    """The in-process hub plus the bridge hooks: local publishes go out, first/last viewers join/leave."""
+
+    def __init__(self, bridge: Bridge, max_queue_bytes: int) -> None:
+        super().__init__(max_queue_bytes)
+        self.bridge = bridge
+
+    def subscribe(self, session_id: str) -> Subscription:
+        first = not self.viewers(session_id)
+        sub = super().subscribe(session_id)
+        if first:
+            self.bridge.watch(session_id)
+        return sub
+
+    def wants(self, session_id: str) -> bool:
+        return True  # viewers on other workers cannot be seen from here
+
+    def publish(self, session_id: str, event: dict[str, Any]) -> None:
+        super().publish(session_id, event)
+        self.bridge.outgoing(session_id, event)
+
+    def publish_remote(self, session_id: str, event: dict[str, Any]) -> None:
+        super().publish(session_id, event)
+
+    def _remove(self, sub: Subscription) -> None:
+        super()._remove(sub)
+        if not self.viewers(sub.session_id):
+            self.bridge.unwatch(sub.session_id)
+
+
+class Bridge:
+    """One per process, a part of the runtime (``hosting.core.runtime``): built with it, bound to its hub and turns,
+    and started on the serving loop when that loop is ready (or on first use, under another ASGI server)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.hub: BridgedHub | None = None
+        self.turns: Any = None  # the runtime's TurnManager (its ``active`` turns)
+        self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.channel: str | None = None
+        self._ready = asyncio.Event()
+        self._pumps: dict[str, asyncio.Queue[dict[str, Any]]] = {}
+        self._steers: dict[str, asyncio.Future[str | None]] = {}  # runtime inputs waiting for the runner's word
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._receiver: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.received = 0
+        self.failures = 0
+        self._paused_until = 0.0
+        self._down = False
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+    def bind(self, hub: BridgedHub, turns: Any) -> None:
+        """Wire the bridge to the runtime's hub and turns (``hosting.core.runtime._build``, once)."""
+        self.hub, self.turns = hub, turns
+
+    def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        """Start receiving on ``loop`` (the running one by default); again on a new loop if the old one is gone."""
+        loop = loop or asyncio.get_running_loop()
+        if self._receiver is not None and self._receiver.get_loop() is loop and not self._receiver.done():
+            return
+        self.channel = None
+        self._ready = asyncio.Event()
+        self._receiver = loop.create_task(self._receive(), name="bridge-receive")
+
+    def _ensure_started(self) -> None:
+        with contextlib.suppress(RuntimeError):  # no running loop: nothing to receive into yet
+            self.start()
+
+    async def stop(self) -> None:
+        if self._receiver is not None:
+            self._receiver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._receiver
+
+    # -- outgoing events (the process that runs the turn) ---------------------------------------------
+    def outgoing(self, session_id: str, event: dict[str, Any]) -> None:
+        """Queue a local event for ``session.<id>`` (loop thread; returns at once)."""
+        if not GROUP_NAME.match(session_id):
+            return
+        self._ensure_started()
+        queue = self._pumps.get(session_id)
+        if queue is None:
+            queue = self._pumps[session_id] = asyncio.Queue()
+            self._spawn(self._pump(session_id, queue), f"bridge-pump-{session_id[:8]}")
+        queue.put_nowait(event)
+
+    async def _pump(self, session_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
+        """Send one running session's events in order; joins ``turn.<id>`` meanwhile (answers)."""
+        join = asyncio.get_running_loop().create_task(self._group("add", f"turn.{session_id}"))
+        try:
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), PUMP_IDLE)
+                except TimeoutError:
+                    if session_id in self.turns.active:
+                        continue
+                    break
+                await self._send(f"session.{session_id}",
+                                 {"type": EVENT, "origin": self.origin, "session_id": session_id, "event": event})
+                if event.get("type") in TERMINAL and queue.empty():
+                    break
+        finally:
+            if self._pumps.get(session_id) is queue:
+                del self._pumps[session_id]
+            if not queue.empty():  # a new turn began while the last send was in flight
+                rest = asyncio.Queue()
+                while not queue.empty():
+                    rest.put_nowait(queue.get_nowait())
+                self._pumps[session_id] = rest
+                self._spawn(self._pump(session_id, rest), f"bridge-pump-{session_id[:8]}")
+            if await join:
+                await self._group("discard", f"turn.{session_id}")
+
+    # -- answers from viewers on other workers --------------------------------------------------------
+    async def forward(self, session_id: str, message: dict[str, Any], *, signer: str | None,
+                      kind: str | None = None, request_id: str | None = None) -> bool:
+        """Send an answer / INTERRUPT / custom frame to the process running ``session_id``'s turn."""
+        if not GROUP_NAME.match(session_id):
+            return False
+        return await self._send(f"turn.{session_id}", {
+            "type": ANSWER, "origin": self.origin, "session_id": session_id, "message": message,
+            "signer": signer, "kind": kind, "request_id": request_id,
+        })
+
+    def _deliver(self, envelope: dict[str, Any]) -> None:
+        turn = self.turns.active.get(envelope.get("session_id") or "")
+        if turn is None or turn.owner != envelope.get("signer"):
+            return
+        message = envelope.get("message") or {}
+        kind = envelope.get("kind")
+        if kind is not None:
+            pending = turn.pending
+            request_id = envelope.get("request_id")
+            if pending is None or pending.kind != kind or (request_id is not None and request_id != pending.id):
+                log.info("bridge: a stale %s for %s from another worker was dropped", kind, turn.session_id)
+                return
+        if message.get("type") == "INTERRUPT":
+            turn.cancel()
+        else:
+            turn.io.deliver(message)
+
+    # -- runtime input for a turn running on another process ----------------------------------------
+    async def steer(self, session_id: str, prompt: str, *, signer: str | None) -> str | None:
+        """Hand ``prompt`` to ``session_id``'s turn on the process running it; the runtime input's id once that
+        process took it, None when it did not (its agent takes none, or nobody answered within STEER_WAIT)."""
+        if not GROUP_NAME.match(session_id):
+            return None
+        self._ensure_started()
+        reply_id = uuid.uuid4().hex
+        waiter: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self._steers[reply_id] = waiter
+        try:
+            await asyncio.wait_for(self._ready.wait(), CALL_TIMEOUT)
+            sent = await self._send(f"turn.{session_id}", {
+                "type": STEER, "origin": self.origin, "session_id": session_id, "signer": signer,
+                "prompt": prompt, "reply_to": self.channel, "reply_id": reply_id})
+            return await asyncio.wait_for(waiter, STEER_WAIT) if sent else None
+        except TimeoutError:
+            return None
+        finally:
+            self._steers.pop(reply_id, None)
+
+    def _steer_here(self, message: dict[str, Any]) -> None:
+        """A runtime input from another process for a turn of ours: the same owner check as the local path."""
+        turn = self.turns.active.get(message.get("session_id") or "")
+        prompt, taken = message.get("prompt"), None
+        if (turn is not None and turn.owner == message.get("signer") and isinstance(prompt, str)
+                and turn.io.accepts_runtime_input):
+            with contextlib.suppress(HostError):
+                taken = turn.steer(prompt)
+        reply_to = message.get("reply_to")
+        if isinstance(reply_to, str):
+            self._spawn(self._reply(reply_to, {"type": STEERED, "origin": self.origin,
+                                               "reply_id": message.get("reply_id"), "id": taken}), "bridge-steered")
+
+    async def _reply(self, channel: str, message: dict[str, Any]) -> None:
+        try:
+            await asyncio.wait_for(self.layer.send(channel, message), CALL_TIMEOUT)
+        except Exception as exc:
+            self._failed(f"send to {channel}", exc)
+
+    def _steered(self, message: dict[str, Any]) -> None:
+        waiter = self._steers.get(str(message.get("reply_id")))
+        taken = message.get("id")
+        if waiter is not None and not waiter.done():
+            waiter.set_result(taken if isinstance(taken, str) else None)
+
+    # -- watching (the processes with viewers) --------------------------------------------------------
+    def watch(self, session_id: str) -> None:
+        if GROUP_NAME.match(session_id):
+            self._ensure_started()
+            self._spawn(self._group("add", f"session.{session_id}"), "bridge-watch")
+
+    def unwatch(self, session_id: str) -> None:
+        if GROUP_NAME.match(session_id):
+            self._spawn(self._group("discard", f"session.{session_id}"), "bridge-unwatch")
+
+    async def _receive(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                if self.channel is None:
+                    self.channel = await self.layer.new_channel(prefix="bridge")
+                    self._ready.set()
+                    for session_id in self.hub.sessions():
+                        await self._group("add", f"session.{session_id}")
+                message = await self.layer.receive(self.channel)
+                attempt = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.failures += 1
+                delay = RETRY[min(attempt, len(RETRY) - 1)]
+                attempt += 1
+                log.warning("bridge: receiving from the channel layer failed (%s); viewers on this worker "
+                            "poll the event log; retrying in %.1f s", exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            try:
+                self._on_message(message)
+            except Exception:
+                log.exception("bridge: could not handle a %r message", message.get("type"))
+
+    def _on_message(self, message: dict[str, Any]) -> None:
+        if message.get("origin") == self.origin:
+            return
+        self.received += 1
+        if message.get("type") == EVENT:
+            event, session_id = message.get("event"), message.get("session_id")
+            if isinstance(event, dict) and isinstance(session_id, str):
+                self.hub.publish_remote(session_id, event)
+        elif message.get("type") == ANSWER:
+            self._deliver(message)
+        elif message.get("type") == STEER:
+            self._steer_here(message)
+        elif message.get("type") == STEERED:
+            self._steered(message)
+
+    # -- channel layer calls that never raise ---------------------------------------------------------
+    async def _send(self, group: str, message: dict[str, Any]) -> bool:
+        if self._paused():
+            return False
+        try:
+            await asyncio.wait_for(self.layer.group_send(group, message), CALL_TIMEOUT)
+        except Exception as exc:
+            self._failed(f"group_send to {group}", exc)
+            return False
+        self._ok()
+        self.sent += 1
+        return True
+
+    async def _group(self, action: str, group: str) -> bool:
+        if self._paused():
+            return False
+        try:
+            await asyncio.wait_for(self._ready.wait(), 10)
+            assert self.channel is not None
+            if action == "add":
+                await asyncio.wait_for(self.layer.group_add(group, self.channel), CALL_TIMEOUT)
+            else:
+                await asyncio.wait_for(self.layer.group_discard(group, self.channel), CALL_TIMEOUT)
+        except Exception as exc:
+            self._failed(f"group_{action} {group}", exc)
+            return False
+        self._ok()
+        return True
+
+    def _paused(self) -> bool:
+        return self._down and time.monotonic() < self._paused_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self.failures += 1
+        self._paused_until = time.monotonic() + PAUSE
+        if not self._down:
+            self._down = True
+            log.warning("bridge: %s failed (%s); live events cross workers through the event log until the "
+                        "channel layer answers again (next try in %.0f s)", what, exc, PAUSE)
+
+    def _ok(self) -> None:
+        if self._down:
+            self._down = False
+            log.info("bridge: the channel layer answers again; live events cross workers through it")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def build(redis_url: str | None) -> Bridge | None:
+    """The bridge of a runtime whose config names a Redis (``redis_url``), over the project's channel layer."""
+    if not redis_url:
+        return None
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    if layer is None:
+        log.warning("bridge: no channel layer configured; live events cross workers by polling the event log")
+        return None
+    return Bridge(layer)

@@ -1,0 +1,1 @@
+"""The HTTP door: DRF views, admin API, authentication, parsers, renderers, middleware, OpenAPI."""

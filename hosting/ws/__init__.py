@@ -1,0 +1,1 @@
+"""The WebSocket door: Channels consumers, routing, dispatch and the frame budget."""

@@ -1,0 +1,272 @@
+"""Session results in PostgreSQL (``store: postgres``, issue 18), behind the JSONL store's interface.
+
+``get`` / ``filter`` / ``create`` / ``update``, TTL expiry (a running record never expires), ownership and
+the sweep for the turns of dead workers behave as in ``store.SessionStore``; several machines share the
+table, so a result written on one replica is read on any other. Writes lock the row
+(``SELECT … FOR UPDATE``): a session's new turn is refused while another replica runs one, and a turn whose
+worker's lease lapsed is recorded ``interrupted`` once, whichever replica's sweeper noticed first.
+
+Queries go through the ``results`` database alias: the same database as ``default``, with a bounded
+connection pool, and every operation hands its connection back when done, so a host's 128 agent threads
+share a few connections instead of holding one each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from django.db import Error as DatabaseError
+from django.db import IntegrityError, connections, transaction
+from django.db.models import Q
+
+from common.errors import SessionBusy, StorageUnavailable
+from sessions_app.liveness import Liveness
+from sessions_app.models import SessionResult
+from sessions_app.records import LIVE_STATUSES, RUNNING, DoesNotExist, SessionRecord
+
+log = logging.getLogger("connectonion.store")
+
+ALIAS = "results"
+_COLUMNS = ("session_id", "status", "created", "expires", "updated_at", "owner", "worker")
+
+
+class DatabaseQuerySet:
+    """A lazy, chainable query (newest ``created`` first), with the JSONL store's lookups."""
+
+    def __init__(self, store: DatabaseStore, q: Q | None = None) -> None:
+        self._store = store
+        self._q = q or Q()
+
+    def filter(self, **lookups: Any) -> DatabaseQuerySet:
+        q = self._q
+        for key, value in lookups.items():
+            q &= _lookup(key, value)
+        return DatabaseQuerySet(self._store, q)
+
+    def _rows(self, window: slice | None = None) -> list[SessionRecord]:
+        with self._store._op():
+            rows = SessionResult.objects.using(ALIAS).filter(self._q).order_by("-created", "session_id")
+            return [_record(row) for row in (rows[window] if window is not None else rows)]
+
+    def __iter__(self) -> Iterator[SessionRecord]:
+        return iter(self._rows())
+
+    def __getitem__(self, item: int | slice) -> Any:
+        if isinstance(item, slice):
+            return self._rows(item)
+        found = self._rows(slice(item, item + 1))
+        if not found:
+            raise IndexError(item)
+        return found[0]
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def count(self) -> int:
+        with self._store._op():
+            return SessionResult.objects.using(ALIAS).filter(self._q).count()
+
+    def first(self) -> SessionRecord | None:
+        found = self._rows(slice(0, 1))
+        return found[0] if found else None
+
+
+def _lookup(key: str, value: Any) -> Q:
+    if key in ("status", "status__in", "prompt__icontains", "session_id__startswith"):
+        return Q(**{key: value})
+    if key == "owner":
+        return Q(owner__isnull=True) if value is None else Q(owner=value)
+    if key == "visible":
+        shown = Q(status__in=LIVE_STATUSES) | Q(expires__gt=time.time())
+        return shown if value else ~shown
+    raise TypeError(f"unsupported lookup {key!r}")
+
+
+def _record(row: SessionResult) -> SessionRecord:
+    data = json.loads(row.data)
+    for name in _COLUMNS:
+        value = getattr(row, name)
+        if value is not None or name in data:
+            data[name] = value
+    if row.worker is None:
+        data.pop("worker", None)
+    return SessionRecord(data)
+
+
+def _row(data: dict[str, Any]) -> SessionResult:
+    rest = {k: v for k, v in data.items() if k not in _COLUMNS}
+    prompt = data.get("prompt")
+    return SessionResult(
+        session_id=data["session_id"], status=data["status"], created=float(data.get("created") or 0),
+        expires=float(data.get("expires") or 0), updated_at=float(data.get("updated_at") or time.time()),
+        owner=data.get("owner"), worker=data.get("worker") if data["status"] in LIVE_STATUSES else None,
+        prompt=prompt.replace("\x00", "") if isinstance(prompt, str) else "",
+        data=json.dumps(rest, ensure_ascii=True, separators=(",", ":"), default=str),
+    )
+
+
+class DatabaseStore:
+    kind = "postgres"
+    skipped_lines = 0
+
+    def __init__(self, *, result_ttl: int = 86400, liveness: Liveness | None = None) -> None:
+        self.result_ttl = result_ttl
+        self.liveness = liveness
+        self._lock = threading.RLock()  # every write of this process (held across a shutdown: write_lock)
+        self._depth = threading.local()
+        self._parked: dict[str, dict[str, Any]] = {}  # terminal records the database refused (written later)
+
+    @contextlib.contextmanager
+    def _op(self) -> Iterator[None]:
+        """One store operation: database errors become ``StorageUnavailable`` (503); the connection goes
+        back to the pool at the end of the outermost operation of this thread."""
+        depth = getattr(self._depth, "n", 0)
+        self._depth.n = depth + 1
+        try:
+            yield
+        except DatabaseError as exc:
+            if isinstance(exc, IntegrityError):
+                raise
+            log.error("session store: database unavailable: %s", exc)
+            raise StorageUnavailable() from exc
+        finally:
+            self._depth.n = depth
+            if depth == 0:
+                with contextlib.suppress(DatabaseError):
+                    connections[ALIAS].close()
+
+    # -- the Django-style surface ----------------------------------------------------------------------
+    def all(self) -> DatabaseQuerySet:
+        return DatabaseQuerySet(self)
+
+    def filter(self, **lookups: Any) -> DatabaseQuerySet:
+        return DatabaseQuerySet(self).filter(**lookups)
+
+    def get(self, session_id: str, *, include_expired: bool = False) -> SessionRecord:
+        parked = self._parked.get(session_id)
+        if parked is not None:
+            record = SessionRecord(parked)
+        else:
+            with self._op():
+                row = SessionResult.objects.using(ALIAS).filter(pk=session_id).first()
+            if row is None:
+                raise DoesNotExist(session_id)
+            record = _record(row)
+        if not include_expired and not record.visible(time.time()):
+            raise DoesNotExist(session_id)
+        return record
+
+    def create(self, *, session_id: str, prompt: str, owner: str | None = None, **fields: Any) -> SessionRecord:
+        """Write the ``running`` record of a new turn (``created`` kept across turns). Refused with
+        ``SessionBusy`` while the session's previous turn is live, on this replica or another."""
+        now = time.time()
+        self._flush_parked()
+        if self.liveness is not None:
+            with self._op():
+                self.liveness.start()  # (once) the lease exists before the first running record names it
+        try:
+            with self._lock, self._op(), transaction.atomic(using=ALIAS):
+                previous = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
+                if previous is not None and previous.status in LIVE_STATUSES:
+                    raise SessionBusy()
+                data: dict[str, Any] = {
+                    "session_id": session_id, "prompt": prompt, "status": RUNNING,
+                    "created": int(previous.created) if previous is not None else int(now),
+                    "expires": int(now + self.result_ttl), "owner": owner,
+                    "worker": self.liveness.token if self.liveness is not None else None, "updated_at": now,
+                }
+                data.update(fields)
+                _row(data).save(using=ALIAS, force_insert=previous is None, force_update=previous is not None)
+        except IntegrityError:  # another replica created the same new session at the same moment
+            raise SessionBusy() from None
+        return SessionRecord(data)
+
+    def update(self, session_id: str, **fields: Any) -> SessionRecord:
+        """Change ``fields`` of the latest record (e.g. status ``done``)."""
+        terminal = fields.get("status") is not None and fields["status"] not in LIVE_STATUSES
+        try:
+            with self._lock, self._op(), transaction.atomic(using=ALIAS):
+                row = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
+                if row is None:
+                    raise DoesNotExist(session_id)
+                data = _record(row).data
+                data.update(fields)
+                data["updated_at"] = time.time()
+                if data.get("status") not in LIVE_STATUSES:
+                    for key in ("worker", "pid", "host"):
+                        data.pop(key, None)
+                _row(data).save(using=ALIAS, force_update=True)
+        except StorageUnavailable:
+            if terminal:  # answered with it; written at the next sweep, so the session is not left busy
+                parked = dict(self._parked.get(session_id) or {"session_id": session_id, "status": "failed"})
+                parked.update(fields)
+                self._parked[session_id] = parked
+            raise
+        self._parked.pop(session_id, None)
+        return SessionRecord(data)
+
+    # -- maintenance ---------------------------------------------------------------------------------
+    def recover_interrupted(self) -> int:
+        """Record each live turn whose worker is dead ``interrupted``, once (see ``store.SessionStore``)."""
+        self._flush_parked()
+        alive = self.liveness.alive if self.liveness is not None else (lambda token: False)
+        with self._op():
+            live = list(SessionResult.objects.using(ALIAS).filter(status__in=LIVE_STATUSES)
+                        .values_list("session_id", "worker"))
+        verdicts: dict[str | None, bool] = {}
+        for _, worker in live:
+            if worker not in verdicts:
+                verdicts[worker] = alive(worker)
+        dead = [sid for sid, worker in live if not verdicts[worker]]
+        if not dead:
+            return 0
+        dead_workers = [w for w, ok in verdicts.items() if not ok]
+        marked = 0
+        with self._op(), self._lock, transaction.atomic(using=ALIAS):
+            now = time.time()
+            rows = (SessionResult.objects.using(ALIAS).select_for_update(skip_locked=True)
+                    .filter(session_id__in=dead, status__in=LIVE_STATUSES)
+                    .filter(Q(worker__in=[w for w in dead_workers if w is not None]) | Q(worker__isnull=True)
+                            if None in dead_workers else Q(worker__in=dead_workers)))
+            for row in rows:
+                data = _record(row).data
+                data.update(status="interrupted", error="interrupted", updated_at=now,
+                            expires=int(now + self.result_ttl))
+                data.pop("worker", None)
+                _row(data).save(using=ALIAS, force_update=True)
+                marked += 1
+        if marked:
+            log.warning("marked %d turn(s) of stopped workers as interrupted", marked)
+        return marked
+
+    def _flush_parked(self) -> None:
+        for session_id, data in list(self._parked.items()):
+            fields = {k: v for k, v in data.items() if k != "session_id"}
+            with contextlib.suppress(StorageUnavailable, DoesNotExist):
+                self.update(session_id, **fields)
+
+    def compact(self, *, now: float | None = None,
+                on_expired: Callable[[SessionRecord], None] | None = None) -> int:
+        """Delete expired results (running ones never expire); returns how many."""
+        now = time.time() if now is None else now
+        with self._op():
+            expired = SessionResult.objects.using(ALIAS).filter(expires__lte=now).exclude(status__in=LIVE_STATUSES)
+            if on_expired is not None:
+                for row in expired:
+                    on_expired(_record(row))
+            dropped, _ = expired.delete()
+        if dropped:
+            log.info("removed %d expired result(s)", dropped)
+        return dropped
+
+    def compact_if_due(self, **kwargs: Any) -> int:
+        return self.compact(**kwargs)
+
+    def write_lock(self) -> threading.RLock:
+        return self._lock

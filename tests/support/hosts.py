@@ -1,0 +1,157 @@
+"""Real servers on loopback for the tests: any server as its own process group (ServerProcess), and
+``manage.py runhost`` in a project folder (HostProcess)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from tests.support.net import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+MANAGE = REPO / "manage.py"
+# For hosts a test drives from one loopback address harder than the default turn limits allow (catalogues,
+# bursts of concurrent turns): the test's subject is something else, so it says so explicitly.
+NO_TURN_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0")
+
+
+def host_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "OPENONION_", "AGENT_"))}
+    env.pop("DJANGO_SETTINGS_MODULE", None)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["AGENT_CONFIG_PATH"] = env.get("CO_TEST_MACHINE_DIR", "/nonexistent-machine-dir")
+    env.update(extra)
+    return env
+
+
+class ServerProcess:
+    """A server started as its own process group, logging to a file, ready when a URL answers 200."""
+
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+    stop_timeout: float = 20
+
+    def launch(self, cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, ready_url: str,
+               timeout: float, what: str, mode: str = "w", poll: float = 0.1) -> None:
+        self.log_path = log_path
+        with open(log_path, mode) as log:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         text=True, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {self.proc.returncode}:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=1).status_code == 200:
+                    return
+            time.sleep(poll)
+        self.stop()
+        raise RuntimeError(f"{what} did not become ready in {timeout} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def wait_for_output(self, text: str, timeout: float = 30) -> str:
+        """The server's output once it contains ``text`` (a line it prints after it answers, say)."""
+        deadline = time.monotonic() + timeout
+        while text not in (out := self.output()):
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                raise AssertionError(f"{text!r} never appeared in the output:\n{out}")
+            time.sleep(0.1)
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        """Signal the process group and reap it."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=self.stop_timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=5)
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+
+class HostProcess(ServerProcess):
+    """``manage.py runhost`` in a project folder, on a free loopback port."""
+
+    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
+                 ready_path: str = "/health") -> None:
+        self.project = project
+        self.port = port or free_port()
+        self.args = list(args)
+        self.env = host_env(**(env or {}))
+        self.ready_path = ready_path
+        self.log_path = project / "host-output.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 40) -> HostProcess:
+        cmd = [sys.executable, str(MANAGE), "runhost", *self.args, "--port", str(self.port)]
+        if "--relay-url" not in self.args:
+            cmd.append("--no-relay")
+        self.launch(cmd, cwd=self.project, env=self.env, log_path=self.project / "host-output.log",
+                    ready_url=self.url + self.ready_path, timeout=timeout, what="host")
+        if "--workers" in self.args:
+            self.wait_for_workers(int(self.args[self.args.index("--workers") + 1]), timeout)
+        return self
+
+    def wait_for_workers(self, count: int, timeout: float = 40) -> None:
+        """Block until every worker of ``--workers count`` has answered ``/health`` (each on a fresh connection,
+        so the kernel hands them round): the first answer only proves that one worker is up."""
+        seen: set[int] = set()
+        deadline = time.monotonic() + timeout
+        while seen != set(range(count)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"workers {sorted(set(range(count)) - seen)} never answered\n{self.output()}")
+            try:
+                seen.add(httpx.get(self.url + "/health", timeout=2, headers={"Connection": "close"}).json()["worker"])
+            except httpx.HTTPError:
+                time.sleep(0.05)
+
+    def worker_pids(self) -> dict[int, int]:
+        """``--workers N``: each worker's index (its ``CONNECTONION_WORKER``) to its pid."""
+        import psutil
+
+        pids = {}
+        for child in psutil.Process(self.proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                index = child.environ().get("CONNECTONION_WORKER")
+                if index is not None and "hosting.serving.worker" in " ".join(child.cmdline()):
+                    pids[int(index)] = child.pid
+        return pids
+
+    @contextlib.contextmanager
+    def only_worker(self, index: int) -> Iterator[None]:
+        """While inside, every other worker is paused (SIGSTOP), so the kernel can hand a new connection to
+        ``index`` only: a test reaches the worker it means, with no search. The others resume on exit (the
+        connections they already hold wait meanwhile, nothing is lost)."""
+        pids = self.worker_pids()
+        assert index in pids, f"no worker {index} among {sorted(pids)}"
+        others = [pid for i, pid in pids.items() if i != index]
+        try:
+            for pid in others:
+                os.kill(pid, signal.SIGSTOP)
+            yield
+        finally:
+            for pid in others:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)

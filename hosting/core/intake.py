@@ -158,11 +158,11 @@ class Intake:
 
         With an agent thread free, the admission, the limits, the validation and the whole turn are one task of
         the agents pool, in this module's order. With every agent thread busy the admission runs on the
-        bookkeeping pool first, so a refusal never waits behind running agents (issue 16).
+        bookkeeping pool first, so a refusal never waits behind running agents (issue 16); so it does when the
+        hub must join the turn's group on the loop first (``TurnManager.can_launch``).
         """
-        pools = self.turns.pools
-        if not pools.agents.has_free_thread():
-            admission = await pools.bookkeeping.run(admit)
+        if not self.turns.can_launch():
+            admission = await self.turns.pools.bookkeeping.run(admit)
             return admission, await self.run(_admitted(admission, address, transport, traceparent))
         admitted: list[Any] = []
 

@@ -111,19 +111,39 @@ class TurnManager:
         loop = asyncio.get_running_loop()
         session_id = _session_id(request)
         watch = self._watch(session_id, request, transport, traceparent)
-        try:
-            self._reserve(session_id)
-        except BaseException:
-            if release is not None:
-                release()
-            watch.ended("refused")
-            raise
         launch = Launch(loop, loop.create_future(), started=loop.create_future(), request=request,
-                        release=release, session_id=session_id, interactive=interactive, transport=transport,
+                        release=release, interactive=interactive, transport=transport,
                         traceparent=traceparent, watch=watch)
         launch.started.add_done_callback(_retrieve)
-        self._submit(launch)
+        try:
+            self._reserve(session_id)
+        except BaseException as exc:
+            self._on_refused(launch, exc)
+            raise
+        launch.session_id = session_id
+        if self.hub.joins_turns:
+            starting = asyncio.ensure_future(self._join_then_submit(launch))
+            starting.add_done_callback(_retrieve)
+            await asyncio.shield(starting)
+        else:
+            self._submit(launch)
         return await asyncio.shield(launch.started)
+
+    async def _join_then_submit(self, launch: Launch) -> None:
+        """The hub's ``turn_starting`` (across workers: join ``turn.<id>`` before the record that sends others
+        here), then the pool task; shielded from the caller, so a cancelled caller strands nothing (FI8)."""
+        assert launch.session_id is not None
+        try:
+            await self.hub.turn_starting(launch.session_id)
+        except BaseException as exc:
+            self._on_refused(launch, exc)
+            raise
+        self._submit(launch)
+
+    def can_launch(self) -> bool:
+        """Whether ``launch`` starts a turn at once: an agent thread is free, and no hub step must run on the
+        loop before the running record (the bridge's group join)."""
+        return not self.hub.joins_turns and self.pools.agents.has_free_thread()
 
     def launch(self, take: Take, *, transport: str = "http",
                traceparent: str | None = None) -> asyncio.Future[TurnResult]:
@@ -169,6 +189,7 @@ class TurnManager:
             launch.release()
         if launch.session_id is not None:
             self._forget(launch.session_id, None)
+            self.hub.turn_not_started(launch.session_id)
         if launch.watch is not None:
             launch.watch.ended("refused")
         waiting = launch.started if launch.started is not None else launch.done

@@ -16,7 +16,6 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from common import metrics
@@ -34,7 +33,7 @@ from hosting.core.agents import AgentSource
 from hosting.core.config import HostConfig
 from hosting.core.events import Hub, PendingRequest, TurnIO
 from hosting.core.pools import Pools
-from hosting.core.turndata import Turn, TurnRequest, TurnResult, one_line
+from hosting.core.turndata import Launch, Release, Take, Turn, TurnRequest, TurnResult, one_line
 from hosting.core.turnrun import TurnRunner
 from hosting.observability.turn import TurnWatch
 from sessions_app.eventlog import EventLog
@@ -44,31 +43,6 @@ from sessions_app.transcript import merge_sessions
 
 log = logging.getLogger("connectonion.turns")
 activity = logging.getLogger("connectonion.activity")
-
-Release = Callable[[], None]
-Take = Callable[[], tuple[TurnRequest, Release | None]]
-
-
-@dataclass(eq=False)
-class Launch:
-    """One turn on its way through its pool task, with the loop's ends of it (``started``, ``done``).
-
-    ``start()`` knows the request and has reserved the session on the loop; ``launch()`` knows neither until
-    ``take`` (run in the task) has admitted and read the request."""
-
-    loop: asyncio.AbstractEventLoop
-    done: asyncio.Future[TurnResult]
-    started: asyncio.Future[Turn] | None = None  # start() returns once this is set (the running record exists)
-    take: Take | None = None  # launch(): the request and the caller's slot, read in the task
-    request: TurnRequest | None = None
-    release: Release | None = None  # the caller's concurrency slot, given back when the agent thread is done
-    session_id: str | None = None  # set: reserved in ``active`` by this launch
-    interactive: bool = False
-    transport: str = "http"
-    traceparent: str | None = None
-    watch: TurnWatch | None = None
-    watchdog: asyncio.TimerHandle | None = None
-
 
 class TurnManager:
     """Starts turns and keeps track of the ones running in this process."""

@@ -31,6 +31,7 @@ from hosting.core.version import __version__
 from hosting.web import openapi
 from hosting.web.asyncapi import asyncapi_document
 from hosting.web.authentication import SignedReader
+from hosting.web.renderers import CompactJSONRenderer
 from sessions_app.records import DoesNotExist
 
 log = logging.getLogger("connectonion")
@@ -126,28 +127,91 @@ class SessionListView(APIView):
         return Response({"sessions": [r.summary() for r in found[:limit]]})
 
 
-class HealthView(LoopAPIView):
+PLAIN_ACCEPT = frozenset({None, "", "*/*", "application/json"})  # what DRF's negotiation answers with JSON as is
+
+
+class PreparedView(LoopAPIView):
+    """A ``GET`` whose JSON body is the same for every caller and changes rarely (``/health``, ``/info``, ``/``),
+    answered from bytes encoded once per change of what it shows (``sources`` by identity, ``values`` by value),
+    without DRF's request wrapper, content negotiation, rendering and copy into a plain response: those cost more
+    than the answer, on the loop every ``/health`` probe shares with the turns. Headers and body are the ones
+    DRF gives; middleware runs as for any view. Anything DRF could answer otherwise (another method, an
+    ``Accept`` naming a type, a query string such as ``?format=``) still goes through DRF."""
+
+    extra_headers: dict[str, str] = {}
+    _prepared: tuple[tuple[Any, ...], tuple[Any, ...], bytes] | None = None  # per class: sources, values, body
+
+    def body(self, runtime: Runtime) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def changes(self, runtime: Runtime) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """What the body depends on: objects compared by identity, values compared by value."""
+        return (runtime,), ()
+
+    async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        meta = request.META
+        if (request.method in ("GET", "HEAD") and not meta.get("QUERY_STRING")
+                and meta.get("HTTP_ACCEPT") in PLAIN_ACCEPT):
+            return self.prepared(get_runtime())
+        return await super().async_dispatch(request, *args, **kwargs)
+
+    async def get(self, request: Request) -> Response:
+        return Response(self.body(get_runtime()), headers=self.extra_headers)
+
+    def prepared(self, runtime: Runtime) -> HttpResponse:
+        sources, values = self.changes(runtime)
+        cached = type(self)._prepared
+        if (cached is None or cached[1] != values or len(cached[0]) != len(sources)
+                or any(a is not b for a, b in zip(cached[0], sources, strict=True))):
+            cached = type(self)._prepared = (sources, values, CompactJSONRenderer().render(self.body(runtime)))
+        response = HttpResponse(cached[2], content_type=CompactJSONRenderer.media_type)
+        response["Allow"] = ", ".join(self.allowed_methods)
+        for header, value in self.extra_headers.items():
+            response[header] = value
+        return response
+
+
+class HealthView(PreparedView):
     @openapi.health_schema
     async def get(self, request: Request) -> Response:
-        runtime = get_runtime()
+        return await super().get(request)
+
+    def changes(self, runtime: Runtime) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return (runtime,), (runtime.uptime(), runtime.relay_state)  # uptime: whole seconds
+
+    def body(self, runtime: Runtime) -> dict[str, Any]:
         body = {"status": "healthy", "agent": runtime.info.name, "uptime": runtime.uptime(),
                 "relay": runtime.relay_state, "store": runtime.store.kind, "replay_log": runtime.eventlog.kind}
         if runtime.config.worker is not None:  # --workers N: which worker answered (an index, not a pid)
             body["worker"] = runtime.config.worker
-        return Response(body)
+        return body
 
 
-class InfoView(LoopAPIView):
+class InfoView(PreparedView):
+    extra_headers = {"Cache-Control": "no-store"}
+
     @openapi.info_schema
     async def get(self, request: Request) -> Response:
-        return Response(agent_info(get_runtime()), headers={"Cache-Control": "no-store"})
+        return await super().get(request)
+
+    def changes(self, runtime: Runtime) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return (runtime, runtime.config, runtime.info), ()
+
+    def body(self, runtime: Runtime) -> dict[str, Any]:
+        return agent_info(runtime)
 
 
-class IndexView(LoopAPIView):
+class IndexView(PreparedView):
     @openapi.index_schema
     async def get(self, request: Request) -> Response:
-        return Response({"docs": "/docs", "info": "/info", "health": "/health", "input": "POST /input",
-                         "websocket": "/ws", "openapi": "/openapi.json"})
+        return await super().get(request)
+
+    def changes(self, runtime: Runtime) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        return (), ()
+
+    def body(self, runtime: Runtime) -> dict[str, Any]:
+        return {"docs": "/docs", "info": "/info", "health": "/health", "input": "POST /input",
+                "websocket": "/ws", "openapi": "/openapi.json"}
 
 
 def agent_info(runtime: Runtime) -> dict[str, Any]:

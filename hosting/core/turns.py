@@ -97,9 +97,11 @@ class TurnManager:
                 raise SessionBusy()
             self.active[session_id] = None  # type: ignore[assignment]  # reserve the id while we prepare
             try:
+                await self.hub.turn_starting(session_id)  # before the record that tells other workers it runs here
                 prepared = await self.pools.agents.run(self._prepare, request, session_id, watch)
             except BaseException:
                 self.active.pop(session_id, None)
+                self.hub.turn_not_started(session_id)
                 raise
         except BaseException:
             if release is not None:

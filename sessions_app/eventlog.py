@@ -6,8 +6,8 @@ numbered from 1 upwards; the number travels as the event's string ``id`` and is 
 Writes are group-committed: ``append`` (from an agent thread) queues the row and returns; one writer thread
 per process stores whatever has queued up in a single transaction, so a busy host pays one commit per batch
 instead of one per event. A turn's terminal event waits for its commit, so a turn is in the log before its
-answer is sent. Until its batch is committed a row stays in ``_pending``, and every reader in
-this process merges it in, so the process never sees a gap; other workers see it once committed
+answer is sent (that row is shown once committed). Until its batch is committed a row stays in
+``_pending``, and every reader in this process merges it in, so the process never sees a gap; other workers see it once committed
 (typically within a millisecond; their viewers poll or get it live through the bridge). Readers take the
 pending snapshot before they query, so a row committed in between is found twice and never zero times.
 """
@@ -74,6 +74,7 @@ class EventLog:
         self._cond = threading.Condition()
         self._queue: list[Row] = []
         self._pending: dict[str, list[Row]] = {}  # queued or being written, per session, in order
+        self._unlisted: dict[int, Row] = {}  # terminal rows queued or being written: not shown before committed
         self._writing = 0
         self._writer: threading.Thread | None = None
         _open_logs.add(self)
@@ -90,35 +91,42 @@ class EventLog:
     # -- writing ------------------------------------------------------------------------------------
     def append(self, session_id: str, seq: int, turn: int, event: dict[str, Any]) -> None:
         """Queue the event; a turn's terminal event (``OUTPUT``/``ERROR``) returns only once it is committed,
-        so every event of a turn is stored before its answer leaves (issue 20)."""
+        so every event of a turn is stored before its answer leaves (issue 20). Until then the terminal row
+        is not among the pending rows readers merge in: it becomes visible when it is durable, just before
+        the caller publishes it live, as quickly after that as before."""
         row = (session_id, seq, turn, time.time(), json.dumps(event, ensure_ascii=False, default=str))
         terminal = event.get("type") in TERMINAL
         with self._cond:
             self._queue.append(row)
-            self._pending.setdefault(session_id, []).append(row)
+            if terminal:
+                self._unlisted[id(row)] = row
+            else:
+                self._pending.setdefault(session_id, []).append(row)
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="eventlog-writer", daemon=True)
                 self._writer.start()
             if not terminal:
                 self._cond.notify_all()
                 return
-        self._commit_through(session_id)
+        self._commit_through(row)
 
-    def _commit_through(self, session_id: str) -> None:
-        """Return once the session's queued events are committed: this thread commits the queue itself when
-        no batch is being written (leader, once), else waits for that batch. Bounded: a log another process
-        keeps locked delays the rows (the writer thread retries them), not the answer, past ~TERMINAL_WAIT."""
+    def _commit_through(self, row: Row) -> None:
+        """Return once ``row`` is committed: this thread commits the queue itself when no batch is being
+        written (leader, once), else waits for that batch. Bounded: a log another process keeps locked
+        delays the row (the writer thread retries it, readers merge it in meanwhile), not the answer."""
         deadline = time.monotonic() + TERMINAL_WAIT
         led = False
         while True:
             with self._cond:
-                if not self._pending.get(session_id):
+                if id(row) not in self._unlisted:
                     return
                 if led or self._writing or not self._queue:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
+                        del self._unlisted[id(row)]  # pending like any other row until the writer stores it
+                        self._pending.setdefault(row[0], []).append(row)
                         log.error("replay log: the end of %s is not committed after %.0f s; answering anyway",
-                                  session_id, TERMINAL_WAIT)
+                                  row[0], TERMINAL_WAIT)
                         return
                     self._cond.wait(remaining)
                     continue
@@ -130,7 +138,8 @@ class EventLog:
     def _written(self, batch: list[Row], stored: bool) -> None:
         with self._cond:
             if stored:
-                forget_written(self._pending, batch)
+                listed = [r for r in batch if self._unlisted.pop(id(r), None) is None]
+                forget_written(self._pending, listed)
             else:  # kept, in order, ahead of anything queued meanwhile, for the writer thread to retry
                 self._queue = batch + self._queue
             self._writing = 0

@@ -57,6 +57,8 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (se
 class BridgedHub(Hub):
     """The in-process hub plus the bridge hooks: local publishes go out, first/last viewers join/leave."""
 
+    joins_turns = True
+
     def __init__(self, bridge: Bridge, max_queue_bytes: int) -> None:
         super().__init__(max_queue_bytes)
         self.bridge = bridge

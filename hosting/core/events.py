@@ -270,6 +270,8 @@ class Hub:
     def viewers(self, session_id: str) -> int:
         return len(self._subs.get(session_id, ()))
 
+    joins_turns = False  # whether ``turn_starting`` has work to do (the bridge's ``turn.<id>`` join)
+
     async def turn_starting(self, session_id: str) -> None:
         """A turn of ``session_id`` is about to start in this process, before its ``running`` record is written.
         Nothing to do in one process; across workers the bridge joins the turn's group here

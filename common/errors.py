@@ -230,6 +230,52 @@ class TooManyFrames(HostError):
         super().__init__(f"too many messages (max {rate:g} a second)")
 
 
+# --- sealed sockets (PROTOCOL §4.8): the ERROR goes out in the clear, then the socket ends (4003) ------------
+
+
+class SealRefused(HostError):
+    """A ``SEAL`` (or, on the client, a ``SEALED_OK``) that does not check out; ``reason`` names what is wrong."""
+
+    fatal = True
+    PREFIX = "seal refused: "
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(self.PREFIX + reason)
+
+
+class SealRejected(HostError):
+    """A sealed frame that does not open, repeats or lowers its counter; ``reason`` names which."""
+
+    fatal = True
+    PREFIX = "sealed frame rejected: "
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(self.PREFIX + reason)
+
+
+# --- the agent's relay link: one relayed conversation refused, the link goes on (HARDENING R3) -------------
+
+
+class TooManyConversations(ServiceUnavailable):
+    """A new relayed conversation (or legacy INPUT) past ``max_conversations``."""
+
+    message = "too many conversations"
+
+
+class FrameDropped(ServiceUnavailable):
+    """A relayed frame for a conversation whose inbox is full: that frame is dropped, the conversation goes on."""
+
+    message = "conversation overloaded: frame dropped"
+
+
+class LegacyInputUnsupported(BadRequest):
+    """A relay's legacy one-shot ``INPUT`` (D12) to a link that was given no way to run it."""
+
+    message = "legacy INPUT is not supported by this host"
+
+
 # --- start-up problems (not sent to clients) -------------------------------------------------------
 
 

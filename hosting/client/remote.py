@@ -24,7 +24,7 @@ import httpx
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from common.errors import HostError
+from common.errors import HostError, SealRefused
 from hosting.client.lookup import LOOKUP_TIMEOUT, private_link, resolve_direct
 from hosting.client.sockets import AgentNotConnected, AnswerRequired, RemoteAgentError, SealedSocket
 from hosting.conversation import seal
@@ -160,7 +160,7 @@ class AsyncRemoteAgent:
             await ws.send(json.dumps(sent.frame))
             reply = json.loads(await asyncio.wait_for(ws.recv(), seal.HANDSHAKE_TIMEOUT))
             layer = seal.finish(reply if isinstance(reply, dict) else {}, sent)
-        except (TimeoutError, ConnectionClosed, ValueError, seal.SealRefused):
+        except (TimeoutError, ConnectionClosed, ValueError, SealRefused):
             return None
         return SealedSocket(ws, layer)
 

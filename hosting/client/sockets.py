@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from common.errors import HostError
+from common.errors import HostError, SealRejected
 from hosting.conversation import seal
 from hosting.core.jsonwire import loads_object
 
@@ -45,13 +45,13 @@ class SealedSocket:
         try:  # the strict decoder, as for any frame (issue 15.7)
             frame = loads_object(raw if isinstance(raw, str) else "", what="message")
         except HostError:
-            raise RemoteAgentError("sealed frame rejected: not a JSON object") from None
+            raise RemoteAgentError(SealRejected("not a JSON object").message) from None
         if frame.get("type") in seal.RELAY_CONTROL and "c" not in frame:
             return raw
         try:
             return self.layer.open(frame)
-        except seal.SealRejected as exc:
-            raise RemoteAgentError(seal.REJECTED_PREFIX + str(exc)) from None
+        except SealRejected as exc:
+            raise RemoteAgentError(exc.message) from None
 
     async def close(self) -> None:
         await self.ws.close()

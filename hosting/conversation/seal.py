@@ -25,6 +25,7 @@ from typing import Any
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
 
+from common.errors import SealRefused, SealRejected
 from trust.identity import is_address
 from trust.signing import SIGNATURE_WINDOW, canonical_bytes, signature_valid
 
@@ -32,8 +33,6 @@ SEAL = "SEAL"
 SEALED_OK = "SEALED_OK"
 SEALED = "SEALED"
 HANDSHAKE_TIMEOUT = 10.0  # how long the released client waits for the answer to its SEAL
-REFUSED_PREFIX = "seal refused: "
-REJECTED_PREFIX = "sealed frame rejected: "
 CLIENT_TO_HOST = b"c2h"
 HOST_TO_CLIENT = b"h2c"
 SEAL_FIELDS = ("to", "from", "ephemeral", "timestamp", "signature")
@@ -45,14 +44,6 @@ RELAY_CONTROL = ("PING", "ERROR")
 _NONCE_BYTES = 24
 _MAC_BYTES = 16
 _OUTER_BYTES = 64  # '{"type":"SEALED","n":<counter>,"c":""}' plus relay tags fit well inside this
-
-
-class SealRefused(Exception):
-    """The SEAL (or SEALED_OK) does not check out; the text follows ``seal refused: ``."""
-
-
-class SealRejected(Exception):
-    """A sealed frame does not open or is out of order; the text follows ``sealed frame rejected: ``."""
 
 
 def sealed_size(plain: int) -> int:

@@ -9,6 +9,7 @@ import json
 import pytest
 from connectonion.network import sealed as released
 
+from common.errors import SealRejected
 from hosting.conversation import seal
 from hosting.core.config import HostConfig
 from hosting.core.jsonwire import dumps
@@ -53,11 +54,11 @@ def test_counters_start_at_one_and_must_rise():
     one, two = client.wrap({"type": "PONG"}), client.wrap({"type": "PONG"})
     assert (one["n"], two["n"]) == (1, 2)
     host_layer.open(two)
-    with pytest.raises(seal.SealRejected, match="out of order"):
+    with pytest.raises(SealRejected, match="out of order"):
         host_layer.open(one)
-    with pytest.raises(seal.SealRejected, match="out of order"):
+    with pytest.raises(SealRejected, match="out of order"):
         host_layer.open({**two, "n": True})
-    with pytest.raises(seal.SealRejected, match="does not open"):
+    with pytest.raises(SealRejected, match="does not open"):
         host_layer.open({**two, "n": 3, "c": "not base64!"})
 
 

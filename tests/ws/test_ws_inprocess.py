@@ -82,7 +82,7 @@ async def test_a_socket_that_leaves_at_once_leaves_no_viewer_in_the_hub():
 
 async def test_attach_replays_a_turn_longer_than_a_page_exactly_once(monkeypatch):
     """Resume reads the log in pages (``REPLAY_PAGE``); each event crosses a page boundary once, in order."""
-    monkeypatch.setattr("hosting.conversation.protocol.REPLAY_PAGE", 7)
+    monkeypatch.setattr("hosting.conversation.viewers.REPLAY_PAGE", 7)
     comm = WebsocketCommunicator(application, "/ws")
     await comm.connect()
     await comm.send_json_to({"type": "INPUT", "prompt": "count to 6"})

@@ -13,7 +13,8 @@ import websockets
 from hosting.conversation.seal import sealed_size
 from hosting.core.config import HostConfig
 from hosting.relay import wire
-from hosting.relay.link import EchoConversation, RelayLink
+from hosting.relay.echo import EchoConversation
+from hosting.relay.link import RelayLink
 
 from .conftest import client_socket, new_identity, recv_json, send_json, signed_announce, wait_until
 

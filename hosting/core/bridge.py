@@ -1,7 +1,7 @@
 """Live events across worker processes through the Redis channel layer (``redis_url`` with ``--workers N``).
 
 Without it a viewer on another worker sees a turn's events by polling the SQLite event log (about once a
-second, ``hosting.conversation.protocol.Conversation._stream``). With it:
+second, ``hosting.conversation.viewers.Viewers._stream``). With it:
 
 * the process running a turn also sends every event of it to the group ``session.<id>``: one pump task
   per running session awaits ``group_send`` event after event, so order is kept;

@@ -167,7 +167,8 @@ def _eventlog(config: HostConfig, namespace: str) -> Any:
 def _build() -> Runtime:
     from django.conf import settings
 
-    from trust.gate import build_gate, record_decision
+    from trust.audit import record_decision
+    from trust.gate import build_gate
     from trust.identity import load_identity
 
     config: HostConfig = settings.HOST

@@ -12,7 +12,10 @@ second, ``hosting.conversation.viewers.Viewers._stream``). With it:
   own events;
 * while a turn runs, its process's channel is in ``turn.<id>``: an answer, INTERRUPT or custom frame
   from a viewer on another worker is sent there and handed to ``turn.io.deliver`` after the same checks
-  the local path makes (owner, pending kind, request id);
+  the local path makes (owner, pending kind, request id). The process joins before the turn's ``running``
+  record is written (``join_turn``, awaited by the turn manager), since that record is what sends other
+  workers there: a message sent the moment they see the turn running finds it. It leaves once the turn's
+  terminal frame is out, unless the session's next turn already runs here;
 * runtime input (an INPUT while the session's turn runs on another process) goes to ``turn.<id>`` as a request
   naming this process's channel; the runner hands it to the turn if its agent takes it and answers with the
   message id (or none), so the client gets ``RUNTIME_INPUT_ACK`` or the rejection as on one process.
@@ -54,6 +57,8 @@ GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (se
 class BridgedHub(Hub):
     """The in-process hub plus the bridge hooks: local publishes go out, first/last viewers join/leave."""
 
+    joins_turns = True
+
     def __init__(self, bridge: Bridge, max_queue_bytes: int) -> None:
         super().__init__(max_queue_bytes)
         self.bridge = bridge
@@ -75,6 +80,12 @@ class BridgedHub(Hub):
     def publish_remote(self, session_id: str, event: dict[str, Any]) -> None:
         super().publish(session_id, event)
 
+    async def turn_starting(self, session_id: str) -> None:
+        await self.bridge.join_turn(session_id)
+
+    def turn_not_started(self, session_id: str) -> None:
+        self.bridge.leave_turn(session_id)
+
     def _remove(self, sub: Subscription) -> None:
         super()._remove(sub)
         if not self.viewers(sub.session_id):
@@ -94,6 +105,7 @@ class Bridge:
         self._ready = asyncio.Event()
         self._pumps: dict[str, asyncio.Queue[dict[str, Any]]] = {}
         self._steers: dict[str, asyncio.Future[str | None]] = {}  # runtime inputs waiting for the runner's word
+        self._turn_groups: dict[str, _GroupTurns] = {}  # one join or leave of ``turn.<id>`` at a time, per session
         self._tasks: set[asyncio.Task[Any]] = set()
         self._receiver: asyncio.Task[None] | None = None
         self.sent = 0
@@ -139,8 +151,7 @@ class Bridge:
         queue.put_nowait(event)
 
     async def _pump(self, session_id: str, queue: asyncio.Queue[dict[str, Any]]) -> None:
-        """Send one running session's events in order; joins ``turn.<id>`` meanwhile (answers)."""
-        join = asyncio.get_running_loop().create_task(self._group("add", f"turn.{session_id}"))
+        """Send one running session's events in order; then leave ``turn.<id>`` (joined by ``join_turn``)."""
         try:
             while True:
                 try:
@@ -162,8 +173,47 @@ class Bridge:
                     rest.put_nowait(queue.get_nowait())
                 self._pumps[session_id] = rest
                 self._spawn(self._pump(session_id, rest), f"bridge-pump-{session_id[:8]}")
-            if await join:
-                await self._group("discard", f"turn.{session_id}")
+            else:
+                self.leave_turn(session_id)
+
+    # -- membership of ``turn.<id>`` (the process that runs the turn) --------------------------------------
+    async def join_turn(self, session_id: str) -> None:
+        """Join ``turn.<id>`` for a turn about to start here; returns once Redis has it (or the call failed,
+        logged: the turn then runs with answers from this worker's own sockets only).
+
+        Called before the turn's ``running`` record is written: other workers forward answers, INTERRUPTs and
+        runtime input here as soon as that record says the turn runs, and a group message reaches only the
+        channels already in the group when it is sent."""
+        if not GROUP_NAME.match(session_id):
+            return
+        self._ensure_started()
+        async with self._one_change(session_id):
+            await self._group("add", f"turn.{session_id}")
+
+    def leave_turn(self, session_id: str) -> None:
+        """Leave ``turn.<id>`` soon (loop thread; returns at once): the turn ended or never started."""
+        if GROUP_NAME.match(session_id):
+            self._spawn(self._leave_turn(session_id), "bridge-leave")
+
+    async def _leave_turn(self, session_id: str) -> None:
+        async with self._one_change(session_id):
+            if session_id in self.turns.active:  # the session's next turn runs here already: it needs the group
+                return
+            await self._group("discard", f"turn.{session_id}")
+
+    @contextlib.asynccontextmanager
+    async def _one_change(self, session_id: str) -> Any:
+        """Serialise the joins and leaves of one session's ``turn.<id>``: a leave of the last turn that reached
+        Redis after the join of the next would drop the next turn's answers."""
+        entry = self._turn_groups.setdefault(session_id, _GroupTurns())
+        entry.users += 1
+        try:
+            async with entry.lock:
+                yield
+        finally:
+            entry.users -= 1
+            if not entry.users:
+                del self._turn_groups[session_id]
 
     # -- answers from viewers on other workers --------------------------------------------------------
     async def forward(self, session_id: str, message: dict[str, Any], *, signer: str | None,
@@ -215,8 +265,14 @@ class Bridge:
             self._steers.pop(reply_id, None)
 
     def _steer_here(self, message: dict[str, Any]) -> None:
-        """A runtime input from another process for a turn of ours: the same owner check as the local path."""
-        turn = self.turns.active.get(message.get("session_id") or "")
+        """A runtime input from another process for a turn of ours: the same owner check as the local path.
+
+        A session only reserved here (a turn being prepared, which may yet be refused as busy because another
+        process runs it) gets no answer from us: the process that runs the turn answers."""
+        session_id = message.get("session_id") or ""
+        if session_id in self.turns.active and self.turns.active[session_id] is None:
+            return
+        turn = self.turns.active.get(session_id)
         prompt, taken = message.get("prompt"), None
         if (turn is not None and turn.owner == message.get("signer") and isinstance(prompt, str)
                 and turn.io.accepts_runtime_input):
@@ -339,6 +395,14 @@ class Bridge:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+class _GroupTurns:
+    """The lock that orders one session's ``turn.<id>`` joins and leaves, and how many are waiting on it."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
 
 
 def build(redis_url: str | None) -> Bridge | None:

@@ -270,6 +270,16 @@ class Hub:
     def viewers(self, session_id: str) -> int:
         return len(self._subs.get(session_id, ()))
 
+    joins_turns = False  # whether ``turn_starting`` has work to do (the bridge's ``turn.<id>`` join)
+
+    async def turn_starting(self, session_id: str) -> None:
+        """A turn of ``session_id`` is about to start in this process, before its ``running`` record is written.
+        Nothing to do in one process; across workers the bridge joins the turn's group here
+        (``hosting.core.bridge.BridgedHub``), so answers sent from elsewhere find the turn from its start."""
+
+    def turn_not_started(self, session_id: str) -> None:
+        """The turn announced by ``turn_starting`` was refused before it ran (busy, not the owner, a store error)."""
+
     def sessions(self) -> list[str]:
         """The sessions that have a viewer in this process now."""
         return list(self._subs)

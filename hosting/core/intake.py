@@ -11,6 +11,10 @@ The order is the same at every door, written once here:
 3. the input is validated (``hosting.core.messages.read_input``);
 4. the turn runs and is recorded (``hosting.core.turns.TurnManager.start``).
 
+A door whose gate has not run yet (HTTP) calls ``Intake.run_admitting``: with an agent thread free, steps 1 to 4
+run in that order as one task of the agents pool (``TurnManager.launch``), so the turn costs one hand-off to a
+thread instead of three.
+
 A door keeps only what is its own: parsing its transport and rendering the answer.
 """
 
@@ -25,7 +29,7 @@ from common.errors import BadRequest, RuntimeInputRejected
 from hosting.core.bridge import Bridge
 from hosting.core.config import HostConfig
 from hosting.core.messages import read_input
-from hosting.core.throttle import Caller, Throttle
+from hosting.core.throttle import Caller, Release, Throttle
 from hosting.core.turndata import Turn, TurnRequest, TurnResult
 from hosting.core.turns import TurnManager
 from sessions_app.store import LIVE_STATUSES, DoesNotExist
@@ -90,9 +94,8 @@ class Intake:
             if await self._runs_elsewhere(submission):
                 return await self._steer_elsewhere(submission)
         await self.throttle.check_rate(submission.caller)
-        release = self.throttle.hold_turn(submission.caller)
+        request, release = self._hold_and_read(submission)
         try:
-            request = self.read(submission)
             if ready is not None:
                 await ready(request)
         except BaseException:
@@ -147,6 +150,42 @@ class Intake:
             raise result.error
         return result
 
+    async def run_admitting(self, admit: Callable[[], Any], *, address: str | None, transport: str = "http",
+                            traceparent: str | None = None) -> tuple[Any, TurnResult]:
+        """``run`` for a door whose gate has not run yet: ``admit()`` is the gate's blocking check (a ``trust.gate``
+        ``Admission``), ``address`` the client's. Returns the admission and the result; raises the refusal or
+        the turn's error. The door names no session up front, so nothing is steered.
+
+        With an agent thread free, the admission, the limits, the validation and the whole turn are one task of
+        the agents pool, in this module's order. With every agent thread busy the admission runs on the
+        bookkeeping pool first, so a refusal never waits behind running agents (issue 16); so it does when the
+        hub must join the turn's group on the loop first (``TurnManager.can_launch``).
+        """
+        if not self.turns.can_launch():
+            admission = await self.turns.pools.bookkeeping.run(admit)
+            return admission, await self.run(_admitted(admission, address, transport, traceparent))
+        admitted: list[Any] = []
+
+        def take() -> tuple[TurnRequest, Release]:  # agent thread
+            admitted.append(admit())
+            submission = _admitted(admitted[0], address, transport, traceparent)
+            self.throttle.take_rate(submission.caller)
+            return self._hold_and_read(submission)
+
+        result = await asyncio.shield(self.turns.launch(take, transport=transport, traceparent=traceparent))
+        if result.error is not None:
+            raise result.error
+        return admitted[0], result
+
+    def _hold_and_read(self, submission: Submission) -> tuple[TurnRequest, Release]:
+        """The caller's turn hold, then the validated input (the hold is given back if the input is refused)."""
+        release = self.throttle.hold_turn(submission.caller)
+        try:
+            return self.read(submission), release
+        except BaseException:
+            release()
+            raise
+
     def read(self, submission: Submission) -> TurnRequest:
         """The validated ``TurnRequest`` (``read_input``), with the door's session when the input has none."""
         request = read_input(submission.payload, config=self.config, owner=submission.signer,
@@ -154,3 +193,9 @@ class Intake:
         if request.session is None and submission.client_session is not None:
             request = replace(request, session=submission.client_session)
         return request
+
+
+def _admitted(admission: Any, address: str | None, transport: str, traceparent: str | None) -> Submission:
+    """The submission of an admitted request: counted against its signer, or its client address."""
+    return Submission.of(admission, Caller.of(admission.signer, address), transport=transport,
+                         traceparent=traceparent)

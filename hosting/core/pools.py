@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -29,13 +30,42 @@ T = TypeVar("T")
 BOOKKEEPING_THREADS = min(32, (os.cpu_count() or 1) + 4)
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    """A ``ThreadPoolExecutor`` that counts the calls given to it and not yet finished (queued or running)."""
+
+    def __init__(self, max_workers: int, thread_name_prefix: str) -> None:
+        super().__init__(max_workers=max_workers, thread_name_prefix=thread_name_prefix)
+        self.in_flight = 0
+        self._count_lock = threading.Lock()
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        with self._count_lock:
+            self.in_flight += 1
+        try:
+            future = super().submit(fn, *args, **kwargs)
+        except BaseException:
+            self._finished(None)
+            raise
+        future.add_done_callback(self._finished)  # run once, when it ends or is cancelled
+        return future
+
+    def _finished(self, _future: Future[Any] | None) -> None:
+        with self._count_lock:
+            self.in_flight -= 1
+
+
 class WorkPool:
     """A bounded thread pool with one hand-off from the event loop (``run``) and one from a thread (``submit``)."""
 
     def __init__(self, name: str, size: int) -> None:
         self.name = name
         self.size = size
-        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name)
+        self.executor = CountingExecutor(max_workers=size, thread_name_prefix=name)
+
+    def has_free_thread(self) -> bool:
+        """Whether a call given now starts at once (fewer calls in flight than threads), rather than queueing
+        behind the ones that hold every thread. Exact when, as for the agents' pool, only the loop submits."""
+        return self.executor.in_flight < self.size
 
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` in one of the pool's threads and wait for it (event loop)."""

@@ -296,7 +296,16 @@ class Throttle:
             wait = await self.pool.run(self.buckets.take, caller.identity, self.rate)
         else:
             wait = self.buckets.take(caller.identity, self.rate)
+        self._refuse_after(wait)
+
+    def take_rate(self, caller: Caller) -> None:
+        """``check_rate`` from a thread (a pool task that admits its own turn): the Redis round trip runs here."""
+        if self.rate is not None:
+            self._refuse_after(self.buckets.take(caller.identity, self.rate))
+
+    def _refuse_after(self, wait: float) -> None:
         if wait > 0:
+            assert self.rate is not None
             metrics.refused("rate")
             raise RateLimited(retry_after=self.rate.retry_after(wait))
 

@@ -1,6 +1,6 @@
-"""A turn's data: the request a door read (``TurnRequest``), the running ``Turn`` as the loop sees it, and its
-``TurnResult``, with the fields its terminal ``OUTPUT`` frame carries. The turn manager (``hosting.core.turns``) makes
-and ends them."""
+"""A turn's data: the request a door read (``TurnRequest``), the running ``Turn`` as the loop sees it, the ``Launch``
+that carries a turn through its one pool task, and its ``TurnResult``, with the fields its terminal ``OUTPUT`` frame
+carries. The turn manager (``hosting.core.turns``) makes and ends them."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,6 +90,31 @@ class Turn:
             raise RuntimeInputRejected()
         activity.info("runtime input %s: %s", self.session_id[:8], one_line(prompt))
         return message_id
+
+
+Release = Callable[[], None]
+Take = Callable[[], tuple[TurnRequest, Release | None]]
+
+
+@dataclass(eq=False)
+class Launch:
+    """One turn on its way through its pool task, with the loop's ends of it (``started``, ``done``).
+
+    ``start()`` knows the request and has reserved the session on the loop; ``launch()`` knows neither until
+    ``take`` (run in the task) has admitted and read the request."""
+
+    loop: asyncio.AbstractEventLoop
+    done: asyncio.Future[TurnResult]
+    started: asyncio.Future[Turn] | None = None  # start() returns once this is set (the running record exists)
+    take: Take | None = None  # launch(): the request and the caller's slot, read in the task
+    request: TurnRequest | None = None
+    release: Release | None = None  # the caller's concurrency slot, given back when the agent thread is done
+    session_id: str | None = None  # set: reserved in ``active`` by this launch
+    interactive: bool = False
+    transport: str = "http"
+    traceparent: str | None = None
+    watch: TurnWatch | None = None
+    watchdog: asyncio.TimerHandle | None = None
 
 
 def output_fields(result: TurnResult) -> dict[str, Any]:

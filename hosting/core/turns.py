@@ -1,8 +1,11 @@
 """A turn: prompt in → events out → result stored. Written once; every transport calls it.
 
-``TurnManager.start()`` (on the event loop) checks the session, writes the ``running`` record, and
-submits the agent call to our bounded pool; the agent thread streams events through ``TurnIO`` and
-stores the ``done``/``failed`` record itself, so no file I/O ever happens on the loop.
+A turn is **one task** of the agents pool (``TurnManager._task``): the ``running`` record (``_prepare``), the agent
+and its terminal record (``hosting.core.turnrun``) run in that one thread, and for ``POST /input`` the gate's
+admission, the limits and the input's validation before them (``launch``). The loop hears of the turn twice,
+through ``call_soon_threadsafe``: when it started (the turn timeout's watchdog is armed, ``start()`` returns) and
+when it ended (the answer). So no file I/O happens on the loop, and a turn costs one hand-off to a thread, not
+one per step.
 """
 
 from __future__ import annotations
@@ -10,15 +13,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from common import metrics
 from common.errors import (
     AgentFailed,
     HostError,
-    ModelUnavailable,
     RuntimeInputRejected,
     ServiceUnavailable,
     SessionBusy,
@@ -26,22 +29,20 @@ from common.errors import (
     TurnTimedOut,
 )
 from hosting.core import activity as history
-from hosting.core import uploads
-from hosting.core.agents import AgentSource, append_exchange
+from hosting.core.agents import AgentSource
 from hosting.core.config import HostConfig
-from hosting.core.events import AnswerTimeout, Hub, PendingRequest, TurnInterrupted, TurnIO
-from hosting.core.model_errors import model_unavailable_cause
+from hosting.core.events import Hub, PendingRequest, TurnIO
 from hosting.core.pools import Pools
-from hosting.core.turndata import Turn, TurnRequest, TurnResult, one_line, output_fields
+from hosting.core.turndata import Launch, Release, Take, Turn, TurnRequest, TurnResult, one_line
+from hosting.core.turnrun import TurnRunner
 from hosting.observability.turn import TurnWatch
 from sessions_app.eventlog import EventLog
 from sessions_app.records import LIVE_STATUSES, DoesNotExist
 from sessions_app.store import SessionStore
-from sessions_app.transcript import merge_sessions, normalize_session
+from sessions_app.transcript import merge_sessions
 
 log = logging.getLogger("connectonion.turns")
 activity = logging.getLogger("connectonion.activity")
-
 
 class TurnManager:
     """Starts turns and keeps track of the ones running in this process."""
@@ -62,14 +63,17 @@ class TurnManager:
         self.eventlog = eventlog
         self.hub = hub
         self.pools = pools
-        self.active: dict[str, Turn] = {}
+        self.runner = TurnRunner(config=config, source=source, store=store, on_terminal=self._release)
+        self.active: dict[str, Turn] = {}  # a session's turn here (None while it is being prepared)
+        self._active_lock = threading.Lock()  # reservations are made on the loop and in pool tasks
         self.executing: set[Turn] = set()  # turns inside an agent thread (shutdown waits for them)
         self.closing = False  # set on SIGTERM: new turns get 503 while running ones finish
 
+    # -- loop ------------------------------------------------------------------------------------------
     async def start(self, request: TurnRequest, *, interactive: bool,
-                    release: Callable[[], None] | None = None, transport: str = "http",
+                    release: Release | None = None, transport: str = "http",
                     traceparent: str | None = None) -> Turn:
-        """Check the session, write the ``running`` record and launch the agent; returns at once.
+        """Check the session, write the ``running`` record and launch the agent; returns once the record exists.
 
         ``release`` (a concurrency slot of ``hosting.core.throttle``) is called once when the agent thread is
         done with the turn, or at once if the turn does not start.
@@ -78,85 +82,193 @@ class TurnManager:
         strand the ``running`` record being written: the turn still launches and ends like any other (FI8).
         ``transport`` (http, ws, relay) and the client's W3C ``traceparent`` are for metrics and traces only.
         """
-        starting = asyncio.ensure_future(self._start(request, interactive=interactive, release=release,
-                                                     transport=transport, traceparent=traceparent))
-        starting.add_done_callback(_retrieve)
-        return await asyncio.shield(starting)
-
-    async def _start(self, request: TurnRequest, *, interactive: bool,
-                     release: Callable[[], None] | None = None, transport: str = "http",
-                     traceparent: str | None = None) -> Turn:
         loop = asyncio.get_running_loop()
-        session_id = request.session_id or (request.session or {}).get("session_id") or str(uuid.uuid4())
-        watch = TurnWatch(transport=transport, session_id=session_id, traceparent=traceparent,
-                          agent=self.agent_name, prompt=request.prompt)
+        session_id = _session_id(request)
+        watch = self._watch(session_id, request, transport, traceparent)
+        launch = Launch(loop, loop.create_future(), started=loop.create_future(), request=request,
+                        release=release, interactive=interactive, transport=transport,
+                        traceparent=traceparent, watch=watch)
+        launch.started.add_done_callback(_retrieve)
         try:
-            if self.closing:
-                raise ServiceUnavailable()
-            if session_id in self.active:
-                raise SessionBusy()
-            self.active[session_id] = None  # type: ignore[assignment]  # reserve the id while we prepare
-            try:
-                prepared = await self.pools.agents.run(self._prepare, request, session_id, watch)
-            except BaseException:
-                self.active.pop(session_id, None)
-                raise
-        except BaseException:
-            if release is not None:
-                release()
-            watch.ended("refused")
+            self._reserve(session_id)
+        except BaseException as exc:
+            self._on_refused(launch, exc)
             raise
-        session, server_newer, turn_number, first_seq = prepared
-        done: asyncio.Future[TurnResult] = loop.create_future()
+        launch.session_id = session_id
+        if self.hub.joins_turns:
+            starting = asyncio.ensure_future(self._join_then_submit(launch))
+            starting.add_done_callback(_retrieve)
+            await asyncio.shield(starting)
+        else:
+            self._submit(launch)
+        return await asyncio.shield(launch.started)
 
-        def emit(event: dict[str, Any]) -> None:  # agent thread
-            self.eventlog.append(session_id, int(event["id"]), turn_number, event)
-            history.log_event(self.agent_name, session_id, event)
-            watch.event(event)
-            if self.hub.wants(session_id):  # (after the append: see Hub.wants)
-                loop.call_soon_threadsafe(self.hub.publish, session_id, event)
+    async def _join_then_submit(self, launch: Launch) -> None:
+        """The hub's ``turn_starting`` (across workers: join ``turn.<id>`` before the record that sends others
+        here), then the pool task; shielded from the caller, so a cancelled caller strands nothing (FI8)."""
+        assert launch.session_id is not None
+        try:
+            await self.hub.turn_starting(launch.session_id)
+        except BaseException as exc:
+            self._on_refused(launch, exc)
+            raise
+        self._submit(launch)
 
-        def on_pending(pending: PendingRequest | None) -> None:  # agent thread
-            if pending is not None and pending.kind == "approval_needed":
-                self._checkpoint(session_id, "waiting_approval")
-            elif pending is None:
-                self._checkpoint(session_id, "running")
+    def can_launch(self) -> bool:
+        """Whether ``launch`` starts a turn at once: an agent thread is free, and no hub step must run on the
+        loop before the running record (the bridge's group join)."""
+        return not self.hub.joins_turns and self.pools.agents.has_free_thread()
 
-        io = TurnIO(
-            session_id=session_id,
-            first_seq=first_seq,
-            emit=emit,
-            interactive=interactive,
-            answer_timeout=self.config.answer_timeout,
-            on_pending=on_pending,
-        )
-        turn = Turn(session_id, turn_number, request.owner, request.prompt, io, done, input_id=request.input_id,
-                    watch=watch)
-        self.active[session_id] = turn
-        watch.started()
-        future = self.pools.agents.start(self._execute, turn, request, session, server_newer)
-        watchdog = loop.call_later(self.config.turn_timeout, self._time_out, turn)
+    def launch(self, take: Take, *, transport: str = "http",
+               traceparent: str | None = None) -> asyncio.Future[TurnResult]:
+        """Run a whole turn, its request included, as one pool task; the future gets its result, or the refusal
+        ``take`` or the session check raised (then ``take``'s slot is given back).
 
-        def finished(f: asyncio.Future[TurnResult]) -> None:
-            watchdog.cancel()
-            if release is not None:
-                release()  # the agent thread is free: so is the caller's slot (even after a timeout)
-            if self.active.get(session_id) is turn:
-                del self.active[session_id]
-            if not done.done():
-                if f.cancelled():
-                    done.set_exception(AgentFailed())
-                elif f.exception() is not None:
-                    log.error("turn machinery failed", exc_info=f.exception())
-                    done.set_result(self._failure_result(turn, session, AgentFailed()))
-                else:
-                    done.set_result(f.result())
-            watch.ended(_final_status(f, done))
+        ``take`` runs first in the agent thread: the door's admission, limits and validation (``Intake``). The
+        turn is not interactive (nobody to ask: the HTTP door)."""
+        loop = asyncio.get_running_loop()
+        launch = Launch(loop, loop.create_future(), take=take, transport=transport, traceparent=traceparent)
+        launch.done.add_done_callback(_retrieve)
+        self._submit(launch)
+        return launch.done
 
-        future.add_done_callback(finished)
+    def _submit(self, launch: Launch) -> None:
+        _queued(+1)
+        try:
+            future = self.pools.agents.submit(self._task, launch)
+        except BaseException:  # the pool is shut down
+            _queued(-1)
+            self._on_refused(launch, AgentFailed())
+            raise
+        future.add_done_callback(lambda f: f.cancelled() and self._post(launch, self._on_cancelled, launch))
+
+    def _on_started(self, launch: Launch, turn: Turn) -> None:
+        """The running record exists and the agent is about to run: arm the turn timeout, let ``start()`` return."""
+        launch.watchdog = launch.loop.call_later(self.config.turn_timeout, self._time_out, turn)
+        if launch.started is not None and not launch.started.done():
+            launch.started.set_result(turn)
+
+    def _on_finished(self, launch: Launch, turn: Turn, result: TurnResult) -> None:
+        if launch.watchdog is not None:
+            launch.watchdog.cancel()
+        self._forget(turn.session_id, turn)
+        if not launch.done.done():  # (the watchdog may have answered already)
+            launch.done.set_result(result)
+        if turn.watch is not None:
+            turn.watch.ended(result.status)
+
+    def _on_refused(self, launch: Launch, error: BaseException) -> None:
+        """The turn did not start: give back its slot and its session, tell whoever waits for it."""
+        if launch.release is not None:
+            launch.release()
+        if launch.session_id is not None:
+            self._forget(launch.session_id, None)
+            self.hub.turn_not_started(launch.session_id)
+        if launch.watch is not None:
+            launch.watch.ended("refused")
+        waiting = launch.started if launch.started is not None else launch.done
+        if not waiting.done():
+            waiting.set_exception(error)
+
+    def _on_cancelled(self, launch: Launch) -> None:
+        """The pool was shut down before the task ran."""
+        _queued(-1)
+        self._on_refused(launch, AgentFailed())
+
+    def running(self, session_id: str, owner: str | None) -> Turn | None:
+        """The turn running here on ``session_id``, for a runtime input of ``owner``; None when none runs here.
+
+        Someone else's turn, or one still starting, is busy (as a second turn would be); a turn whose agent
+        does not take runtime input raises ``RuntimeInputRejected``. Both leave the turn unaffected.
+        """
+        if session_id not in self.active:
+            return None
+        turn = self.active[session_id]
+        if turn is not None and turn.owner != owner:
+            raise SessionBusy("session already has a running agent")
+        if turn is None or not turn.io.accepts_runtime_input:
+            raise RuntimeInputRejected()
         return turn
 
-    # -- agent thread ----------------------------------------------------------------------------------
+    def _release(self, turn: Turn) -> None:
+        self._forget(turn.session_id, turn)
+
+    def _time_out(self, turn: Turn) -> None:
+        """The agent overran ``turn_timeout``: answer the client now; the thread stops at its next step."""
+        if turn.done.done() or self.active.get(turn.session_id) is not turn:
+            return  # finished (its terminal frame is on its way)
+        turn.io.cancelled.set()
+        error = TurnTimedOut()
+        self.pools.bookkeeping.submit(self.runner.store_timeout, turn, error)  # not behind the stuck agents
+        turn.done.set_result(self.runner.failure_result(turn, {}, error))
+        self._forget(turn.session_id, turn)
+
+    # -- any thread ------------------------------------------------------------------------------------
+    def _reserve(self, session_id: str) -> None:
+        """Hold ``session_id`` for a turn being prepared; raises ``ServiceUnavailable`` (shutting down) or
+        ``SessionBusy`` (a turn runs or is being prepared on it here)."""
+        if self.closing:
+            raise ServiceUnavailable()
+        with self._active_lock:
+            if session_id in self.active:
+                raise SessionBusy()
+            self.active[session_id] = None  # type: ignore[assignment]
+
+    def _forget(self, session_id: str, holder: Turn | None) -> None:
+        """Drop ``session_id`` from ``active`` if ``holder`` (a turn, or None: a reservation) still holds it."""
+        with self._active_lock:
+            if session_id in self.active and self.active[session_id] is holder:
+                del self.active[session_id]
+
+    def _post(self, launch: Launch, callback: Callable[..., None], *args: Any) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown)
+            launch.loop.call_soon_threadsafe(callback, *args)
+
+    # -- the turn's pool task --------------------------------------------------------------------------
+    def _task(self, launch: Launch) -> None:
+        """The whole turn in this agent thread: ``_open`` (request, session, running record), the agent and its
+        terminal record; then the caller's slot is given back and the loop gets the result."""
+        _queued(-1)
+        opened = self._open(launch)
+        if opened is None:
+            return
+        turn, request, session, server_newer = opened
+        self._post(launch, self._on_started, launch, turn)
+        try:
+            result = self._execute(turn, request, session, server_newer)
+        except BaseException as exc:  # our own machinery, not the agent (the runner turns those into results)
+            log.error("turn machinery failed", exc_info=exc)
+            result = self.runner.failure_result(turn, session, AgentFailed())
+        finally:
+            if launch.release is not None:
+                launch.release()  # the agent thread is free: so is the caller's slot (even after a timeout)
+                launch.release = None
+        self._post(launch, self._on_finished, launch, turn, result)
+
+    def _open(self, launch: Launch) -> tuple[Turn, TurnRequest, dict[str, Any], bool] | None:
+        """The request (``take``), the session's reservation, the ``running`` record and the ``Turn``, registered
+        in ``active``; None when the turn was refused (the refusal is on its way to the loop)."""
+        try:
+            if launch.take is not None:
+                launch.request, launch.release = launch.take()
+                session_id = _session_id(launch.request)
+                launch.watch = self._watch(session_id, launch.request, launch.transport, launch.traceparent)
+                self._reserve(session_id)
+                launch.session_id = session_id
+            request, session_id = launch.request, launch.session_id
+            assert request is not None and session_id is not None and launch.watch is not None
+            session, server_newer, turn_number, first_seq = self._prepare(request, session_id, launch.watch)
+        except BaseException as exc:
+            self._post(launch, self._on_refused, launch, exc)
+            return None
+        io = self._io(launch, session_id, turn_number, first_seq)
+        turn = Turn(session_id, turn_number, request.owner, request.prompt, io, launch.done,
+                    input_id=request.input_id, watch=launch.watch)
+        with self._active_lock:
+            self.active[session_id] = turn  # (over this launch's own reservation)
+        launch.watch.started()
+        return turn, request, session, server_newer
+
     def _prepare(self, request: TurnRequest, session_id: str,
                  watch: TurnWatch) -> tuple[dict[str, Any], bool, int, int]:
         """Ownership, busy check, merge with the stored copy, the ``running`` record."""
@@ -185,174 +297,47 @@ class TurnManager:
         first_seq = self.eventlog.last_seq(session_id)
         return session, server_newer, int(previous_turn or 0) + 1, first_seq
 
+    def _io(self, launch: Launch, session_id: str, turn_number: int, first_seq: int) -> TurnIO:
+        """The turn's IO: each event to the replay log, the activity log, the watch and (if watched) the hub."""
+        loop, watch, agent_name = launch.loop, launch.watch, self.agent_name
+        assert watch is not None
+
+        def emit(event: dict[str, Any]) -> None:  # agent thread
+            self.eventlog.append(session_id, int(event["id"]), turn_number, event)
+            history.log_event(agent_name, session_id, event)
+            watch.event(event)
+            if self.hub.wants(session_id):  # (after the append: see Hub.wants)
+                loop.call_soon_threadsafe(self.hub.publish, session_id, event)
+
+        def on_pending(pending: PendingRequest | None) -> None:  # agent thread
+            if pending is not None and pending.kind == "approval_needed":
+                self.runner.checkpoint(session_id, "waiting_approval")
+            elif pending is None:
+                self.runner.checkpoint(session_id, "running")
+
+        return TurnIO(session_id=session_id, first_seq=first_seq, emit=emit, interactive=launch.interactive,
+                      answer_timeout=self.config.answer_timeout, on_pending=on_pending)
+
     def _execute(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
         self.executing.add(turn)
         if turn.watch is not None:
             turn.watch.running()
         try:
-            return self._run_turn(turn, request, session, server_newer)
+            return self.runner.run(turn, request, session, server_newer)
         finally:
             self.executing.discard(turn)
             if turn.watch is not None:
                 turn.watch.left_thread()
 
-    def _run_turn(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
-        started = time.perf_counter()
-        previous_turn = turn.number - 1
-        try:
-            session = dict(session)
-            if request.files:
-                saved = uploads.save_files(list(request.files), self.config.uploads_dir)
-                session["messages"] = list(session.get("messages") or []) + [uploads.reminder_message(saved)]
-                files = uploads.client_file_list(saved)
-                turn.io.send({"type": "files_received", "files": files, "turn": turn.number})
-                session.setdefault("trace", [])
-                session["trace"] = list(session["trace"]) + [{"type": "files_received", "files": files}]
-            images = [i.data_url for i in request.images]
-            with self.source.checkout() as agent:
-                if not agent.keeps_session:  # session-keeping agents report user_input themselves
-                    turn.io.send({"type": "user_input", "content": request.prompt, "turn": turn.number})
-                result_text, new_session = agent.run(request.prompt, session=session, images=images, io=turn.io)
-            if turn.done.done():  # timed out meanwhile: the client already has its answer
-                return self._failure_result(turn, session, TurnTimedOut())
-            new_session = normalize_session(new_session, session_id=turn.session_id, previous_turn=previous_turn)
-            if "requester" in session:
-                new_session["requester"] = session["requester"]
-            new_session["updated"] = time.time()
-            duration = int((time.perf_counter() - started) * 1000)
-            result = TurnResult(turn.session_id, "done", result_text, duration, new_session, server_newer,
-                                input_id=turn.input_id)
-            self.store.update(turn.session_id, status="done", result=result_text, duration_ms=duration,
-                              session=new_session, prompt=request.prompt)
-            activity.info("[%s] result %s (%d ms): %s", self.source.describe().name, turn.session_id[:8],
-                          duration, one_line(result_text))
-            self._write_history(turn.session_id, new_session)
-            self._terminal(turn, {"type": "OUTPUT", **output_fields(result)})
-            return result
-        except TurnInterrupted as exc:
-            return self._end_cancelled(turn, request, session, server_newer, exc.partial, started)
-        except AnswerTimeout as exc:
-            return self._end_badly(turn, session, AgentFailed(str(exc)), "failed", started)
-        except HostError as exc:
-            return self._end_badly(turn, session, exc, "failed", started)
-        except Exception as exc:
-            log.exception("agent raised in session %s", turn.session_id)
-            activity.info("[%s] error %s: %s", self.source.describe().name, turn.session_id[:8], one_line(repr(exc)))
-            cause = model_unavailable_cause(exc)
-            error = ModelUnavailable(cause) if cause is not None else AgentFailed()
-            return self._end_badly(turn, session, error, "failed", started)
-
-    def _end_cancelled(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool,
-                       partial: str, started: float) -> TurnResult:
-        """PROTOCOL D29: an interrupted turn ends like a finished one, with ``OUTPUT`` ``status: cancelled``, its
-        partial result and the session (the prompt and that partial answer appended), so the conversation goes
-        on from it; the record reads ``cancelled``."""
-        duration = int((time.perf_counter() - started) * 1000)
-        if turn.done.done():  # the watchdog already answered the client
-            return self._failure_result(turn, session, TurnTimedOut())
-        images = [i.data_url for i in request.images]
-        new_session = normalize_session(append_exchange(session, request.prompt, partial, images),
-                                        session_id=turn.session_id, previous_turn=turn.number - 1)
-        new_session["updated"] = time.time()
-        result = TurnResult(turn.session_id, "cancelled", partial, duration, new_session, server_newer,
-                            input_id=turn.input_id)
-        try:
-            self.store.update(turn.session_id, status="cancelled", result=partial, duration_ms=duration,
-                              session=new_session, prompt=request.prompt)
-        except (HostError, DoesNotExist):
-            log.error("could not store the cancelled record of %s", turn.session_id)
-        activity.info("[%s] cancelled %s (%d ms)", self.source.describe().name, turn.session_id[:8], duration)
-        self._write_history(turn.session_id, new_session)
-        self._terminal(turn, {"type": "OUTPUT", "status": "cancelled", **output_fields(result)})
-        return result
-
-    def _end_badly(self, turn: Turn, session: dict[str, Any], error: HostError, status: str,
-                   started: float) -> TurnResult:
-        """Store and send the public message only: the exception's own text went to the log (issue 15.11)."""
-        duration = int((time.perf_counter() - started) * 1000)
-        if turn.done.done():  # the watchdog already answered the client
-            return self._failure_result(turn, session, error)
-        try:
-            self.store.update(turn.session_id, status=status, error=error.message, duration_ms=duration)
-        except HostError:
-            log.error("could not store the %s record of %s", status, turn.session_id)
-        self._terminal(turn, error.as_frame(session_id=turn.session_id, **(
-            {"input_id": turn.input_id} if turn.input_id else {})))
-        result = self._failure_result(turn, session, error)
-        result.duration_ms = duration
-        result.status = status
-        return result
-
-    def _failure_result(self, turn: Turn, session: dict[str, Any], error: HostError) -> TurnResult:
-        return TurnResult(turn.session_id, "failed", None, 0, session, error=error, input_id=turn.input_id)
-
-    def _terminal(self, turn: Turn, frame: dict[str, Any]) -> None:
-        """Log and publish the terminal frame like any event, so resume replays it too.
-
-        The turn leaves ``active`` first, on the loop, ahead of the frame's delivery (callbacks run in order):
-        a client that answers ``OUTPUT`` with its next ``INPUT`` at once must find the session free.
-        """
-        turn.io.close_runtime_inputs()  # nothing is accepted that the agent can no longer read
-        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown)
-            turn.done.get_loop().call_soon_threadsafe(self._release, turn)
-        try:
-            turn.io.publish(frame)
-        except Exception:
-            log.exception("could not publish the terminal frame of %s", turn.session_id)
+    def _watch(self, session_id: str, request: TurnRequest, transport: str, traceparent: str | None) -> TurnWatch:
+        return TurnWatch(transport=transport, session_id=session_id, traceparent=traceparent,
+                         agent=self.agent_name, prompt=request.prompt)
 
     @property
     def agent_name(self) -> str:
-        return self.config.name or self.source.describe().name
+        return self.runner.agent_name
 
-    def _write_history(self, session_id: str, session: dict[str, Any]) -> None:
-        """``.co/sessions/<id>.yaml``: the conversation so far (a failure is logged, never raised)."""
-        try:
-            try:
-                created = self.store.get(session_id).created
-            except DoesNotExist:
-                created = None
-            history.write_session_yaml(self.config.co_dir / "sessions", name=self.agent_name,
-                                       session_id=session_id, session=session, created=created)
-        except (OSError, ValueError, TypeError):
-            log.exception("could not write the history of %s", session_id)
-
-    def _checkpoint(self, session_id: str, status: str) -> None:
-        try:
-            self.store.update(session_id, status=status)
-        except (HostError, DoesNotExist):
-            log.warning("could not checkpoint %s as %s", session_id, status)
-
-    # -- loop ------------------------------------------------------------------------------------------
-    def running(self, session_id: str, owner: str | None) -> Turn | None:
-        """The turn running here on ``session_id``, for a runtime input of ``owner``; None when none runs here.
-
-        Someone else's turn, or one still starting, is busy (as a second turn would be); a turn whose agent
-        does not take runtime input raises ``RuntimeInputRejected``. Both leave the turn unaffected.
-        """
-        if session_id not in self.active:
-            return None
-        turn = self.active[session_id]
-        if turn is not None and turn.owner != owner:
-            raise SessionBusy("session already has a running agent")
-        if turn is None or not turn.io.accepts_runtime_input:
-            raise RuntimeInputRejected()
-        return turn
-
-    def _release(self, turn: Turn) -> None:
-        if self.active.get(turn.session_id) is turn:
-            del self.active[turn.session_id]
-
-    def _time_out(self, turn: Turn) -> None:
-        """The agent overran ``turn_timeout``: answer the client now; the thread stops at its next step."""
-        if turn.done.done() or self.active.get(turn.session_id) is not turn:
-            return  # finished (its terminal frame is on its way)
-        turn.io.cancelled.set()
-        error = TurnTimedOut()
-        self.pools.bookkeeping.submit(self._store_timeout, turn, error)  # not behind the stuck agents
-        turn.done.set_result(self._failure_result(turn, {}, error))
-        if self.active.get(turn.session_id) is turn:
-            del self.active[turn.session_id]
-
+    # -- shutdown --------------------------------------------------------------------------------------
     def interrupt_remaining(self) -> int:
         """Shutdown after the grace period: record each turn still in an agent thread as ``interrupted``.
 
@@ -371,24 +356,18 @@ class TurnManager:
                 log.error("could not record %s as interrupted; the next start will", turn.session_id)
         return marked
 
-    def _store_timeout(self, turn: Turn, error: HostError) -> None:
-        try:
-            self.store.update(turn.session_id, status="failed", error=error.message)
-        except (HostError, DoesNotExist):
-            log.error("could not store the timeout of %s", turn.session_id)
-        self._terminal(turn, error.as_frame(session_id=turn.session_id))
+
+def _session_id(request: TurnRequest) -> str:
+    return request.session_id or (request.session or {}).get("session_id") or str(uuid.uuid4())
 
 
-def _final_status(future: asyncio.Future[TurnResult], done: asyncio.Future[TurnResult]) -> str:
-    """The status the turn ended with, for metrics: the agent's result, or what the client was told."""
-    if not future.cancelled() and future.exception() is None:
-        return future.result().status
-    if done.done() and not done.cancelled() and done.exception() is None:
-        return done.result().status
-    return "failed"
+@metrics.safe
+def _queued(change: int) -> None:
+    """Turns handed to the agents pool and not yet picked up by a thread (``connectonion_pool_queued_turns``)."""
+    metrics.pool_queued.inc(change)
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark a start-up error as seen when nobody awaits it any more (the caller was cancelled)."""
-    if not task.cancelled():
-        task.exception()
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a refusal as seen when nobody awaits it any more (the caller was cancelled)."""
+    if not future.cancelled():
+        future.exception()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from typing import Any
@@ -25,9 +26,7 @@ from common.errors import (
     UnsupportedMediaType,
 )
 from hosting.conversation.protocol import PROTOCOL_DESCRIPTOR
-from hosting.core.intake import Submission
 from hosting.core.runtime import Runtime, get_runtime
-from hosting.core.throttle import Caller
 from hosting.core.version import __version__
 from hosting.web import openapi
 from hosting.web.asyncapi import asyncapi_document
@@ -83,10 +82,10 @@ class InputView(LoopAPIView):
         runtime = get_runtime()
         if not request.body:
             raise InvalidJSON()  # HARDENING H1: an empty body is not an empty object
-        admission = await runtime.pools.bookkeeping.run(runtime.gate.admit, request.data, transport="http")
-        caller = Caller.of(admission.signer, runtime.throttle.request_address(request))
-        result = await runtime.intake.run(Submission.of(
-            admission, caller, transport="http", traceparent=request.headers.get("traceparent")))
+        admission, result = await runtime.intake.run_admitting(
+            functools.partial(runtime.gate.admit, request.data, transport="http"),
+            address=runtime.throttle.request_address(request), transport="http",
+            traceparent=request.headers.get("traceparent"))
         return Response(result.as_response(), headers=_trust_headers(runtime, admission))
 
 

@@ -4,6 +4,7 @@
     .venv/bin/python bench/cpu_per_request.py --phases        # + CPU per request of each stage (thread time)
     .venv/bin/python bench/cpu_per_request.py --path /health --method GET
     .venv/bin/python bench/cpu_per_request.py --tracing       # + OpenTelemetry spans (batch, in-memory export)
+    .venv/bin/python bench/cpu_per_request.py --postgres postgres://postgres@127.0.0.1/bench   # store: postgres
 
 Process CPU divided by requests is steadier than req/s on a shared, noisy machine, so this is the figure used
 to judge a change to the request path; ``run.py`` then measures the whole server against the reference.
@@ -42,6 +43,8 @@ STAGES = [
     ("sessions_app.store", "SessionStore", "create"),
     ("sessions_app.store", "SessionStore", "update"),
     ("sessions_app.eventlog", "EventLog", "_store"),
+    ("sessions_app.dbstore", "DatabaseStore", "create"),
+    ("sessions_app.dbstore", "DatabaseStore", "update"),
 ]
 SPENT: collections.Counter[str] = collections.Counter()
 CALLS: collections.Counter[str] = collections.Counter()
@@ -80,11 +83,13 @@ def trace_in_memory() -> None:
     tracing.use_provider(provider)
 
 
-def build_app() -> tuple[Any, str]:
+def build_app(postgres: str | None = None) -> tuple[Any, str]:
     os.chdir(tempfile.mkdtemp(prefix="bench-cpu-"))
     # One signer, thousands of turns: the per-caller limits (README "Limits") would measure 429s.
     Path(".co").mkdir()
-    Path(".co/host.yaml").write_text("rate_limit_per_minute: 0\nmax_turns_per_identity: 0\nmax_turns_per_ip: 0\n")
+    store = f"store: postgres\ndatabase_url: {postgres}\n" if postgres else ""
+    Path(".co/host.yaml").write_text("rate_limit_per_minute: 0\nmax_turns_per_identity: 0\nmax_turns_per_ip: 0\n"
+                                     + store)
     from bench.agents import instant_factory
     from hosting.core.runtime import get_runtime
     from hosting.serving.entry import create_app
@@ -146,7 +151,17 @@ async def drive(app: Any, address: str, args: argparse.Namespace) -> None:
         for label, spent in SPENT.most_common():
             print(f"  {spent / n * 1e6:7.0f} µs/request  {CALLS[label] / n:4.1f} calls  {label}")
     print(f"{args.method} {args.path}: {n} requests, {args.concurrency} at a time: {cpu / n * 1e6:.0f} µs CPU per request,"
-          f" {n / wall:.0f} req/s in process, statuses {dict(statuses)}")
+          f" {n / wall:.0f} req/s in process, statuses {dict(statuses)}{group_commits()}")
+
+
+def group_commits() -> str:
+    """Records per batch of the store's group commit (issue 20), when the store has one."""
+    from hosting.core.runtime import get_runtime
+
+    stats = getattr(get_runtime().store, "commit_stats", None)
+    if stats is None or not stats.batches:
+        return ""
+    return f", store: {stats.records} records in {stats.batches} writes"
 
 
 def main() -> None:
@@ -158,8 +173,10 @@ def main() -> None:
     parser.add_argument("--phases", action="store_true", help="CPU per request of each stage of a turn")
     parser.add_argument("--tracing", action="store_true",
                         help="trace every turn (OpenTelemetry SDK, batch processor, spans kept in memory)")
+    parser.add_argument("--postgres", metavar="URL",
+                        help="store: postgres on this (empty, throwaway) database, e.g. postgres://postgres@127.0.0.1/x")
     args = parser.parse_args()
-    app, address = build_app()
+    app, address = build_app(args.postgres)
     if args.tracing:
         trace_in_memory()
     if args.phases:

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -34,13 +33,8 @@ from websockets.asyncio.server import serve  # noqa: E402
 
 from hosting.relay.echo import EchoConversation  # noqa: E402
 from hosting.relay.link import RelayLink  # noqa: E402
+from tests.support.net import free_port  # noqa: E402
 from trust.identity import AgentIdentity  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_relay(port: int, folder: Path) -> subprocess.Popen:

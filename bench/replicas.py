@@ -38,8 +38,8 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from tests.conftest import NO_TURN_LIMITS, HostProcess  # noqa: E402
-from tests.faults.conftest import OwnRedis  # noqa: E402
 from tests.replicas.conftest import PG, Haproxy, Machines  # noqa: E402
+from tests.support.hosts import OwnRedis  # noqa: E402
 
 
 def admin(sql: str) -> None:

@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -50,6 +49,7 @@ import httpx  # noqa: E402
 import psutil  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 
+from tests.support.net import free_port  # noqa: E402
 from trust.signing import sign_payload  # noqa: E402
 
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -62,12 +62,6 @@ CLIENT = "raw"
 
 
 # ───────────────────────────── servers ─────────────────────────────
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 NO_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0",
              "--max-ws-per-ip", "0", "--max-connections-per-ip", "0")

@@ -35,7 +35,7 @@ from nacl.signing import SigningKey  # noqa: E402
 
 from hosting.client import AsyncRemoteAgent  # noqa: E402
 from tests.conftest import NO_TURN_LIMITS, HostProcess  # noqa: E402
-from tests.relay.conftest import RelayProcess  # noqa: E402
+from tests.support.hosts import RelayProcess  # noqa: E402
 from trust.identity import AgentIdentity  # noqa: E402
 
 

@@ -5,6 +5,8 @@ the sweep for the turns of dead workers behave as in ``store.SessionStore``; sev
 table, so a result written on one replica is read on any other. Writes lock the row
 (``SELECT … FOR UPDATE``): a session's new turn is refused while another replica runs one, and a turn whose
 worker's lease lapsed is recorded ``interrupted`` once, whichever replica's sweeper noticed first.
+The creates and updates a process's threads queue while a transaction is under way are committed together
+in the next one (group commit, ``sessions_app.groupcommit``): one commit (one WAL flush) per batch.
 
 Queries go through the ``results`` database alias: the same database as ``default``, with a bounded
 connection pool, and every operation hands its connection back when done, so a host's 128 agent threads
@@ -18,7 +20,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from django.db import Error as DatabaseError
@@ -26,6 +28,7 @@ from django.db import IntegrityError, connections, transaction
 from django.db.models import Q
 
 from common.errors import SessionBusy, StorageUnavailable
+from sessions_app.groupcommit import GroupCommit
 from sessions_app.liveness import Liveness
 from sessions_app.models import SessionResult
 from sessions_app.records import LIVE_STATUSES, RUNNING, DoesNotExist, SessionRecord
@@ -121,6 +124,7 @@ class DatabaseStore:
         self._lock = threading.RLock()  # every write of this process (held across a shutdown: write_lock)
         self._depth = threading.local()
         self._parked: dict[str, dict[str, Any]] = {}  # terminal records the database refused (written later)
+        self._commits = GroupCommit(self._write_rows, lock=self._lock)  # the writes queued meanwhile: one commit
 
     @contextlib.contextmanager
     def _op(self) -> Iterator[None]:
@@ -165,43 +169,20 @@ class DatabaseStore:
     def create(self, *, session_id: str, prompt: str, owner: str | None = None, **fields: Any) -> SessionRecord:
         """Write the ``running`` record of a new turn (``created`` kept across turns). Refused with
         ``SessionBusy`` while the session's previous turn is live, on this replica or another."""
-        now = time.time()
         self._flush_parked()
         if self.liveness is not None:
             with self._op():
                 self.liveness.start()  # (once) the lease exists before the first running record names it
         try:
-            with self._lock, self._op(), transaction.atomic(using=ALIAS):
-                previous = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
-                if previous is not None and previous.status in LIVE_STATUSES:
-                    raise SessionBusy()
-                data: dict[str, Any] = {
-                    "session_id": session_id, "prompt": prompt, "status": RUNNING,
-                    "created": int(previous.created) if previous is not None else int(now),
-                    "expires": int(now + self.result_ttl), "owner": owner,
-                    "worker": self.liveness.token if self.liveness is not None else None, "updated_at": now,
-                }
-                data.update(fields)
-                _row(data).save(using=ALIAS, force_insert=previous is None, force_update=previous is not None)
+            return self._commits.commit((self._create_row, session_id, {"prompt": prompt, "owner": owner, **fields}))
         except IntegrityError:  # another replica created the same new session at the same moment
             raise SessionBusy() from None
-        return SessionRecord(data)
 
     def update(self, session_id: str, **fields: Any) -> SessionRecord:
         """Change ``fields`` of the latest record (e.g. status ``done``)."""
         terminal = fields.get("status") is not None and fields["status"] not in LIVE_STATUSES
         try:
-            with self._lock, self._op(), transaction.atomic(using=ALIAS):
-                row = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
-                if row is None:
-                    raise DoesNotExist(session_id)
-                data = _record(row).data
-                data.update(fields)
-                data["updated_at"] = time.time()
-                if data.get("status") not in LIVE_STATUSES:
-                    for key in ("worker", "pid", "host"):
-                        data.pop(key, None)
-                _row(data).save(using=ALIAS, force_update=True)
+            record = self._commits.commit((self._update_row, session_id, fields))
         except StorageUnavailable:
             if terminal:  # answered with it; written at the next sweep, so the session is not left busy
                 parked = dict(self._parked.get(session_id) or {"session_id": session_id, "status": "failed"})
@@ -209,6 +190,58 @@ class DatabaseStore:
                 self._parked[session_id] = parked
             raise
         self._parked.pop(session_id, None)
+        return record
+
+    @property
+    def commit_stats(self) -> GroupCommit:
+        """The group commit's counters: ``batches`` (transactions) and ``records`` written in them."""
+        return self._commits
+
+    def _write_rows(self, batch: Sequence[tuple[Callable[..., SessionRecord], str, dict[str, Any]]]) -> list[Any]:
+        """Every create/update queued since the last commit, in one transaction (the group-commit leader).
+
+        Rows are locked in session-id order, so two replicas' batches cannot deadlock on each other. A turn
+        refused (``SessionBusy``, ``DoesNotExist``) writes nothing and fails only its caller; any database
+        error rolls the whole transaction back and ``GroupCommit`` retries the rows one by one.
+        """
+        order = sorted(range(len(batch)), key=lambda i: batch[i][1])
+        results: list[Any] = [None] * len(batch)
+        with self._op(), transaction.atomic(using=ALIAS):
+            for i in order:
+                write, session_id, fields = batch[i]
+                try:
+                    results[i] = write(session_id, fields)
+                except (SessionBusy, DoesNotExist) as exc:
+                    results[i] = exc
+        return results
+
+    def _create_row(self, session_id: str, fields: dict[str, Any]) -> SessionRecord:
+        fields = dict(fields)  # (a batch that failed is retried row by row with the same items)
+        now = time.time()
+        previous = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
+        if previous is not None and previous.status in LIVE_STATUSES:
+            raise SessionBusy()
+        data: dict[str, Any] = {
+            "session_id": session_id, "prompt": fields.pop("prompt"), "status": RUNNING,
+            "created": int(previous.created) if previous is not None else int(now),
+            "expires": int(now + self.result_ttl), "owner": fields.pop("owner"),
+            "worker": self.liveness.token if self.liveness is not None else None, "updated_at": now,
+        }
+        data.update(fields)
+        _row(data).save(using=ALIAS, force_insert=previous is None, force_update=previous is not None)
+        return SessionRecord(data)
+
+    def _update_row(self, session_id: str, fields: dict[str, Any]) -> SessionRecord:
+        row = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
+        if row is None:
+            raise DoesNotExist(session_id)
+        data = _record(row).data
+        data.update(fields)
+        data["updated_at"] = time.time()
+        if data.get("status") not in LIVE_STATUSES:
+            for key in ("worker", "pid", "host"):
+                data.pop(key, None)
+        _row(data).save(using=ALIAS, force_update=True)
         return SessionRecord(data)
 
     # -- maintenance ---------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ numbered from 1 upwards; the number travels as the event's string ``id`` and is 
 
 Writes are group-committed: ``append`` (from an agent thread) queues the row and returns; one writer thread
 per process stores whatever has queued up in a single transaction, so a busy host pays one commit per batch
-instead of one per event. Until its batch is committed a row stays in ``_pending``, and every reader in
-this process merges it in, so the process never sees a gap; other workers see it once committed
+instead of one per event. A turn's terminal event waits for its commit, so a turn is in the log before its
+answer is sent (that row is shown once committed). Until its batch is committed a row stays in
+``_pending``, and every reader in this process merges it in, so the process never sees a gap; other workers see it once committed
 (typically within a millisecond; their viewers poll or get it live through the bridge). Readers take the
 pending snapshot before they query, so a row committed in between is found twice and never zero times.
 """
@@ -43,6 +44,9 @@ log = logging.getLogger("connectonion")
 
 _INSERT = "INSERT OR REPLACE INTO events (session_id, seq, turn, created, data) VALUES (?, ?, ?, ?, ?)"
 _WRITE_ATTEMPTS = 5
+TERMINAL = ("OUTPUT", "ERROR")  # a turn's last event: committed before the answer is sent
+TERMINAL_WAIT = 5.0  # seconds a terminal event waits for its commit at most
+LINGER = 0.002  # the writer thread's pause before a batch: lets a turn's terminal event take it whole
 
 Row = tuple[str, int, int, float, str]  # session_id, seq, turn, created, data (JSON)
 
@@ -70,6 +74,7 @@ class EventLog:
         self._cond = threading.Condition()
         self._queue: list[Row] = []
         self._pending: dict[str, list[Row]] = {}  # queued or being written, per session, in order
+        self._unlisted: dict[int, Row] = {}  # terminal rows queued or being written: not shown before committed
         self._writing = 0
         self._writer: threading.Thread | None = None
         _open_logs.add(self)
@@ -85,13 +90,59 @@ class EventLog:
 
     # -- writing ------------------------------------------------------------------------------------
     def append(self, session_id: str, seq: int, turn: int, event: dict[str, Any]) -> None:
+        """Queue the event; a turn's terminal event (``OUTPUT``/``ERROR``) returns only once it is committed,
+        so every event of a turn is stored before its answer leaves (issue 20). Until then the terminal row
+        is not among the pending rows readers merge in: it becomes visible when it is durable, just before
+        the caller publishes it live, as quickly after that as before."""
         row = (session_id, seq, turn, time.time(), json.dumps(event, ensure_ascii=False, default=str))
+        terminal = event.get("type") in TERMINAL
         with self._cond:
             self._queue.append(row)
-            self._pending.setdefault(session_id, []).append(row)
+            if terminal:
+                self._unlisted[id(row)] = row
+            else:
+                self._pending.setdefault(session_id, []).append(row)
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name="eventlog-writer", daemon=True)
                 self._writer.start()
+            if not terminal:
+                self._cond.notify_all()
+                return
+        self._commit_through(row)
+
+    def _commit_through(self, row: Row) -> None:
+        """Return once ``row`` is committed: this thread commits the queue itself when no batch is being
+        written (leader, once), else waits for that batch. Bounded: a log another process keeps locked
+        delays the row (the writer thread retries it, readers merge it in meanwhile), not the answer."""
+        deadline = time.monotonic() + TERMINAL_WAIT
+        led = False
+        while True:
+            with self._cond:
+                if id(row) not in self._unlisted:
+                    return
+                if led or self._writing or not self._queue:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        del self._unlisted[id(row)]  # pending like any other row until the writer stores it
+                        self._pending.setdefault(row[0], []).append(row)
+                        log.error("replay log: the end of %s is not committed after %.0f s; answering anyway",
+                                  row[0], TERMINAL_WAIT)
+                        return
+                    self._cond.wait(remaining)
+                    continue
+                batch, self._queue = self._queue, []
+                self._writing = len(batch)
+            led = True
+            self._written(batch, self._store(batch, attempts=1))
+
+    def _written(self, batch: list[Row], stored: bool) -> None:
+        with self._cond:
+            if stored:
+                listed = [r for r in batch if self._unlisted.pop(id(r), None) is None]
+                forget_written(self._pending, listed)
+            else:  # kept, in order, ahead of anything queued meanwhile, for the writer thread to retry
+                self._queue = batch + self._queue
+            self._writing = 0
             self._cond.notify_all()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -102,30 +153,39 @@ class EventLog:
     def _write_loop(self) -> None:
         while True:
             with self._cond:
-                self._cond.wait_for(lambda: self._queue)
+                self._cond.wait_for(lambda: self._queue and not self._writing)
+            time.sleep(LINGER)  # a short turn's terminal event usually arrives meanwhile and commits it all
+            with self._cond:
+                if not self._queue or self._writing:
+                    continue
                 batch, self._queue = self._queue, []
                 self._writing = len(batch)
-            self._store(batch)
-            with self._cond:
-                forget_written(self._pending, batch)
-                self._writing = 0
-                self._cond.notify_all()
+            self._written(batch, self._store(batch))
 
-    def _store(self, batch: list[Row]) -> None:
-        for attempt in range(_WRITE_ATTEMPTS):
+    def _store(self, batch: list[Row], attempts: int = _WRITE_ATTEMPTS) -> bool:
+        """Commit ``batch`` in one transaction; False when it could not be (logged; the writer thread keeps
+        going). A terminal event's own thread tries once, then leaves the batch to the writer thread."""
+        for attempt in range(attempts):
             try:
                 began = time.perf_counter()
                 db = self._db()
+                if attempts == 1 and not getattr(self._local, "leads", False):
+                    # a turn's own thread waits TERMINAL_WAIT at most for another process's lock, not 30 s
+                    db.execute(f"PRAGMA busy_timeout = {int(TERMINAL_WAIT * 1000)}")
+                    self._local.leads = True
                 with db:  # one transaction for the batch
                     db.execute("BEGIN IMMEDIATE")
                     db.executemany(_INSERT, batch)
                 metrics.replay_write(time.perf_counter() - began)
-                return
+                return True
             except Exception as exc:  # the writer thread must outlive any failure (disk full, locked, ...)
-                if attempt == _WRITE_ATTEMPTS - 1 or not isinstance(exc, sqlite3.Error):
+                if attempts == 1 and isinstance(exc, sqlite3.Error):
+                    return False
+                if attempt == attempts - 1 or not isinstance(exc, sqlite3.Error):
                     log.error("replay log: %d events not stored: %s", len(batch), exc)
-                    return
+                    return True  # dropped, as before: never retried for ever
                 time.sleep(0.05 * 2**attempt)
+        return True
 
     # -- reading -------------------------------------------------------------------------------------
     def _unwritten(self, session_id: str) -> list[Row]:

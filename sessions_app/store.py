@@ -3,7 +3,9 @@
 The file is append-only, one JSON object per line, and the last line for a ``session_id`` wins
 (PROTOCOL §5.2). Readers keep an in-memory index and only read the file's new tail when another
 process appended, so a lookup costs the same with a million records as with a thousand.
-Writers take an exclusive ``flock`` and append each record with a single ``write`` of one line.
+Writers take an exclusive ``flock`` and append whole lines with a single ``write``: one record, or every
+record the process's threads queued meanwhile (group commit, ``sessions_app.groupcommit``), each caller
+returning once its own line is in the file.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from common import metrics
 from common.errors import StorageUnavailable
+from sessions_app.groupcommit import GroupCommit
 from sessions_app.jsonl import (
     FileLock,
     decode_data,
@@ -46,7 +49,8 @@ class SessionStore:
         self.path = Path(path)
         self.result_ttl = result_ttl
         self.liveness = liveness  # whose token goes on running records, and who is alive (D30)
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the index (readers and the writer's update of it)
+        self._write = threading.RLock()  # writes: the group-commit leader, the sweep, compaction (then flock, _lock)
         self._index: dict[str, SessionRecord] = {}
         self._live: set[str] = set()  # ids whose latest record is running/waiting (what the sweeper checks)
         self._ordered: list[SessionRecord] | None = None
@@ -57,6 +61,8 @@ class SessionStore:
         self._parked: dict[str, dict[str, Any]] = {}  # terminal records not written yet (see update)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock_path = self.path.with_name(self.path.name + ".lock")
+        self._flock_depth = 0
+        self._commits = GroupCommit(self._write_lines, lock=self._write)
 
     # -- the Django-style surface ----------------------------------------------------------------------
     def all(self) -> QuerySet:
@@ -142,7 +148,7 @@ class SessionStore:
     def _interrupt(self, seen: SessionRecord) -> bool:
         """Append ``interrupted`` for ``seen`` if it is still the latest record of its id (under the flock)."""
         try:
-            with self._lock, self._flocked():
+            with self._write, self._flocked(), self._lock:
                 self._refresh(locked=True)
                 current = self._index.get(seen.session_id)
                 if current is None or current.status not in LIVE_STATUSES or current.worker != seen.worker:
@@ -153,7 +159,7 @@ class SessionStore:
                 now = time.time()  # a fresh expiry, so clients can still learn what happened
                 data.update(status="interrupted", error="interrupted", updated_at=now,
                             expires=int(now + self.result_ttl))
-                self._append(data, locked=True)
+                self._append(data)
                 return True
         except OSError as exc:
             log.error("cannot write %s: %s", self.path, exc)
@@ -165,7 +171,7 @@ class SessionStore:
         Temp file + fsync + rename under the lock, so readers see either the old or the new file.
         """
         now = time.time() if now is None else now
-        with self._lock, self._flocked():
+        with self._write, self._flocked(), self._lock:
             self._refresh(locked=True)
             keep = [r for r in self._index.values() if r.visible(now)]
             dropped = [r for r in self._index.values() if not r.visible(now)]
@@ -205,11 +211,16 @@ class SessionStore:
 
     def write_lock(self) -> threading.RLock:
         """The lock every write of this process takes (held across a shutdown that abandons threads)."""
-        return self._lock
+        return self._write
 
     @property
     def skipped_lines(self) -> int:
         return self._skipped
+
+    @property
+    def commit_stats(self) -> GroupCommit:
+        """The group commit's counters: ``batches`` written and ``records`` in them."""
+        return self._commits
 
     # -- internals -------------------------------------------------------------------------------------
     def _current(self, session_id: str) -> SessionRecord | None:
@@ -224,46 +235,72 @@ class SessionStore:
                 self._ordered = sorted(self._index.values(), key=lambda r: r.created, reverse=True)
             return self._ordered
 
-    def _append(self, data: dict[str, Any], *, locked: bool = False) -> SessionRecord:
+    def _append(self, data: dict[str, Any]) -> SessionRecord:
+        """Store one record, group-committed with whatever other threads of this process queued meanwhile
+        (``groupcommit``); returns once this record is in the file."""
         began = time.perf_counter()
+        own = encode(data)  # in the caller's thread: a record that cannot be encoded fails here, alone
         try:
-            with self._lock, (contextlib.nullcontext() if locked else self._flocked()):
-                parked = [d for sid, d in self._parked.items() if sid != data["session_id"]]
-                own = encode(data)
-                line = b"".join(encode(d) for d in parked) + own
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-                try:
-                    st = os.fstat(fd)
-                    size = st.st_size
-                    # Our index already ends where the file ends (no other writer since our last read): our offset
-                    # sits just past a newline we parsed, so the tail needs no check and our own line no re-read.
-                    caught_up = st.st_ino == self._inode and size == self._offset
-                    if size and not caught_up and os.pread(fd, 1, size - 1) != b"\n":
-                        size = drop_torn_tail(fd, size, self.path)
-                    written = 0
-                    try:
-                        written = os.write(fd, line)
-                        if written != len(line):
-                            raise OSError(errno.ENOSPC, "short write")
-                    except OSError:
-                        if written:  # disk full mid-line: take the partial line back, never leave it torn
-                            os.ftruncate(fd, size)
-                        raise
-                finally:
-                    os.close(fd)
-                self._parked.clear()
-                if caught_up:
-                    self._offset = size + written
-                    self._ordered = None
-                else:
-                    self._refresh(locked=True)
-                record = SessionRecord(data, where=(st.st_ino, size + written - len(own), len(own)), store=self)
-                self._put(record)
+            record = self._commits.commit((data, own))
         except OSError as exc:
             log.error("cannot write %s: %s", self.path, exc)
             raise StorageUnavailable() from exc
         metrics.store_write(time.perf_counter() - began)
         return record
+
+    def _write_lines(self, batch: Sequence[tuple[dict[str, Any], bytes]]) -> list[SessionRecord]:
+        """Append ``batch`` (records and their encoded lines) with a single ``write`` under the flock.
+
+        Runs with ``self._write`` held (the group-commit leader). The flock, open and close happen outside
+        ``self._lock``, so the next callers read the index and queue their records meanwhile; the write itself
+        and the index update happen under it, so no reader sees lines that a failed write takes back.
+        Records parked after a failed end of turn go first, unless the batch has a newer record of theirs.
+        A short write is truncated back before the ``OSError`` is raised: a failed batch leaves nothing.
+        """
+        ids = {data["session_id"] for data, _ in batch}
+        lines = b"".join(own for _, own in batch)
+        with self._flocked():
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                st = os.fstat(fd)
+                with self._lock:
+                    head = b"".join(encode(d) for sid, d in self._parked.items() if sid not in ids)
+                    size, written = self._write_at_end(fd, st, head + lines)
+                    self._parked.clear()
+                    if st.st_ino == self._inode and size == self._offset:
+                        self._offset = size + written  # nothing else appended: our lines need no re-read
+                        self._ordered = None
+                    else:
+                        self._refresh(locked=True)
+                    records = []
+                    position = size + len(head)
+                    for data, own in batch:
+                        record = SessionRecord(data, where=(st.st_ino, position, len(own)), store=self)
+                        position += len(own)
+                        self._put(record)
+                        records.append(record)
+            finally:
+                os.close(fd)
+        return records
+
+    def _write_at_end(self, fd: int, st: os.stat_result, line: bytes) -> tuple[int, int]:
+        """One ``write`` of whole lines at the end of the file; returns (size before, bytes written)."""
+        size = st.st_size
+        # Our index already ends where the file ends (no other writer since our last read): our offset sits
+        # just past a newline we parsed, so the tail needs no check.
+        caught_up = st.st_ino == self._inode and size == self._offset
+        if size and not caught_up and os.pread(fd, 1, size - 1) != b"\n":
+            size = drop_torn_tail(fd, size, self.path)
+        written = 0
+        try:
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+        except OSError:
+            if written:  # disk full mid-batch: take the partial lines back, never leave one torn
+                os.ftruncate(fd, size)
+            raise
+        return size, written
 
     def _read_back(self, record: SessionRecord) -> dict[str, Any]:
         """The full object of a record whose large fields stayed in the file."""
@@ -285,8 +322,19 @@ class SessionStore:
         return {"session_id": record.session_id, "status": record.status, "created": record.created,  # gone
                 "expires": record.expires, "owner": record.owner}  # (expired, compacted away): what is known
 
-    def _flocked(self):
-        return FileLock(self._lock_path)
+    @contextlib.contextmanager
+    def _flocked(self) -> Iterator[None]:
+        """The cross-process ``flock``; re-entrant (always taken under ``self._write``, so the depth is this
+        thread's): a sweep that holds it while it checks a record can still write through the group commit."""
+        if self._flock_depth:
+            yield
+            return
+        with FileLock(self._lock_path):
+            self._flock_depth += 1
+            try:
+                yield
+            finally:
+                self._flock_depth -= 1
 
     def _refresh(self, locked: bool = False) -> None:
         """Apply lines appended since our last read; reload fully after a compaction elsewhere."""

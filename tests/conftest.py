@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.hosts import MANAGE, NO_TURN_LIMITS, REPO, HostProcess, ServerProcess, host_env
+from tests.support.fake_model import FakeModel, serve_model
+from tests.support.hosts import MANAGE, NO_TURN_LIMITS, REPO, HostProcess, OwnRedis, ServerProcess, host_env
 from tests.support.net import free_port, redis_up
 
 __all__ = ["MANAGE", "NO_TURN_LIMITS", "REPO", "HostProcess", "ServerProcess", "free_port", "host_env", "redis_up"]
@@ -81,3 +82,20 @@ def module_hosts(tmp_path_factory) -> Iterator:
 @pytest.fixture
 def demo_host(start_host) -> HostProcess:
     return start_host()
+
+
+@pytest.fixture
+def fake_model() -> Iterator[FakeModel]:
+    """A loopback OpenAI-compatible model (``tests.support.fake_model``) answering ACCEPT unless told."""
+    with serve_model() as model:
+        yield model
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A ``redis-server`` of this test's own, which it may kill, pause or restart."""
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = OwnRedis(folder).start()
+    yield server
+    server.stop()

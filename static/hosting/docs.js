@@ -49,6 +49,12 @@ let preparing = false;
 let sessionPanel = null;
 let identity = null; // a BrowserIdentity when the user chose to sign (PROTOCOL §2)
 const seenOutputs = new Set();
+// A POST /input sent from the HTTP panel on the chat's session runs a turn that this page's socket also follows
+// (§4.9: `user_message`, then the turn's events and its OUTPUT). The reply and that stream race: whichever comes
+// first shows the turn, once. {prompt, userShown: its bubble is drawn, turn: its number once the reply drew it,
+// replaying: the stream is going over a turn the reply already drew}
+let httpTurn = null;
+const VIA_HTTP = "via POST /input";
 
 const header = new Header(agent);
 const transcript = new Transcript(ui.transcript, {
@@ -241,6 +247,7 @@ function renderEvent(event) {
 
 function onEvent(event) {
   if (event.session_id && saved.data.session_id && event.session_id !== saved.data.session_id) return;
+  if (httpTurn && followHttpTurn(event)) return;
   if (event.type === "session_sync" && event.session && typeof event.session === "object") {
     saved.update({ session: event.session });
   }
@@ -269,14 +276,22 @@ function isRepeatOutput(frame) {
 }
 
 function onOutput(frame) {
+  const http = httpTurn;
+  if (http?.replaying) httpTurn = null;
+  if (http?.turn != null && Number(frame.session?.turn) === http.turn) {
+    // The HTTP reply showed this turn's answer already; its live end still ends the turn here.
+    if (running) endTurnShown(frame);
+    return;
+  }
   if (isRepeatOutput(frame)) return;
+  const via = http?.userShown ? VIA_HTTP : null;
   transcript.settleAll();
   if (frame.status === "cancelled") {
     // D29: an interrupted turn ends with OUTPUT (the conversation goes on): the user's Cancel, not an error.
-    if (frame.result) transcript.agentMessage(String(frame.result), { durationMs: frame.duration_ms });
+    if (frame.result) transcript.agentMessage(String(frame.result), { durationMs: frame.duration_ms, via });
     transcript.notice("Cancelled: the agent stopped at its next step.");
   } else {
-    transcript.agentMessage(frame.result == null ? "" : String(frame.result), { durationMs: frame.duration_ms });
+    transcript.agentMessage(frame.result == null ? "" : String(frame.result), { durationMs: frame.duration_ms, via });
   }
   if (frame.session_id) {
     saved.update({ session_id: frame.session_id });
@@ -285,6 +300,13 @@ function onOutput(frame) {
   saved.endTurn({ session: frame.session ?? saved.data.session, chat_items: frame.chat_items ?? null });
   setRunning(false);
   ui.prompt.focus({ preventScroll: true });
+}
+
+/** A turn whose answer is already on the page ended: nothing waits, the composer sends new turns again. */
+function endTurnShown(frame) {
+  transcript.settleAll();
+  saved.endTurn({ session: frame.session ?? saved.data.session, chat_items: frame.chat_items ?? null });
+  setRunning(false);
 }
 
 function onError(frame) {
@@ -317,6 +339,7 @@ function onError(frame) {
     transcript.error(message, { code: frame.code });
   }
   if (running && !isNonTerminalError(frame)) {
+    httpTurn = null;
     transcript.settleAll();
     saved.endTurn();
     setRunning(false);
@@ -359,6 +382,7 @@ async function submit() {
     steer(prompt);
     return;
   }
+  httpTurn = null; // this page's own turn: a late stream of an HTTP turn is no longer expected
   const problem = tray.error();
   if (problem) {
     transcript.error(problem);
@@ -415,6 +439,7 @@ function cancel() {
 }
 
 function newConversation() {
+  httpTurn = null;
   saved.reset();
   transcript.reset();
   tray.clear();
@@ -516,12 +541,55 @@ async function loadInfo() {
   tray.render();
 }
 
-/** A POST /input that continued the chat's session is part of the conversation: show it and keep its session. */
+/** The HTTP panel is about to POST a prompt on the chat's session: its turn will stream to this page too. */
+function httpSent(body) {
+  httpTurn = body.session ? { prompt: body.prompt, userShown: false, turn: null, replaying: false } : null;
+}
+
+/**
+ * The live stream of the HTTP panel's turn: its `user_message` is the panel's prompt (labelled so); once the
+ * reply has drawn the turn, the stream's copy of it is skipped. True when `event` is not to be drawn.
+ */
+function followHttpTurn(event) {
+  const http = httpTurn;
+  if (event.type === "user_message") {
+    if (event.content !== http.prompt) {
+      httpTurn = null; // another client's turn
+      return false;
+    }
+    if (!http.userShown) transcript.userMessage(http.prompt, { via: VIA_HTTP, pending: true });
+    http.userShown = true;
+    return true;
+  }
+  if (http.turn == null) return false; // no reply yet: the stream draws the turn
+  if (event.type === "user_input" && !event.runtime_input) {
+    if (Number(event.turn) > http.turn) {
+      httpTurn = null; // a later turn
+      return false;
+    }
+    http.replaying = true;
+  }
+  return http.replaying;
+}
+
+/** A POST /input that continued the chat's session is part of the conversation: show what the live stream has
+ * not shown of it yet, and keep its session. */
 function httpResult(body, reply) {
   if (!body.session) return;
-  transcript.userMessage(body.prompt, { via: "via POST /input" });
-  transcript.agentMessage(reply.result == null ? "" : String(reply.result), { durationMs: reply.duration_ms, via: "via POST /input" });
+  const http = httpTurn;
+  const turn = Number(reply.session?.turn);
+  const answered = Number.isFinite(turn) && Number(saved.data.session?.turn) >= turn; // its live OUTPUT came first
+  if (!answered) {
+    if (!http?.userShown) transcript.userMessage(body.prompt, { via: VIA_HTTP });
+    transcript.settleAll();
+    transcript.agentMessage(reply.result == null ? "" : String(reply.result), { durationMs: reply.duration_ms, via: VIA_HTTP });
+  }
   saved.endTurn({ session_id: reply.session_id, session: reply.session ?? saved.data.session, chat_items: reply.chat_items ?? null });
+  httpTurn = null;
+  if (!answered && http && Number.isFinite(turn)) {
+    // The stream may still bring this turn (all of it, or its rest): skip it up to its OUTPUT.
+    httpTurn = { ...http, userShown: true, turn, replaying: running };
+  }
 }
 
 identity = await BrowserIdentity.load();
@@ -540,6 +608,7 @@ sessionPanel = new SessionPanel({
 sessionPanel.schedule(0);
 new HttpPanel({
   getSession: () => saved.data.session || (saved.data.session_id ? { session_id: saved.data.session_id } : null),
+  onSend: httpSent,
   onResult: httpResult,
   signBody: async (body) => (identity ? identity.envelope(body, header.agent.address) : body),
 });

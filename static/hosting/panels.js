@@ -155,10 +155,14 @@ export class SessionPanel {
   }
 }
 
-/** The HTTP panel: POST /input with the chat's session (or none), raw JSON reply, and the same as curl. */
+/**
+ * The HTTP panel: POST /input with the chat's session (or none), raw JSON reply, and the same as curl.
+ * `onSend(body)` runs just before the request goes, `onResult(body, reply)` after a successful reply.
+ */
 export class HttpPanel {
-  constructor({ getSession, onResult, signBody = async (body) => body }) {
+  constructor({ getSession, onSend = () => {}, onResult, signBody = async (body) => body }) {
     this.getSession = getSession;
+    this.onSend = onSend;
     this.onResult = onResult;
     this.signBody = signBody;
     this.prompt = byTestId("http-prompt");
@@ -209,6 +213,7 @@ export class HttpPanel {
       return;
     }
     this.curl.textContent = curlFor("POST", `${location.origin}/input`, wire);
+    this.onSend(body);
     const reply = await fetchJson("/input", {
       method: "POST",
       headers: { "Content-Type": "application/json" },

@@ -200,7 +200,9 @@ export class Transcript {
         break;
       }
       case "user_message":
-        this.userMessage(event.content ?? "", { via: "from another viewer" });
+        // Another client's prompt (PROTOCOL §4.9): the turn's own user_input follows with the same prompt and
+        // is taken as this bubble's, as for a prompt sent from this page.
+        this.userMessage(event.content ?? "", { via: "from another viewer", pending: true });
         break;
       case "thinking":
         this.thinking(event);

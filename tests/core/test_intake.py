@@ -7,7 +7,6 @@ the throttle); only the door is missing: each test builds the ``Submission`` a d
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
 
@@ -19,38 +18,20 @@ from common.errors import (
     RuntimeInputRejected,
     SessionBusy,
 )
-from hosting.core.agents import AgentSource
-from hosting.core.config import HostConfig
-from hosting.core.events import Hub
-from hosting.core.intake import TEXT_ONLY, Intake, Steered, Submission
+from hosting.core.intake import TEXT_ONLY, Steered, Submission
 from hosting.core.pools import Pools
-from hosting.core.throttle import Caller, Throttle
-from hosting.core.turns import TurnManager
-from sessions_app.eventlog import EventLog
-from sessions_app.store import SessionStore
-from tests.agents import EchoAgent, FailingAgent
+from hosting.core.throttle import Caller
+from tests.agents import FailingAgent
+from tests.support.core import Core, build_core
 
 ALICE = Caller.of(None, "10.0.0.1")
 BUSY = "session already has a running agent"
 PIXEL = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
-@dataclass
-class Core:
-    intake: Intake
-    turns: TurnManager
-    throttle: Throttle
-    store: SessionStore
-
-
 def build(tmp_path, agent=None, **limits) -> tuple[Core, Pools]:
-    config = HostConfig(project_dir=tmp_path, relay_url=None, **limits)
-    pool = Pools.build(4, 2)
-    store = SessionStore(config.results_path)
-    turns = TurnManager(config=config, source=AgentSource(agent or EchoAgent()), store=store,
-                        eventlog=EventLog(config.co_dir / "events.sqlite3"), hub=Hub(), pools=pool)
-    throttle = Throttle(config, pool=pool.bookkeeping)
-    return Core(Intake(turns=turns, throttle=throttle, config=config), turns, throttle, store), pool
+    built = build_core(tmp_path, agent, **limits)
+    return built, built.pools
 
 
 @pytest.fixture

@@ -6,14 +6,10 @@ start a throwaway ``redis-server`` on a free port and kill or stop only that one
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
-import shutil
-import signal
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-import websockets
-
-from tests.conftest import free_port
-from tests.support.wait import wait_for
 
 TERMINAL = ("done", "failed", "error", "interrupted", "cancelled")
 
@@ -68,86 +60,6 @@ def healthy(url: str, timeout: float = 10.0) -> bool:
     response = httpx.get(url + "/health", timeout=timeout)
     assert response.status_code == 200, response.text
     return True
-
-
-async def ws_turn(ws_url: str, prompt: str, *, timeout: float = 30.0, **extra: Any) -> dict[str, Any]:
-    """One WebSocket turn: INPUT, then frames until OUTPUT or ERROR (PINGs answered)."""
-    async with websockets.connect(ws_url, max_size=2**24, ping_interval=None, open_timeout=timeout) as sock:
-        await sock.send(json.dumps({"type": "INPUT", "prompt": prompt, **extra}))
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = json.loads(await asyncio.wait_for(sock.recv(), max(0.01, deadline - time.monotonic())))
-            if frame.get("type") == "PING":
-                await sock.send(json.dumps({"type": "PONG"}))
-            elif frame.get("type") in ("OUTPUT", "ERROR"):
-                return frame
-
-
-class OwnRedis:
-    """A throwaway ``redis-server`` on a free loopback port that tests may kill, stop and restart."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> OwnRedis:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed (FI4/FI5 need a Redis of their own to kill)")
-        self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        wait_for(self.ping, 10, "own redis-server answers PING")
-        return self
-
-    def restart(self) -> None:
-        """A fresh, empty server on the same port (after ``kill``)."""
-        self.kill()
-        self.start()
-
-    def ping(self) -> bool:
-        import socket
-
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(16).startswith(b"+PONG")
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-    def pause(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGCONT)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)
-            self.kill()
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = OwnRedis(folder).start()
-    yield server
-    server.stop()
 
 
 class Tmpfs:

@@ -17,7 +17,9 @@ import pytest
 import websockets
 
 from tests.conftest import NO_TURN_LIMITS
-from tests.faults.conftest import healthy, statuses, wait_for, ws_turn
+from tests.faults.conftest import healthy, statuses
+from tests.support.wait import wait_for
+from tests.support.ws import ws_turn
 
 pytestmark = pytest.mark.slow
 

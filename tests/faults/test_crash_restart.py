@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests.conftest import NO_TURN_LIMITS
-from tests.faults.conftest import TERMINAL, jsonl, statuses, ws_turn
+from tests.faults.conftest import TERMINAL, jsonl, statuses
+from tests.support.ws import ws_turn
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import MANAGE, HostProcess
-from tests.faults.conftest import wait_for
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

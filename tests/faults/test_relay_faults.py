@@ -20,8 +20,8 @@ import pytest
 
 from tests.conftest import NO_TURN_LIMITS
 from tests.faults.conftest import statuses
-from tests.relay.conftest import RelayProcess
-from tests.relay.test_relay_host_e2e import _host, _wait_listed
+from tests.relay.test_relay_host_e2e import _host
+from tests.support.hosts import RelayProcess, wait_listed
 
 pytestmark = pytest.mark.slow
 
@@ -56,7 +56,7 @@ def test_local_turns_finish_while_the_relay_is_killed_and_flaps(tmp_path, projec
             back = RelayProcess(port=relay.port, cwd=tmp_path).start()
             relays.append(back)
             returned = time.monotonic()
-            _wait_listed(back.http, host.address, timeout=60)
+            wait_listed(back.http, host.address, timeout=60)
             print(f"announced again {time.monotonic() - returned:.1f} s after the relay returned")
             assert host.health()["status"] == "healthy"
     finally:

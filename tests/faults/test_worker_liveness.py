@@ -17,7 +17,8 @@ import psutil
 import pytest
 
 from tests.conftest import NO_TURN_LIMITS
-from tests.faults.conftest import jsonl, wait_for
+from tests.faults.conftest import jsonl
+from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
 

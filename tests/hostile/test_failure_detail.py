@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 
 SECRET = "secret internal detail"
 

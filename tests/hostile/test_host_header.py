@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import free_port
 from tests.hosting.test_entry_points import serve
+from tests.support.net import exchange
 
 REQUEST = "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
 UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -18,15 +19,7 @@ UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhl
 
 
 def _exchange(port: int, path: str, host: str, extra: str) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(REQUEST.format(path=path, host=host, extra=extra).encode())
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except TimeoutError:
-            pass
-    return answer
+    return exchange(port, REQUEST.format(path=path, host=host, extra=extra).encode())
 
 
 def http_status(port: int, host: str, origin: str | None = None) -> int:

@@ -25,7 +25,7 @@ from tests.relay.conftest import (
     signed_announce,
 )
 from tests.relay.test_relay_decoder import NESTING, deep
-from tests.relay.test_relay_host_e2e import _wait_listed
+from tests.support.hosts import wait_listed
 
 
 async def test_r12_an_announce_replayed_at_another_relay_is_refused(relay_process):  # noqa: F811
@@ -53,7 +53,7 @@ async def test_r13_hostile_frames_through_our_relay_to_a_real_host(relay_process
         HostProcess(project, "tests.agents:echo_factory", "--relay-url", relay.base).start
     )
     try:
-        address = (await asyncio.to_thread(_wait_listed, relay.http, _address(host)))["address"]
+        address = (await asyncio.to_thread(wait_listed, relay.http, _address(host)))["address"]
         async with client_socket(relay, {"type": "CONNECT", "to": address}) as other, \
                 client_socket(relay, {"type": "CONNECT", "to": address}) as client:
             for ws in (other, client):

@@ -10,7 +10,7 @@ import pytest
 
 from tests.hostile.conftest import Snapshot, assert_clean_body
 from tests.hostile.test_ws_catalogue import still_works
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 
 LONE = '"a\\ud800"'  # the JSON escape: no UTF-8 form once parsed
 

@@ -5,7 +5,6 @@ absolute path (D16, PROTOCOL §6.3), in any frame or body, at all three doors: H
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 
 import httpx
@@ -13,9 +12,10 @@ import websockets
 
 from tests.conftest import HostProcess
 from tests.relay.conftest import client_socket, recv_json, relay_process  # noqa: F401 - a fixture
-from tests.relay.test_relay_host_e2e import _wait_listed
+from tests.support.hosts import wait_listed
+from tests.support.uploads import data_url
 
-FILES = [{"name": "../../secret/report.txt", "data": "data:text/plain;base64," + base64.b64encode(b"hi").decode()}]
+FILES = [{"name": "../../secret/report.txt", "data": data_url("text/plain", b"hi")}]
 INPUT = {"type": "INPUT", "prompt": "read the file", "files": FILES}
 
 
@@ -62,7 +62,7 @@ async def test_files_received_never_carries_a_server_path(relay_process, tmp_pat
             await ws.send(json.dumps(INPUT))
             events, output = await _turn(ws, project)
             _assert_no_path(project, events, output["session"])
-        await asyncio.to_thread(_wait_listed, relay.http, address)
+        await asyncio.to_thread(wait_listed, relay.http, address)
         async with client_socket(relay, {"type": "CONNECT", "to": address}) as ws:
             assert (await recv_json(ws, 20))["type"] == "CONNECTED"
             await ws.send(json.dumps({**INPUT, "to": address}))

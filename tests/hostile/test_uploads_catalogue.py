@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import time
@@ -13,6 +12,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from tests.hostile.conftest import Snapshot, assert_clean_body, error_of
+from tests.support.uploads import data_url, file_item
 from trust.signing import sign_payload
 
 MB = 1024 * 1024
@@ -20,11 +20,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + b"\x00" * 17
 
 
 def png_url(size: int = len(PNG)) -> str:
-    return "data:image/png;base64," + base64.b64encode(PNG + b"\x00" * (size - len(PNG))).decode()
-
-
-def file_item(name: str, data: bytes = b"hello", media: str = "text/plain") -> dict:
-    return {"name": name, "data": f"data:{media};base64," + base64.b64encode(data).decode()}
+    return data_url("image/png", PNG + b"\x00" * (size - len(PNG)))
 
 
 def outside_files(host) -> set[str]:
@@ -92,7 +88,7 @@ def test_h28_image_exactly_at_the_limit_is_accepted_and_one_byte_more_is_not(sma
 
 def test_h29_png_declaring_huge_dimensions_is_not_a_5xx(big_host):
     header = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + (50_000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00"
-    url = "data:image/png;base64," + base64.b64encode(header + b"\x00" * 1000).decode()
+    url = data_url("image/png", header + b"\x00" * 1000)
     response = httpx.post(big_host.url + "/input", json={"prompt": "hello", "images": [url]}, timeout=60)
     assert response.status_code in (200, 400)
     assert_clean_body(response)

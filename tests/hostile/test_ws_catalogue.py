@@ -18,7 +18,7 @@ import websockets
 from nacl.signing import SigningKey
 
 from tests.hostile.conftest import Snapshot
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 from trust.signing import sign_payload
 
 CAP = int(0.01 * 1024 * 1024)

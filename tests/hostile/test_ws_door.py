@@ -23,7 +23,7 @@ from nacl.signing import SigningKey
 
 from tests.conftest import NO_TURN_LIMITS, HostProcess
 from tests.hostile.conftest import Snapshot
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 from trust.signing import sign_command, sign_payload
 
 

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import signal
-import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from websockets.sync.client import connect
 
-from tests.conftest import REPO, free_port, host_env
+from tests.conftest import REPO, ServerProcess, free_port, host_env
+from tests.support.ws import ws_turn_sync
 
 MYAGENT = '''
 from hosting import host, create_app
@@ -45,31 +41,15 @@ APP = MYAGENT + "\n\napp = create_app(create_agent, trust='open')\n"
 
 @contextlib.contextmanager
 def serve(cmd: list[str], folder: Path, port: int, env: dict[str, str] | None = None) -> Iterator[str]:
-    log = folder / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=folder, env=host_env(**(env or {})), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+    """``cmd`` serving on ``port`` from ``folder`` (logging to serve.log); yields its URL, stops it after."""
+    server = ServerProcess()
     url = f"http://127.0.0.1:{port}"
+    server.launch(cmd, cwd=folder, env=host_env(**(env or {})), log_path=folder / "serve.log",
+                  ready_url=url + "/health", timeout=40, what=" ".join(cmd[1:3]))
     try:
-        deadline = time.monotonic() + 40
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"exited {proc.returncode}:\n{log.read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/health", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"not ready:\n{log.read_text()}")
-            time.sleep(0.1)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        server.stop()
 
 
 @pytest.fixture
@@ -86,14 +66,7 @@ def assert_greets(url: str) -> None:
 
 
 def ws_turn(url: str, prompt: str) -> dict:
-    with connect(url.replace("http://", "ws://") + "/ws", open_timeout=10) as ws:
-        ws.send(json.dumps({"type": "INPUT", "prompt": prompt}))
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            frame = json.loads(ws.recv(timeout=20))
-            if frame.get("type") in ("OUTPUT", "ERROR"):
-                return frame
-    raise AssertionError("no OUTPUT frame")
+    return ws_turn_sync(url.replace("http://", "ws://") + "/ws", prompt, timeout=20)
 
 
 def test_runhost_imports_the_users_module_from_cwd(user_folder):

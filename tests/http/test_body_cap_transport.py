@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import time
-
 import httpx
 import psutil
 
+from tests.support.net import exchange
+
 HEAD = b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-
-
-def _exchange(port: int, request: bytes, more: bytes = b"") -> tuple[bytes, float]:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        began = time.monotonic()
-        sock.sendall(request)
-        with contextlib.suppress(OSError):  # the host closed on us: its answer is still in our receive buffer
-            sock.sendall(more)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except OSError:
-            pass
-        return answer, time.monotonic() - began
 
 
 def _temp_files(pid: int) -> int:
@@ -36,7 +19,7 @@ def _temp_files(pid: int) -> int:
 def test_a_declared_gigabyte_is_refused_at_once_without_sending_it(start_host):
     host = start_host("tests.agents:echo_factory", "--trust", "open", "--max-file-size", "1",
                       "--max-files-per-request", "1")
-    answer, _ = _exchange(host.port, HEAD + b"Content-Length: 1073741824\r\n\r\n" + b'{"prompt": "')
+    answer = exchange(host.port, HEAD + b"Content-Length: 1073741824\r\n\r\n" + b'{"prompt": "')
     assert answer.startswith(b"HTTP/1.1 413 ") and answer.endswith(b'{"error": "request body too large"}')
     # answered on the headers (the client sent none of the gigabyte): the 413 itself shows it was not waited for
     assert _temp_files(host.proc.pid) == 0
@@ -48,7 +31,7 @@ def test_a_chunked_body_is_cut_off_when_it_passes_the_cap(start_host):
                       "--max-files-per-request", "1")
     chunk = b"a" * (1 << 20)
     body = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(40))  # 40 MiB, cap ~2.7 MiB
-    answer, _ = _exchange(host.port, HEAD + b"Transfer-Encoding: chunked\r\n\r\n", body)
+    answer = exchange(host.port, HEAD + b"Transfer-Encoding: chunked\r\n\r\n", body)
     assert answer.startswith(b"HTTP/1.1 413 ") and b"request body too large" in answer
     assert psutil.Process(host.proc.pid).memory_info().rss < 400 * 2**20
     assert httpx.post(host.url + "/input", json={"prompt": "next"}).json()["result"] == "echo: next"

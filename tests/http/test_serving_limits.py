@@ -20,6 +20,7 @@ from websockets.sync.client import connect
 
 from tests.conftest import NO_TURN_LIMITS, REPO, ServerProcess, free_port, host_env
 from tests.support.net import drip_until_answered
+from tests.support.wait import wait_for
 
 OTHER = "127.0.0.2"  # loopback answers on all of 127/8: a second client address on this machine
 
@@ -56,14 +57,9 @@ def health(port: int, source: str = "127.0.0.1") -> int:
         return client.get(f"http://127.0.0.1:{port}/health").status_code
 
 
-def wait_until(check, limit: float = 30) -> bool:
-    give_up = time.monotonic() + limit
-    while time.monotonic() < give_up:
-        with contextlib.suppress(httpx.HTTPError, OSError):
-            if check():
-                return True
-        time.sleep(0.1)
-    return False
+def eventually(check, what: str) -> bool:
+    """``check`` holds within 30 s (connection errors while the server settles count as "not yet")."""
+    return wait_for(check, 30, what, interval=0.1, ignore=(httpx.HTTPError, OSError))
 
 
 # --- runhost --------------------------------------------------------------------------------------------------
@@ -96,7 +92,7 @@ def test_one_address_cannot_take_every_connection_and_health_answers_throughout(
         for _ in range(15):
             sock = stack.enter_context(open_socket(host.port))
             sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # headers never finish
-        assert wait_until(lambda: _refused(host.port))  # the 21st: 429 at once
+        eventually(lambda: _refused(host.port), "the 21st: 429 at once")
         flood = []
         for _ in range(200):  # many more from the same address: each refused, none held
             sock = open_socket(host.port)
@@ -120,7 +116,7 @@ def test_one_address_cannot_take_every_connection_and_health_answers_throughout(
         while (frame := json.loads(sockets[0].recv(timeout=30)))["type"] != "OUTPUT":
             pass
         assert frame["result"] == "echo: still open"
-    assert wait_until(lambda: health(host.port) == 200)  # the address is served again once they close
+    eventually(lambda: health(host.port) == 200, "the address is served again once they close")
 
 
 def _refused(port: int) -> bool:
@@ -177,7 +173,7 @@ def test_bodies_in_flight_past_the_budget_get_503_and_the_host_stays_up(start_ho
     host = start_host(*BUDGET_HOST, "--bodies-in-flight-mb", "8")
     first, second = _slow_turn(host.port), _slow_turn(host.port)
     try:
-        assert wait_until(lambda: _busy(host.port))  # a third large body while two are being served
+        eventually(lambda: _busy(host.port), "a third large body while two are being served")
         assert health(host.port) == 200  # no body: never refused
         small = httpx.post(host.url + "/input", json={"prompt": "sleep 0"}, timeout=30)
         assert small.json()["result"] == "slept 0.0"  # a small body still fits
@@ -185,7 +181,7 @@ def test_bodies_in_flight_past_the_budget_get_503_and_the_host_stays_up(start_ho
         first.close()
         second.close()
     # once their clients are gone, a large body is read again
-    assert wait_until(lambda: not _busy(host.port))
+    eventually(lambda: not _busy(host.port), "not _busy(host.port)")
 
 
 def test_a_body_that_trickles_in_holds_none_of_the_budget(start_host, quick_stop):
@@ -221,7 +217,7 @@ def test_a_chunked_body_is_held_to_the_budget_as_it_arrives(start_host, quick_st
     host = start_host(*BUDGET_HOST, "--bodies-in-flight-mb", "4")
     first = _slow_turn(host.port)  # 3 MB of the 4 MB budget, while its turn runs
     try:
-        assert wait_until(lambda: _busy(host.port))
+        eventually(lambda: _busy(host.port), "_busy(host.port)")
         with open_socket(host.port) as sock:
             sock.sendall(b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                          b"Transfer-Encoding: chunked\r\n\r\n")
@@ -273,6 +269,22 @@ def served(tmp_path: Path) -> Iterator:
         server.stop()
 
 
+def _assert_header_deadline_and_cap_of_3(port: int) -> None:
+    """A header trickle gets 408 after the 1 s deadline; three half-sent requests from one address use up its
+    cap of 3 (a fourth is refused) while another address is still served."""
+    status, _, body = parse(trickle(port))
+    assert (status, body) == (408, {"error": "request headers took too long"})
+    held = [open_socket(port) for _ in range(3)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET /health HTTP/1.1\r\n")
+        eventually(lambda: _refused(port), "_refused(port)")
+        assert health(port, OTHER) == 200
+    finally:
+        for sock in held:
+            sock.close()
+
+
 def _nofile(pid: int) -> int:
     for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
         if line.startswith("Max open files"):
@@ -291,17 +303,7 @@ def test_the_daphne_command_serves_with_the_same_limits(served, project):
                                                  PYTHONPATH=str(REPO)))
     if prefix:
         assert _nofile(server.proc.pid) == 4096
-    status, _, body = parse(trickle(port))
-    assert (status, body) == (408, {"error": "request headers took too long"})
-    held = [open_socket(port) for _ in range(3)]
-    try:
-        for sock in held:
-            sock.sendall(b"GET /health HTTP/1.1\r\n")
-        assert wait_until(lambda: _refused(port))
-        assert health(port, OTHER) == 200
-    finally:
-        for sock in held:
-            sock.close()
+    _assert_header_deadline_and_cap_of_3(port)
 
 
 def test_runrelay_serves_with_a_header_deadline_and_a_connection_cap(served, tmp_path):
@@ -310,17 +312,7 @@ def test_runrelay_serves_with_a_header_deadline_and_a_connection_cap(served, tmp
            "--max-connections-per-ip", "3"]
     env = host_env(PYTHONPATH=str(REPO))
     served(cmd, tmp_path, port, {k: v for k, v in env.items() if not k.startswith("RELAY_")})
-    status, _, body = parse(trickle(port))
-    assert (status, body) == (408, {"error": "request headers took too long"})
-    held = [open_socket(port) for _ in range(3)]
-    try:
-        for sock in held:
-            sock.sendall(b"GET /health HTTP/1.1\r\n")
-        assert wait_until(lambda: _refused(port))
-        assert health(port, OTHER) == 200
-    finally:
-        for sock in held:
-            sock.close()
+    _assert_header_deadline_and_cap_of_3(port)
 
 
 def _ws_message_begun(port: int, size: int, sent: int) -> socket.socket:
@@ -343,7 +335,7 @@ def test_websocket_messages_count_in_the_same_budget(start_host, quick_stop):
     # autobahn holds what has arrived of a message in memory: 2.9 MB of each of these is held
     first, second = (_ws_message_begun(host.port, BODY, 2_900_000) for _ in range(2))
     try:
-        assert wait_until(lambda: _busy(host.port))  # an HTTP body does not fit beside them
+        eventually(lambda: _busy(host.port), "an HTTP body does not fit beside them")
         with _ws_message_begun(host.port, BODY, 0) as third:  # nor does a third message: refused on its header
             frame = read_answer(third)  # the server's close frame, then the close
         assert frame[:1] == b"\x88" and int.from_bytes(frame[2:4], "big") == 1013, frame
@@ -357,4 +349,4 @@ def test_websocket_messages_count_in_the_same_budget(start_host, quick_stop):
     finally:
         first.close()
         second.close()
-    assert wait_until(lambda: not _busy(host.port))  # their bytes are given back when they close
+    eventually(lambda: not _busy(host.port), "their bytes are given back when they close")

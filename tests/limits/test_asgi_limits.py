@@ -23,7 +23,7 @@ import httpx
 from tests.conftest import free_port
 from tests.hostile.test_ws_door import drain, raw_socket, session_of, ws_frame
 from tests.hosting.test_entry_points import serve
-from tests.http.test_serving_limits import _nofile, _slow_turn, _start_body, health, parse, wait_until
+from tests.http.test_serving_limits import _nofile, _slow_turn, _start_body, eventually, health, parse
 
 FLOOD_APP = """
 from hosting import create_app
@@ -81,7 +81,7 @@ def test_create_app_under_uvicorn_holds_bodies_in_flight_to_the_budget(tmp_path)
     with serve(_uvicorn(port, *prefix), folder, port) as url:
         first, second = _slow_turn(port), _slow_turn(port)  # two 3 MB bodies whose turns sleep 30 s
         try:
-            assert wait_until(lambda: _busy(port))  # a third large body while two are being served: 503
+            eventually(lambda: _busy(port), "a third large body while two are being served: 503")
             assert health(port) == 200  # no body: never refused
             small = httpx.post(url + "/input", json={"prompt": "sleep 0"}, timeout=30)
             assert small.json()["result"] == "slept 0.0"  # a small body still fits

@@ -8,7 +8,7 @@ from nacl.signing import SigningKey
 
 from tests.limits.conftest import OTHER_IP, agent_address, assert_rate_limited
 from tests.support.envelopes import signed
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 
 SLOW = "tests.agents:slow_factory"
 

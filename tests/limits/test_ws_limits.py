@@ -10,7 +10,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from tests.limits.conftest import OTHER_IP
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 
 ECHO = "tests.agents:echo_factory"
 CAP = 6

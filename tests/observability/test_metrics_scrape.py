@@ -4,7 +4,6 @@ anonymous scrapes from a non-loopback address are refused."""
 
 from __future__ import annotations
 
-import json
 import socket
 from pathlib import Path
 
@@ -15,8 +14,9 @@ from nacl.signing import SigningKey
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import NO_TURN_LIMITS, HostProcess
-from tests.relay.conftest import RelayProcess
+from tests.support.hosts import RelayProcess, wait_listed
 from tests.support.wait import wait_for as support_wait_for
+from tests.support.ws import ws_turn_sync
 from trust.identity import AgentIdentity
 
 pytestmark = [pytest.mark.slow]
@@ -70,8 +70,7 @@ def stack(tmp_path_factory):
     try:
         host.start()
         address = httpx.get(host.url + "/info", timeout=5).json()["address"]
-        wait_for(lambda: httpx.get(f"{relay.http}/api/agents/{address}", timeout=2).status_code == 200,
-                 "the agent to be listed on the relay")
+        wait_listed(relay.http, address)
         yield host, relay, address
     finally:
         host.stop()
@@ -79,19 +78,9 @@ def stack(tmp_path_factory):
 
 
 def ws_turn(host: HostProcess, worker: int) -> dict:
-    """One INPUT on a socket the given worker serves (sockets land on whichever worker accepts first)."""
-    def attempt():
-        ws = ws_client.connect(host.ws_url, subprotocols=WORKER_PROTOCOLS, open_timeout=10, legacy=True)
-        if ws.subprotocol != f"connectonion-worker-{worker}":
-            ws.close()
-            return None
-        return ws
-
-    ws = wait_for(attempt, f"a socket on worker {worker}")
-    with ws:
-        ws.send(json.dumps({"type": "INPUT", "prompt": "calculate (2+3)*7"}))
-        while (frame := json.loads(ws.recv(timeout=30)))["type"] not in ("OUTPUT", "ERROR"):
-            pass
+    """One INPUT on a socket the given worker serves (the other worker is paused while it runs)."""
+    with host.only_worker(worker):
+        frame = ws_turn_sync(host.ws_url, "calculate (2+3)*7")
     return frame
 
 
@@ -152,7 +141,7 @@ def test_open_websockets_are_summed_over_the_workers(stack):
     sockets = []
     try:
         for worker in (0, 1):
-            sockets.append(wait_for(lambda w=worker: _socket_on(host, w), f"a socket on worker {worker}"))
+            sockets.append(_socket_on(host, worker))
         found = samples(httpx.get(host.url + "/metrics", timeout=5).text)
         assert value(found, "connectonion_websockets_open") == 2
     finally:
@@ -163,11 +152,11 @@ def test_open_websockets_are_summed_over_the_workers(stack):
 
 
 def _socket_on(host: HostProcess, worker: int):
-    ws = ws_client.connect(host.ws_url, subprotocols=WORKER_PROTOCOLS, open_timeout=10, legacy=True)
-    if ws.subprotocol == f"connectonion-worker-{worker}":
-        return ws
-    ws.close()
-    return None
+    """A socket on ``worker``: the other worker is paused while it connects, so only this one can accept."""
+    with host.only_worker(worker):
+        ws = ws_client.connect(host.ws_url, subprotocols=WORKER_PROTOCOLS, open_timeout=10, legacy=True)
+    assert ws.subprotocol == f"connectonion-worker-{worker}", ws.subprotocol
+    return ws
 
 
 def test_a_scrape_from_a_non_loopback_address_needs_the_admin_token(stack):

@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import socket
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -26,12 +24,10 @@ from hosting.relay.link import RelayLink
 from hosting.relay_server.registry import MemoryRegistry
 from hosting.relay_server.routing import relay_application
 from hosting.relay_server.server import RelayOptions
-from tests.conftest import ServerProcess
-from tests.support.net import free_port
+from tests.support.hosts import RelayProcess
 from tests.support.wait import wait_until
 from trust.identity import AgentIdentity
 
-REPO = Path(__file__).resolve().parents[2]
 FAST_BACKOFF = (0.05, 0.1, 0.2, 0.4, 0.8, 1.0)
 
 
@@ -60,6 +56,15 @@ def signed_announce(identity: Any, *, now: float | None = None, **fields: Any) -
         now=time.time() if now is None else now,
     )
     return message
+
+
+async def announced(relay: Any, identity: AgentIdentity, *, max_size: int | None = None, **fields: Any) -> Any:
+    """An agent's announce socket on ``relay`` that the relay has accepted (ANNOUNCE_OK)."""
+    ws = await websockets.connect(wire.announce_url(relay.base), max_size=max_size)
+    fields.setdefault("relay_base", relay.base)
+    await send_json(ws, signed_announce(identity, **fields))
+    assert await recv_json(ws) == {"type": "ANNOUNCE_OK"}
+    return ws
 
 
 class AsgiServer:
@@ -230,36 +235,6 @@ async def scripted_relay() -> AsyncIterator[Callable[..., Awaitable[ScriptedRela
     yield start
     for relay in started:
         await relay.stop()
-
-
-class RelayProcess(ServerProcess):
-    """``manage.py runrelay`` as a real process (daphne) on a free loopback port."""
-
-    stop_timeout = 15
-
-    def __init__(self, *args: str, port: int | None = None, cwd: Path | None = None) -> None:
-        self.port = port or free_port()
-        self.args = list(args)
-        self.cwd = cwd
-
-    @property
-    def base(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 30) -> RelayProcess:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "RELAY_", "AGENT_"))}
-        env.pop("DJANGO_SETTINGS_MODULE", None)
-        env["PYTHONPATH"] = str(REPO)
-        env["CONNECTONION_HOST_ARGS"] = json.dumps({"project_dir": str(self.cwd), "relay_url": None})
-        cmd = [sys.executable, str(REPO / "manage.py"), "runrelay", "--port", str(self.port), *self.args]
-        assert self.cwd is not None
-        self.launch(cmd, cwd=self.cwd, env=env, log_path=self.cwd / f"relay-{self.port}.log",
-                    ready_url=self.http + "/health", timeout=timeout, what="relay", mode="a", poll=0.05)
-        return self
 
 
 @pytest.fixture

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
 import re
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import time
 
 import httpx
 import pytest
 import websockets
 
-from .conftest import REPO, client_socket, free_port, recv_json, send_json, signed_announce, wait_until
+from tests.support.hosts import MANAGE, ServerProcess, host_env
+
+from .conftest import client_socket, recv_json, send_json, signed_announce, wait_until
 
 
 async def test_runrelay_serves_lookup_and_expires_a_silent_agent(relay_process, identity):
@@ -53,30 +49,11 @@ async def test_announce_command_registers_this_project_and_serves_echo(relay_pro
     relay = relay_process()
     project = tmp_path / "project"
     project.mkdir()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "AGENT_", "RELAY_"))}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env.update(
-        PYTHONPATH=str(REPO),
-        AGENT_CONFIG_PATH=str(tmp_path / "machine"),
-        CONNECTONION_HOST_ARGS=json.dumps({"project_dir": str(project)}),
-    )
-    log = open(tmp_path / "announce.log", "w")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "manage.py"),
-            "announce",
-            "--echo",
-            "--relay-url",
-            relay.base + "/ws/announce",
-        ],
-        cwd=project,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    env = host_env(AGENT_CONFIG_PATH=str(tmp_path / "machine"),
+                   CONNECTONION_HOST_ARGS=json.dumps({"project_dir": str(project)}))
+    announcer = ServerProcess()
+    announcer.spawn([sys.executable, str(MANAGE), "announce", "--echo", "--relay-url", relay.base + "/ws/announce"],
+                    cwd=project, env=env, log_path=tmp_path / "announce.log")
     try:
 
         def address():
@@ -95,48 +72,12 @@ async def test_announce_command_registers_this_project_and_serves_echo(relay_pro
             assert (await recv_json(client))["type"] == "CONNECTED"
             assert (await recv_json(client))["result"] == "hi"
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
-        log.close()
-        if proc.returncode not in (0, -signal.SIGINT):
-            print((tmp_path / "announce.log").read_text())
+        announcer.stop(signal.SIGINT)
 
 
 @pytest.fixture
-def redis_url(tmp_path):
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            break
-        time.sleep(0.05)
-    yield f"redis://127.0.0.1:{port}/0"
-    server.terminate()
-    server.wait(10)
+def redis_url(own_redis):
+    return own_redis.url
 
 
 @pytest.mark.redis

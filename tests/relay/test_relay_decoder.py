@@ -8,15 +8,20 @@ import json
 import logging
 
 import pytest
-import websockets
 
 from hosting.conversation.seal import sealed_size
 from hosting.core.config import HostConfig
-from hosting.relay import wire
 from hosting.relay.echo import EchoConversation
 from hosting.relay.link import RelayLink
 
-from .conftest import client_socket, new_identity, recv_json, send_json, signed_announce, wait_until
+from .conftest import (
+    announced,
+    client_socket,
+    new_identity,
+    recv_json,
+    send_json,
+    wait_until,
+)
 
 DEPTH = 100_000
 NESTING = "Invalid JSON: nesting deeper than 64"
@@ -28,18 +33,11 @@ def deep(depth: int = DEPTH, **fields: object) -> str:
     return head + '"x": ' + "[" * depth + "]" * depth + "}"
 
 
-async def _agent(relay, identity):
-    ws = await websockets.connect(wire.announce_url(relay.base), max_size=None)
-    await send_json(ws, signed_announce(identity, relay_base=relay.base))
-    assert await recv_json(ws) == {"type": "ANNOUNCE_OK"}
-    return ws
-
-
 # --- our relay server ------------------------------------------------------------------------------
 
 
 async def test_a_client_frame_nested_100000_deep_is_refused_and_the_socket_goes_on(relay, identity):
-    agent = await _agent(relay, identity)
+    agent = await announced(relay, identity)
     to = identity.address
     async with client_socket(relay, {"type": "CONNECT", "to": to}) as other, client_socket(relay) as first:
         other_conn = (await recv_json(agent))["conn_id"]
@@ -65,7 +63,7 @@ async def test_a_client_frame_nested_100000_deep_is_refused_and_the_socket_goes_
 
 
 async def test_an_agent_frame_nested_100000_deep_is_refused_and_its_routes_go_on(relay, identity):
-    agent = await _agent(relay, identity)
+    agent = await announced(relay, identity)
     async with client_socket(relay, {"type": "CONNECT", "to": identity.address}) as client:
         forwarded = await recv_json(agent)
         await agent.send(deep(conn_id=forwarded["conn_id"], type="OUTPUT"))
@@ -77,7 +75,7 @@ async def test_an_agent_frame_nested_100000_deep_is_refused_and_its_routes_go_on
 
 async def test_our_relay_caps_each_frame(relay_factory, identity):
     relay = await relay_factory(max_message_bytes=100_000)
-    agent = await _agent(relay, identity)
+    agent = await announced(relay, identity)
     async with client_socket(relay, {"type": "CONNECT", "to": identity.address}) as client:
         await recv_json(agent)
         await send_json(client, {"type": "INPUT", "prompt": "x" * 200_000})

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import re
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,45 +15,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import REPO, free_port
+from tests.support.hosts import MANAGE, HostProcess, ServerProcess, host_env, wait_listed
+from tests.support.net import free_port
+from tests.support.wait import wait_for
 
 pytestmark = [pytest.mark.slow]
 
 
-def _env(project: Path, machine: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "OPENONION_", "AGENT_"))}
-    env.pop("DJANGO_SETTINGS_MODULE", None)
-    env.update(PYTHONPATH=str(REPO), AGENT_CONFIG_PATH=str(machine), HOME=str(machine.parent))
-    return env
-
-
-def _wait_listed(relay_http: str, address: str, timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            reply = httpx.get(f"{relay_http}/api/agents/{address}", timeout=2)
-            if reply.status_code == 200:
-                return reply.json()
-        time.sleep(0.1)
-    raise AssertionError(f"{address} was not listed on the relay within {timeout} s")
-
-
-@contextlib.contextmanager
-def _process(cmd: list[str], cwd: Path, env: dict[str, str], log: Path):
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True
-        )
-        try:
-            yield proc
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
+def _machine(tmp_path: Path) -> dict[str, str]:
+    """A machine folder of the test's own (no ~/.co of the developer's leaks in)."""
+    machine = tmp_path / "machine"
+    return {"AGENT_CONFIG_PATH": str(machine), "HOME": str(machine.parent)}
 
 
 @pytest.fixture
@@ -68,45 +37,37 @@ def project(tmp_path: Path) -> Path:
     return folder
 
 
-class Hosted:
-    """A running ``runhost --relay-url`` process and the relay it announces on."""
+class Hosted(HostProcess):
+    """A running ``runhost --relay-url`` process; ``address`` is its agent's, listed on the relay."""
 
-    def __init__(self, relay, address: str, port: int, log: Path) -> None:
-        self.relay, self.address, self.port, self.log = relay, address, port, log
+    address = ""
+
+    @property
+    def log(self) -> Path:
+        return self.log_path
 
     def health(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2).json()
+        return httpx.get(self.url + "/health", timeout=2).json()
 
     def wait_relay_state(self, wanted: str, timeout: float = 30) -> dict:
-        deadline = time.monotonic() + timeout
-        body: dict = {}
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                body = self.health()
-                if str(body.get("relay", "")).startswith(wanted):
-                    return body
-            time.sleep(0.05)
-        raise AssertionError(f"/health relay never became {wanted!r} (last {body}):\n{self.log.read_text()}")
+        """``/health`` once its ``relay`` field starts with ``wanted``."""
+        def body() -> dict | None:
+            found = self.health()
+            return found if str(found.get("relay", "")).startswith(wanted) else None
+
+        return wait_for(body, timeout, f"/health relay {wanted!r}", ignore=(httpx.HTTPError, ValueError))
 
 
 @contextlib.contextmanager
 def _host(relay, project: Path, tmp_path: Path, extra_env: dict[str, str] | None = None, *args: str):
-    port = free_port()
-    cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "--port", str(port), "--relay-url", relay.base,
-           *args]
-    log = tmp_path / "host.log"
-    env = _env(project, tmp_path / "machine")
-    env.update(extra_env or {})
-    with _process(cmd, project, env, log):
-        deadline = time.monotonic() + 40
-        address = None
-        while time.monotonic() < deadline and address is None:
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                address = httpx.get(f"http://127.0.0.1:{port}/info", timeout=1).json().get("address")
-            time.sleep(0.1)
-        assert address, log.read_text()
-        _wait_listed(relay.http, address)
-        yield Hosted(relay, address, port, log)
+    host = Hosted(project, "--relay-url", relay.base, *args, env={**_machine(tmp_path), **(extra_env or {})})
+    try:
+        host.start()
+        host.address = httpx.get(host.url + "/info", timeout=5).json()["address"]
+        wait_listed(relay.http, host.address)
+        yield host
+    finally:
+        host.stop()
 
 
 @pytest.fixture
@@ -114,7 +75,7 @@ def hosted(project: Path, tmp_path: Path, relay_process):
     """Our relay process plus ``runhost --relay-url <relay>`` with the demo agent; yields (relay, address)."""
     relay = relay_process()
     with _host(relay, project, tmp_path) as host:
-        assert _wait_listed(relay.http, host.address)["endpoints"] == []
+        assert wait_listed(relay.http, host.address)["endpoints"] == []
         yield relay, host.address
 
 
@@ -154,22 +115,19 @@ def test_announce_command_serves_the_real_conversation(project: Path, tmp_path: 
     from connectonion import connect
 
     relay = relay_process()
-    cmd = [sys.executable, str(REPO / "manage.py"), "announce", "--relay-url", relay.base, "--no-endpoints"]
-    log = tmp_path / "announce.log"
-    env = _env(project, tmp_path / "machine")
-    env["CONNECTONION_HOST_ARGS"] = json.dumps({"project_dir": str(project)})
-    with _process(cmd, project, env, log):
-        deadline = time.monotonic() + 40
-        found = None
-        while time.monotonic() < deadline and found is None:
-            found = re.search(r"0x[0-9a-f]{64}", log.read_text())
-            time.sleep(0.1)
-        assert found, log.read_text()
-        _wait_listed(relay.http, found.group(0))
+    cmd = [sys.executable, str(MANAGE), "announce", "--relay-url", relay.base, "--no-endpoints"]
+    env = host_env(**_machine(tmp_path), CONNECTONION_HOST_ARGS=json.dumps({"project_dir": str(project)}))
+    announcer = ServerProcess()
+    announcer.spawn(cmd, cwd=project, env=env, log_path=tmp_path / "announce.log")
+    try:
+        found = wait_for(lambda: re.search(r"0x[0-9a-f]{64}", announcer.output()), 40, "the announced address")
+        wait_listed(relay.http, found.group(0))
         reply = connect(found.group(0), relay_url=relay.base, keys=False).input(
             "calculate (2+3)*7", timeout=60
         )
         assert "35" in reply.text
+    finally:
+        announcer.stop()
 
 
 def _our_client(address: str, relay_base: str, **options):
@@ -199,7 +157,7 @@ def test_host_re_announces_after_the_relay_restarts(project: Path, tmp_path: Pat
         relay.stop()
         host.wait_relay_state("unreachable")  # /health tells the truth while the relay is away
         again = relay_process(port=relay.port)  # a fresh relay with an empty registry, same URL
-        _wait_listed(again.http, host.address, timeout=40)
+        wait_listed(again.http, host.address, timeout=40)
         host.wait_relay_state("connected")
         reply = _our_client(host.address, again.base).input("calculate (2+3)*7")
         assert "35" in reply
@@ -210,7 +168,7 @@ def test_our_client_prefers_the_announced_direct_endpoint(project: Path, tmp_pat
     (project / ".co" / "host.yaml").write_text("announce_loopback: true\n")
     relay = relay_process()
     with _host(relay, project, tmp_path) as host:
-        assert _wait_listed(relay.http, host.address)["endpoints"]
+        assert wait_listed(relay.http, host.address)["endpoints"]
         agent = _our_client(host.address, relay.base)
         assert "hola" in agent.input("translate hello to spanish").lower()
         assert agent.transport == "direct"
@@ -222,7 +180,7 @@ def test_our_client_falls_back_to_the_relay_when_the_endpoint_is_unreachable(
     dead = free_port()  # announced, but nothing listens there
     relay = relay_process()
     with _host(relay, project, tmp_path, {"AGENT_PUBLIC_DOMAIN": f"127.0.0.1:{dead}"}) as host:
-        assert _wait_listed(relay.http, host.address)["endpoints"] == [
+        assert wait_listed(relay.http, host.address)["endpoints"] == [
             f"https://127.0.0.1:{dead}", f"wss://127.0.0.1:{dead}/ws"
         ]
         agent = _our_client(host.address, relay.base)
@@ -252,7 +210,7 @@ def test_with_two_workers_only_the_announcer_holds_the_relay_link(project: Path,
         deadline = time.monotonic() + 30
         while len(states) < 2 or states.get(0) != "connected":
             assert time.monotonic() < deadline, (states, host.log.read_text())
-            body = httpx.get(f"http://127.0.0.1:{host.port}/health", headers={"Connection": "close"}).json()
+            body = httpx.get(host.url + "/health", headers={"Connection": "close"}).json()
             states[body["worker"]] = body["relay"]
         assert states == {0: "connected", 1: "on worker 0"}
         reply = _our_client(host.address, relay.base).input("calculate (2+3)*7")
@@ -262,12 +220,11 @@ def test_with_two_workers_only_the_announcer_holds_the_relay_link(project: Path,
 
 def test_uploads_work_through_the_relay_like_direct(hosted):
     """Issue 7 parity: a PNG reaches the agent, a file is saved and read, a limit is an ERROR frame."""
-    import base64
 
     from nacl.signing import SigningKey
 
     from hosting.client import RemoteAgentError, connect
-    from tests.uploads.test_uploads_e2e import PDF, data_url, png
+    from tests.support.uploads import PDF, data_url, png
     from trust.identity import AgentIdentity
 
     relay, address = hosted
@@ -276,7 +233,7 @@ def test_uploads_work_through_the_relay_like_direct(hosted):
     assert agent.transport == "relay"
     reply = agent.input("read the file", files=[{"name": "r.pdf", "data": data_url("application/pdf", PDF)}])
     assert "Quarterly revenue grew nicely" in reply
-    too_many = [{"name": f"{i}.txt", "data": "data:text/plain;base64," + base64.b64encode(b"x").decode()}
+    too_many = [{"name": f"{i}.txt", "data": data_url("text/plain", b"x")}
                 for i in range(11)]
     with pytest.raises(RemoteAgentError, match=r"Too many files: 11 \(max: 10\)"):
         agent.input("hi", files=too_many)
@@ -287,7 +244,7 @@ async def test_a_relayed_repeat_of_a_signed_connect_reveals_nothing(hosted):
     captured CONNECT with its session id, or as ATTACH, gets nothing of that session until a signed command."""
     from nacl.signing import SigningKey
 
-    from tests.ws.conftest import WS
+    from tests.support.ws import WS
     from trust.signing import sign_command, sign_payload
 
     relay, address = hosted

@@ -10,8 +10,9 @@ import logging
 import httpx
 
 from tests.conftest import HostProcess
+from tests.support.net import free_port
 
-from .conftest import ScriptedRelay, free_port, wait_until
+from .conftest import ScriptedRelay, wait_until
 
 
 def _lines(caplog) -> list[str]:

@@ -12,18 +12,17 @@ import websockets
 
 from hosting.relay import wire
 
-from .conftest import client_socket, new_identity, recv_json, send_json, signed_announce, wait_until
+from .conftest import (
+    announced,
+    client_socket,
+    new_identity,
+    recv_json,
+    send_json,
+    signed_announce,
+    wait_until,
+)
 
 NOT_CONNECTED = {"type": "ERROR", "message": "Agent not connected", "error": "Agent not connected"}
-
-
-async def announced(relay, identity, **fields):
-    """An announce socket that has been accepted (ANNOUNCE_OK)."""
-    ws = await websockets.connect(wire.announce_url(relay.base))
-    fields.setdefault("relay_base", relay.base)
-    await send_json(ws, signed_announce(identity, **fields))
-    assert await recv_json(ws) == {"type": "ANNOUNCE_OK"}
-    return ws
 
 
 async def lookup(relay, address: str) -> httpx.Response:

@@ -16,16 +16,7 @@ import httpx
 import pytest
 import websockets
 
-from hosting.relay import wire
-
-from .conftest import client_socket, new_identity, recv_json, send_json, signed_announce
-
-
-async def _agent(relay, identity):
-    ws = await websockets.connect(wire.announce_url(relay.base), max_size=None)
-    await send_json(ws, signed_announce(identity, relay_base=relay.base))
-    assert await recv_json(ws) == {"type": "ANNOUNCE_OK"}
-    return ws
+from .conftest import announced, client_socket, new_identity, recv_json, send_json
 
 
 def _masked(payload: bytes) -> bytes:
@@ -52,7 +43,7 @@ def _non_reader(relay, first: dict) -> socket.socket:
 async def test_a_client_that_never_reads_is_closed_4413_and_its_agent_told(relay_process):
     relay = relay_process("--send-buffer-mb", "2")
     identity = new_identity()
-    agent = await _agent(relay, identity)
+    agent = await announced(relay, identity)
     reader = await asyncio.to_thread(_non_reader, relay, {"type": "CONNECT", "to": identity.address})
     try:
         conn_id = (await recv_json(agent))["conn_id"]
@@ -80,7 +71,7 @@ async def test_a_client_that_never_reads_is_closed_4413_and_its_agent_told(relay
 async def test_a_flooding_client_gets_the_error_of_ws_and_close_4429(relay_process):
     relay = relay_process("--max-frames-per-second", "50")
     identity = new_identity()
-    agent = await _agent(relay, identity)
+    agent = await announced(relay, identity)
     async with client_socket(relay, {"type": "CONNECT", "to": identity.address}) as client:
         conn_id = (await recv_json(agent))["conn_id"]
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -103,7 +94,7 @@ async def test_a_flooding_client_gets_the_error_of_ws_and_close_4429(relay_proce
 async def test_a_frame_over_the_cap_gets_the_error_of_ws_and_the_socket_goes_on(relay_process):
     relay = relay_process("--max-message-bytes", str(1024 * 1024))
     identity = new_identity()
-    agent = await _agent(relay, identity)
+    agent = await announced(relay, identity)
     async with client_socket(relay, {"type": "CONNECT", "to": identity.address}) as client:
         await recv_json(agent)
         await send_json(client, {"type": "INPUT", "prompt": "x" * (1024 * 1024)})

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import json
 
-import websockets
-
-from hosting.relay import wire
-
-from .conftest import client_socket, recv_json, send_json, signed_announce, wait_until
+from .conftest import announced, client_socket, recv_json, send_json, wait_until
 
 LONE = '"a\\ud800"'
 
@@ -20,15 +16,8 @@ def lone(template: str) -> str:
     return template.replace("@", LONE)
 
 
-async def _agent(relay, identity):
-    ws = await websockets.connect(wire.announce_url(relay.base), max_size=None)
-    await send_json(ws, signed_announce(identity, relay_base=relay.base))
-    assert await recv_json(ws) == {"type": "ANNOUNCE_OK"}
-    return ws
-
-
 async def test_our_relay_refuses_a_lone_surrogate_from_either_side(relay, identity):
-    agent = await _agent(relay, identity)
+    agent = await announced(relay, identity)
     to = identity.address
     async with client_socket(relay) as client:
         await client.send(lone('{"type": "CONNECT", "to": @}'))  # before the socket is bound

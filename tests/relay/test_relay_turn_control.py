@@ -16,7 +16,7 @@ from tests.relay.conftest import (
     relay_process,  # noqa: F401 - a fixture
     send_json,
 )
-from tests.relay.test_relay_host_e2e import _wait_listed
+from tests.support.hosts import wait_listed
 
 pytestmark = [pytest.mark.slow]
 
@@ -30,7 +30,7 @@ async def relayed(relay_process, tmp_path):  # noqa: F811
     host = await asyncio.to_thread(HostProcess(project, "--relay-url", relay.base).start)
     try:
         address = httpx.get(host.url + "/info", timeout=10).json()["address"]
-        await asyncio.to_thread(_wait_listed, relay.http, address)
+        await asyncio.to_thread(wait_listed, relay.http, address)
         yield relay, host, address
     finally:
         await asyncio.to_thread(host.stop)

@@ -8,18 +8,16 @@ dropped afterwards; Redis is a throwaway ``redis-server`` on a free port that a 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.conftest import NO_TURN_LIMITS, HostProcess, free_port
-from tests.faults.conftest import OwnRedis
+from tests.conftest import NO_TURN_LIMITS, REPO, HostProcess, free_port
+from tests.support.hosts import Loopback, OwnRedis, ServerProcess
 
 PG = "postgres://postgres@127.0.0.1:5432"
 
@@ -100,43 +98,25 @@ def shared_machines(tmp_path: Path, pg_url: str, redis: OwnRedis) -> Iterator[Ma
     group.stop()
 
 
-class Haproxy:
+class Haproxy(Loopback, ServerProcess):
     """haproxy in round robin over the given backends, no stickiness: deploy/haproxy.cfg's settings."""
+
+    stop_timeout = 10
 
     def __init__(self, folder: Path, backends: list[str]) -> None:
         self.port = free_port()
         self.folder = folder
-        template = (Path(__file__).resolve().parents[2] / "deploy" / "haproxy.cfg").read_text()
+        template = (REPO / "deploy" / "haproxy.cfg").read_text()
         servers = "\n".join(f"    server replica{i} {b} check inter 1s fall 2 rise 1"
                             for i, b in enumerate(backends))
         text = template.split("# -- replicas --")[0].replace("bind :8000", f"bind 127.0.0.1:{self.port}")
         self.cfg = folder / "haproxy.cfg"
         self.cfg.write_text(text + servers + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self) -> Haproxy:
         binary = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
         if binary is None:
             pytest.skip("haproxy is not installed (.ci/run installs Debian's; the replica tests need a balancer)")
-        with open(self.folder / "haproxy.log", "wb") as log:  # the child keeps its own copy
-            self.proc = subprocess.Popen([binary, "-db", "-f", str(self.cfg)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/health", timeout=1).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        raise RuntimeError("haproxy did not come up: " + (self.folder / "haproxy.log").read_text())
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
+        self.launch([binary, "-db", "-f", str(self.cfg)], cwd=self.folder, env=dict(os.environ),
+                    log_path=self.folder / "haproxy.log", ready_url=self.url + "/health", timeout=15, what="haproxy")
+        return self

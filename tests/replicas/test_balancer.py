@@ -20,9 +20,9 @@ import psycopg
 import pytest
 import websockets
 
-from tests.faults.conftest import wait_for
 from tests.replicas.conftest import Haproxy, Machines
-from tests.ws.conftest import WS
+from tests.support.wait import wait_for
+from tests.support.ws import WS
 
 pytestmark = pytest.mark.slow
 

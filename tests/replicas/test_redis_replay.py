@@ -7,7 +7,7 @@ import asyncio
 import httpx
 import pytest
 
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ import pytest
 import websockets
 
 from tests.conftest import NO_TURN_LIMITS, redis_up
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 
 REDIS = ("127.0.0.1", 6379)
 REDIS_DB = 13  # channels_redis keys only, all with expiries

@@ -11,11 +11,9 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,8 @@ from websockets.asyncio.server import serve
 
 from hosting.client import connect as our_connect
 from tests.conftest import NO_TURN_LIMITS, HostProcess, ServerProcess, free_port, host_env
-from tests.relay.conftest import RelayProcess
+from tests.support.hosts import RelayProcess, wait_listed
+from tests.support.uploads import data_url
 
 from .conftest import new_keys
 
@@ -50,17 +49,6 @@ class LanHost(HostProcess):
         return f"ws://{LAN}:{self.port}/ws"
 
 
-def _listed(relay: RelayProcess, address: str, timeout: float = 30) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(httpx.HTTPError):
-            reply = httpx.get(f"{relay.http}/api/agents/{address}", timeout=2)
-            if reply.status_code == 200:
-                return reply.json()
-        time.sleep(0.1)
-    raise AssertionError(f"{address} never listed on the relay")
-
-
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory):
     process = RelayProcess(cwd=tmp_path_factory.mktemp("sealrelay")).start()
@@ -73,7 +61,7 @@ def lan_host(relay, tmp_path_factory):
     folder = tmp_path_factory.mktemp("seallan")
     host = LanHost(folder, *NO_TURN_LIMITS, "--host", LAN, "--relay-url", relay.base).start()
     address = httpx.get(host.url + "/info").json()["address"]
-    assert _listed(relay, address)["endpoints"] == [host.url, host.ws_url]
+    assert wait_listed(relay.http, address)["endpoints"] == [host.url, host.ws_url]
     host.address = address  # type: ignore[attr-defined]
     yield host
     host.stop()
@@ -87,7 +75,7 @@ def relayed_host(relay, tmp_path_factory):
     (folder / ".co" / "host.yaml").write_text("announce_loopback: false\n")
     host = HostProcess(folder, *NO_TURN_LIMITS, "--relay-url", relay.base).start()
     address = httpx.get(host.url + "/info").json()["address"]
-    assert _listed(relay, address)["endpoints"] == []
+    assert wait_listed(relay.http, address)["endpoints"] == []
     host.address = address  # type: ignore[attr-defined]
     yield host
     host.stop()
@@ -114,7 +102,7 @@ def test_released_client_stays_on_the_sealed_direct_socket_to_a_lan_address(rela
     assert note.text == "Done: note saved: milk." and asked[0]["tool"] == "save_note"
     assert agent._resolved_endpoint == direct
 
-    data = "data:text/plain;base64," + base64.b64encode(b"the lan secret is 42").decode()
+    data = data_url("text/plain", b"the lan secret is 42")
     read = agent.input("read the file", timeout=60, files=[{"name": "lan.txt", "data": data}])
     assert "the lan secret is 42" in read.text and agent._resolved_endpoint == direct
 

@@ -15,6 +15,7 @@ import websockets
 from connectonion.network import sealed as released
 
 from tests.conftest import NO_TURN_LIMITS
+from tests.support.uploads import data_url
 from trust.signing import canonical_bytes, signature_valid
 
 from .conftest import SealedWS, command, new_keys, released_keys, signed_connect
@@ -287,7 +288,7 @@ async def test_sealed_approval_runs_the_gated_tool(host, address):
 
 async def test_sealed_upload_reaches_the_agent(host, address):
     me = new_keys()
-    data = "data:text/plain;base64," + base64.b64encode(b"the sealed secret is 42").decode()
+    data = data_url("text/plain", b"the sealed secret is 42")
     async with await SealedWS.open(host.ws_url, me, address) as ws:
         await hello(ws, me, address)
         output = (await sealed_turn(ws, me, address, "read the file",

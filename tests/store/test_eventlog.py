@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 
 from sessions_app.eventlog import EventLog
 
@@ -91,3 +92,20 @@ def test_pages_bounded_in_bytes_skip_nothing_across_committed_and_pending_rows(t
         last = seen[-1]
     assert seen == list(range(1, 41))
     assert [e["id"] for e in log.after("s", 0, max_bytes=10)] == ["1"]  # one event larger than the page
+
+
+def test_a_terminal_event_returns_only_once_the_turn_is_committed(tmp_path):
+    """Issue 20: a turn's events are in the log (visible to every worker) before its answer is sent."""
+    log = EventLog(tmp_path / "events.sqlite3")
+    other = EventLog(tmp_path / "events.sqlite3")  # another worker's view of the same file
+    blocker = sqlite3.connect(tmp_path / "events.sqlite3", isolation_level=None, check_same_thread=False)
+    blocker.execute("BEGIN IMMEDIATE")  # another process holds the write lock for a moment
+    release = threading.Timer(0.3, blocker.execute, args=("COMMIT",))
+    release.start()
+    for seq in range(1, 4):
+        log.append("s1", seq, 1, _event(seq))
+    began = time.monotonic()
+    log.append("s1", 4, 1, {"type": "OUTPUT", "id": "4", "result": "done"})
+    assert 0.2 < time.monotonic() - began < 4  # it waited for the lock, and not for the 5 s bound
+    release.join()
+    assert [e["id"] for e in other.after("s1", 0)] == ["1", "2", "3", "4"]  # committed, not only queued

@@ -1,10 +1,13 @@
-"""Real servers on loopback for the tests: any server as its own process group (ServerProcess), and
-``manage.py runhost`` in a project folder (HostProcess)."""
+"""Real servers on loopback for the tests: any server as its own process group (ServerProcess),
+``manage.py runhost`` in a project folder (HostProcess), ``manage.py runrelay`` (RelayProcess) and a throwaway
+``redis-server`` that a test may kill (OwnRedis)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.support.net import free_port
+from tests.support.net import free_port, redis_up
+from tests.support.wait import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 MANAGE = REPO / "manage.py"
@@ -23,13 +27,52 @@ MANAGE = REPO / "manage.py"
 NO_TURN_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0")
 
 
+def same_python_flags(env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus what makes a spawned Python run as this one does: ``-X dev`` (PYTHONDEVMODE) and the ``-W``
+    filters (PYTHONWARNINGS), so ``python -X dev -W error::ResourceWarning -m pytest`` checks the servers the
+    tests start as well as the test process."""
+    if sys.flags.dev_mode:
+        env["PYTHONDEVMODE"] = "1"
+    if sys.warnoptions:
+        env["PYTHONWARNINGS"] = ",".join(sys.warnoptions)
+    return env
+
+
 def host_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "OPENONION_", "AGENT_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["AGENT_CONFIG_PATH"] = env.get("CO_TEST_MACHINE_DIR", "/nonexistent-machine-dir")
     env.update(extra)
-    return env
+    return same_python_flags(env)
+
+
+def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+    """Signal ``proc``'s process group and reap it, killing the group if it outlives ``timeout``."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+class Loopback:
+    """The URLs of a server at ``ip``:``port`` (a subclass bound elsewhere sets ``ip``)."""
+
+    ip = "127.0.0.1"
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ip}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.ip}:{self.port}/ws"
 
 
 class ServerProcess:
@@ -39,12 +82,17 @@ class ServerProcess:
     log_path: Path | None = None
     stop_timeout: float = 20
 
-    def launch(self, cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, ready_url: str,
-               timeout: float, what: str, mode: str = "w", poll: float = 0.1) -> None:
+    def spawn(self, cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, mode: str = "w") -> None:
+        """Start ``cmd`` as its own process group, its output going to ``log_path`` (no readiness check)."""
         self.log_path = log_path
         with open(log_path, mode) as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                          text=True, start_new_session=True)
+
+    def launch(self, cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, ready_url: str,
+               timeout: float, what: str, mode: str = "w", poll: float = 0.1) -> None:
+        """:meth:`spawn`, then wait until ``ready_url`` answers 200 (failing with the output if it exits)."""
+        self.spawn(cmd, cwd=cwd, env=env, log_path=log_path, mode=mode)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -69,22 +117,15 @@ class ServerProcess:
         return out
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Signal the process group and reap it."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=self.stop_timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=5)
+        """Signal the process group and reap it (SIGKILL after ``stop_timeout``)."""
+        if self.proc is not None:
+            stop_group(self.proc, sig, self.stop_timeout)
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
 
-class HostProcess(ServerProcess):
+class HostProcess(Loopback, ServerProcess):
     """``manage.py runhost`` in a project folder, on a free loopback port."""
 
     def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
@@ -95,14 +136,6 @@ class HostProcess(ServerProcess):
         self.env = host_env(**(env or {}))
         self.ready_path = ready_path
         self.log_path = project / "host-output.log"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     def start(self, timeout: float = 40) -> HostProcess:
         cmd = [sys.executable, str(MANAGE), "runhost", *self.args, "--port", str(self.port)]
@@ -155,3 +188,98 @@ class HostProcess(ServerProcess):
             for pid in others:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
+
+
+class RelayProcess(ServerProcess):
+    """``manage.py runrelay`` as a real process (daphne) on a free loopback port, logging into ``cwd``."""
+
+    stop_timeout = 15
+
+    def __init__(self, *args: str, port: int | None = None, cwd: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.args = list(args)
+        self.cwd = cwd
+
+    @property
+    def base(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> RelayProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "RELAY_", "AGENT_"))}
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        env["PYTHONPATH"] = str(REPO)
+        env["CONNECTONION_HOST_ARGS"] = json.dumps({"project_dir": str(self.cwd), "relay_url": None})
+        same_python_flags(env)
+        cmd = [sys.executable, str(MANAGE), "runrelay", "--port", str(self.port), *self.args]
+        assert self.cwd is not None
+        self.launch(cmd, cwd=self.cwd, env=env, log_path=self.cwd / f"relay-{self.port}.log",
+                    ready_url=self.http + "/health", timeout=timeout, what="relay", mode="a", poll=0.05)
+        return self
+
+
+def wait_listed(relay_http: str, address: str, timeout: float = 30) -> dict:
+    """The relay's lookup entry for ``address`` (``GET /api/agents/<address>`` on ``relay_http``) once the
+    agent is listed there."""
+    def lookup() -> dict | None:
+        reply = httpx.get(f"{relay_http}/api/agents/{address}", timeout=2)
+        return reply.json() if reply.status_code == 200 else None
+
+    return wait_for(lookup, timeout, f"{address} listed on the relay", interval=0.1, ignore=(httpx.HTTPError,))
+
+
+class OwnRedis:
+    """A throwaway ``redis-server`` on a free loopback port that tests may kill, stop and restart (the shared
+    Redis on 6379 is never touched)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> OwnRedis:
+        import pytest
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            pytest.skip("redis-server is not installed (this test needs a Redis of its own to kill or restart)")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(self.ping, 10, "own redis-server answers PING")
+        return self
+
+    def restart(self) -> None:
+        """A fresh, empty server on the same port (after ``kill``)."""
+        self.kill()
+        self.start()
+
+    def ping(self) -> bool:
+        return redis_up(("127.0.0.1", self.port))
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)
+            self.kill()

@@ -62,3 +62,17 @@ def drip_until_answered(sock: socket.socket, drip: bytes, *, limit: float) -> by
             break
         answer += chunk
     return answer
+
+
+def exchange(port: int, request: bytes, more: bytes = b"", *, timeout: float = 10) -> bytes:
+    """Send raw bytes to 127.0.0.1:``port`` (then ``more``, unless the server has closed on us) and return all
+    it answers until it closes or stays silent for ``timeout`` seconds."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        with contextlib.suppress(OSError):  # closed on us: its answer is still in our receive buffer
+            sock.sendall(more)
+        answer = b""
+        with contextlib.suppress(OSError):
+            while chunk := sock.recv(65536):
+                answer += chunk
+        return answer

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,6 @@ from nacl.signing import SigningKey
 
 from common.errors import HostError
 from hosting.core.config import HostConfig
-from tests.fake_openai import openai_server
 from tests.support.envelopes import signed
 from trust.identity import AgentIdentity
 
@@ -58,33 +56,3 @@ def raises_exactly(call: Callable[[], Any], status: int, message: str) -> HostEr
         call()
     assert (info.value.status, info.value.message) == (status, message)
     return info.value
-
-
-@dataclass
-class FakeModel:
-    """A local OpenAI-compatible server: answers every chat completion with ``reply`` after ``delay``."""
-
-    reply: str = '{"decision": "ACCEPT", "reason": "looks fine"}'
-    delay: float = 0.0
-    status: int = 200
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    @property
-    def calls(self) -> int:
-        return len(self.requests)
-
-
-@pytest.fixture
-def fake_model() -> Iterator[FakeModel]:
-    model = FakeModel()
-
-    def answer(body: dict[str, Any], auth: str | None, path: str) -> tuple[int, str]:
-        model.requests.append({"path": path, "body": body, "auth": auth})
-        if model.delay:
-            time.sleep(model.delay)
-        return model.status, model.reply
-
-    with openai_server(answer) as url:
-        model.url = url
-        yield model

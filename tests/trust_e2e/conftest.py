@@ -1,17 +1,14 @@
-"""Helpers for end-to-end trust tests: client keys, signed bodies, and a local fake model server."""
+"""Helpers for end-to-end trust tests: client keys, signed bodies, the environment pointing a host at the
+fake model (the ``fake_model`` fixture of ``tests/conftest.py``)."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pytest
 from nacl.signing import SigningKey
 
-from tests.fake_openai import openai_server
+from tests.support.fake_model import FakeModel
 from trust.identity import address_of
 
 
@@ -31,33 +28,7 @@ def wait_for_output(host: Any, text: str, deadline: float = 10.0) -> str:
     return host.wait_for_output(text, deadline)
 
 
-@dataclass
-class FakeLLM:
-    """A loopback OpenAI-compatible chat endpoint whose answer the test sets."""
-
-    decision: str = "ACCEPT"
-    reason: str = "fine"
-    requests: list[dict[str, Any]] = field(default_factory=list)
-    url: str = ""
-
-    def texts(self) -> str:
-        return json.dumps(self.requests)
-
-
-@pytest.fixture
-def fake_llm() -> Iterator[FakeLLM]:
-    llm = FakeLLM()
-
-    def answer(body: dict[str, Any], auth: str | None, path: str) -> tuple[int, str]:
-        llm.requests.append(body)
-        return 200, json.dumps({"decision": llm.decision, "reason": llm.reason})
-
-    with openai_server(answer) as url:
-        llm.url = url
-        yield llm
-
-
-def llm_env(llm: FakeLLM | None, url: str | None = None, **extra: str) -> dict[str, str]:
+def llm_env(llm: FakeModel | None, url: str | None = None, **extra: str) -> dict[str, str]:
     # A generous judge timeout: the first connectonion import in a loaded host can take seconds.
     env = {"OPENAI_BASE_URL": url or (llm.url if llm else ""), "OPENAI_API_KEY": "sk-local",
            "CONNECTONION_TRUST_MODEL": "judge-model", "CONNECTONION_TRUST_TIMEOUT": "30"}

@@ -11,6 +11,7 @@ from nacl.signing import SigningKey
 
 from tests.conftest import MANAGE, host_env
 from tests.support.envelopes import signed
+from tests.support.wait import wait_for
 from tests.trust_e2e.conftest import address, host_address, llm_env, post_input, wait_for_output
 from trust.signing import sign_headers
 
@@ -125,14 +126,14 @@ def test_blacklist_from_every_source_beats_even_a_garbage_signature(start_host, 
     assert "forbidden: blacklisted" in logs and address(by_file) in logs
 
 
-def test_whitelist_from_every_source_bypasses_a_rejecting_policy(start_host, project, fake_llm):
-    fake_llm.decision, fake_llm.reason = "REJECT", "not on my guest list"
+def test_whitelist_from_every_source_bypasses_a_rejecting_policy(start_host, project, fake_model):
+    fake_model.decide("REJECT", "not on my guest list")
     by_arg, by_yaml, by_file, by_db, stranger = (SigningKey.generate() for _ in range(5))
     (project / ".co").mkdir()
     (project / ".co" / "host.yaml").write_text(f"whitelist:\n  - {address(by_yaml)}\n")
     (project / ".co" / "whitelist.txt").write_text(address(by_file) + "\n")
     host = start_host(ECHO, "--trust", "Only accept requests from researchers.", "--whitelist", address(by_arg),
-                      env=llm_env(fake_llm))
+                      env=llm_env(fake_model))
     to = host_address(host)
     for key in (by_arg, by_yaml, by_file):
         reply = post_input(host, signed(key, to, prompt="hello"))
@@ -140,11 +141,11 @@ def test_whitelist_from_every_source_bypasses_a_rejecting_policy(start_host, pro
         bad = signed(key, to, prompt="hello")
         bad["payload"]["prompt"] = "changed"
         assert error(post_input(host, bad)) == (401, "unauthorized: invalid signature")
-    assert fake_llm.requests == []  # whitelisted callers never reach the model
+    assert fake_model.requests == []  # whitelisted callers never reach the model
 
     assert error(post_input(host, signed(stranger, to, prompt="let me in"))) == (
         403, "forbidden: not on my guest list")
-    text = fake_llm.texts()
+    text = fake_model.texts()
     assert "let me in" in text and address(stranger) in text and "Only accept requests from researchers." in text
 
     # an admin-style ListEntry in the host's database takes effect without a restart
@@ -154,24 +155,22 @@ def test_whitelist_from_every_source_bypasses_a_rejecting_policy(start_host, pro
          f"from trust.models import ListEntry; ListEntry.objects.create(address='{address(by_db)}', kind='whitelist')"],
         cwd=project, env=host_env(), capture_output=True, text=True, timeout=60)
     assert added.returncode == 0, added.stderr
-    deadline = time.monotonic() + 10
-    while (status := post_input(host, signed(by_db, to, prompt="db")).status_code) != 200:
-        assert time.monotonic() < deadline, status
-        time.sleep(0.2)
+    wait_for(lambda: post_input(host, signed(by_db, to, prompt="db")).status_code == 200, 10,
+             "the database whitelist entry to take effect", interval=0.2)
     out = wait_for_output(host, "reason=whitelisted")
     assert "level=custom" in out
 
 
-def test_natural_language_policy_accept_reject_and_unavailable(start_host, fake_llm, tmp_path):
+def test_natural_language_policy_accept_reject_and_unavailable(start_host, fake_model, tmp_path):
     policy = "Only accept requests that ask about the weather."
-    host = start_host(ECHO, "--trust", policy, env=llm_env(fake_llm))
+    host = start_host(ECHO, "--trust", policy, env=llm_env(fake_model))
     to = host_address(host)
     a, b = SigningKey.generate(), SigningKey.generate()
     reply = post_input(host, signed(a, to, prompt="weather in Paris?"))
     assert reply.status_code == 200, reply.text
-    first = fake_llm.requests[-1]["messages"][-1]["content"]
+    first = fake_model.bodies()[-1]["messages"][-1]["content"]
     assert "weather in Paris?" in first and address(a) in first
-    fake_llm.decision, fake_llm.reason = "REJECT", "off topic"
+    fake_model.decide("REJECT", "off topic")
     assert error(post_input(host, signed(b, to, prompt="tell a joke"))) == (403, "forbidden: off topic")
     host.stop()
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from typing import Any
@@ -11,46 +10,11 @@ import pytest
 import websockets
 from nacl.signing import SigningKey
 
+from tests.support.ws import WS
 from tests.trust_e2e.conftest import address, host_address, wait_for_output
 from trust.signing import sign_command, sign_payload
 
 ECHO = "tests.agents:echo_factory"
-
-
-class Sock:
-    def __init__(self, sock: Any) -> None:
-        self.sock = sock
-
-    @classmethod
-    async def open(cls, host: Any) -> Sock:
-        return cls(await websockets.connect(host.ws_url, ping_interval=None))
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.sock.send(json.dumps(frame))
-
-    async def recv(self, timeout: float = 10) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("no frame in time")
-            frame = json.loads(await asyncio.wait_for(self.sock.recv(), left))
-            if frame.get("type") == "PING":
-                await self.send({"type": "PONG"})
-                continue
-            return frame
-
-    async def until(self, *types: str, timeout: float = 15) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-        seen: list[dict[str, Any]] = []
-        deadline = time.monotonic() + timeout
-        while True:
-            frame = await self.recv(max(0.1, deadline - time.monotonic()))
-            seen.append(frame)
-            if frame.get("type") in types:
-                return frame, seen
-
-    async def close(self) -> None:
-        await self.sock.close()
 
 
 def connect_frame(key: SigningKey, to: str, *, v2: bool = True, **extra: Any) -> dict[str, Any]:
@@ -60,10 +24,10 @@ def connect_frame(key: SigningKey, to: str, *, v2: bool = True, **extra: Any) ->
     return {"type": "CONNECT", **extra, **sign_payload(key, payload)}
 
 
-async def v2_socket(host: Any, key: SigningKey, to: str, **extra: Any) -> tuple[Sock, dict[str, Any]]:
-    sock = await Sock.open(host)
+async def v2_socket(host: Any, key: SigningKey, to: str, **extra: Any) -> tuple[WS, dict[str, Any]]:
+    sock = await WS.open(host.ws_url)
     await sock.send(connect_frame(key, to, **extra))
-    connected, _ = await sock.until("CONNECTED", "ERROR")
+    connected = (await sock.until(("CONNECTED", "ERROR")))[-1]
     assert connected["type"] == "CONNECTED", connected
     return sock, connected
 
@@ -79,9 +43,9 @@ async def test_signed_init_with_0x_signature_and_float_timestamp(careful):
     key = SigningKey.generate()
     body = sign_payload(key, {"to": to, "timestamp": time.time()})
     body["signature"] = "0x" + body["signature"]
-    sock = await Sock.open(host)
+    sock = await WS.open(host.ws_url)
     await sock.send({"type": "INIT", **body})
-    frame, _ = await sock.until("CONNECTED", "ERROR")
+    frame = (await sock.until(("CONNECTED", "ERROR")))[-1]
     assert frame["type"] == "CONNECTED" and frame["status"] == "new"
     await sock.close()
 
@@ -93,7 +57,7 @@ async def test_v2_commands_are_checked_one_by_one(careful):
     async def refused(command: dict[str, Any]) -> str:
         sock, _ = await v2_socket(host, a, to)
         await sock.send(command)
-        frame, _ = await sock.until("ERROR", "OUTPUT")
+        frame = (await sock.until(("ERROR", "OUTPUT")))[-1]
         await sock.close()
         return frame.get("message", frame)
 
@@ -110,10 +74,10 @@ async def test_v2_commands_are_checked_one_by_one(careful):
     command = sign_command(a, {"type": "INPUT", "prompt": "from the payload"}, to=to)
     command["prompt"] = "top-level copy"
     await sock.send(command)
-    output, _ = await sock.until("OUTPUT", "ERROR")
+    output = (await sock.until(("OUTPUT", "ERROR")))[-1]
     assert output["type"] == "OUTPUT" and output["result"] == "echo: from the payload"
     await sock.send(command)
-    again, _ = await sock.until("ERROR", "OUTPUT")
+    again = (await sock.until(("ERROR", "OUTPUT")))[-1]
     assert again["message"] == "unauthorized: signed command already used"
     await sock.close()
     out = wait_for_output(host, "reason=unauthorized: signed command already used")
@@ -126,9 +90,9 @@ async def test_byte_identical_v2_connects_both_succeed(careful):
     frame = connect_frame(key, to)
     ids = []
     for _ in range(2):
-        sock = await Sock.open(host)
+        sock = await WS.open(host.ws_url)
         await sock.send(frame)
-        reply, _ = await sock.until("CONNECTED", "ERROR")
+        reply = (await sock.until(("CONNECTED", "ERROR")))[-1]
         assert reply["type"] == "CONNECTED", reply
         ids.append(reply["session_id"])
         await sock.close()
@@ -141,7 +105,7 @@ async def test_another_signers_session_is_neither_resumed_nor_attached(careful):
     sock, connected = await v2_socket(host, a, to)
     sid = connected["session_id"]
     await sock.send(sign_command(a, {"type": "INPUT", "prompt": "secret of A"}, to=to))
-    output, _ = await sock.until("OUTPUT", "ERROR")
+    output = (await sock.until(("OUTPUT", "ERROR")))[-1]
     assert output["type"] == "OUTPUT"
     await sock.close()
 
@@ -155,10 +119,10 @@ async def test_another_signers_session_is_neither_resumed_nor_attached(careful):
     assert "secret of A" not in json.dumps(later)
     await thief.close()
 
-    attach = await Sock.open(host)
+    attach = await WS.open(host.ws_url)
     payload = {"to": to, "timestamp": int(time.time()), "session_id": sid}
     await attach.send({"type": "ATTACH", "session_id": sid, "last_msg_id": "0", **sign_payload(b, payload)})
-    reply, _ = await attach.until("CONNECTED", "ERROR")
+    reply = (await attach.until(("CONNECTED", "ERROR")))[-1]
     assert reply["status"] == "expired" and reply["session_id"] != sid
     assert "secret of A" not in json.dumps(reply)
     await attach.close()
@@ -168,16 +132,16 @@ async def test_strict_and_blacklist_handshakes(start_host):
     bad = SigningKey.generate()
     host = start_host(ECHO, "--trust", "strict", "--blacklist", address(bad))
     to = host_address(host)
-    sock = await Sock.open(host)
+    sock = await WS.open(host.ws_url)
     await sock.send({"type": "CONNECT"})
-    frame, _ = await sock.until("ERROR", "CONNECTED")
+    frame = (await sock.until(("ERROR", "CONNECTED")))[-1]
     assert frame["type"] == "ERROR" and frame["message"] == "unauthorized: signed request required"
     with pytest.raises(websockets.ConnectionClosed):  # ERROR, then the host closes the socket
         await sock.recv(timeout=10)
 
-    sock = await Sock.open(host)
+    sock = await WS.open(host.ws_url)
     await sock.send(connect_frame(bad, to))
-    frame, _ = await sock.until("ERROR", "CONNECTED")
+    frame = (await sock.until(("ERROR", "CONNECTED")))[-1]
     assert frame["message"] == "forbidden: blacklisted"
     await sock.close()
 
@@ -192,12 +156,13 @@ async def test_a_signed_input_as_the_first_frame_is_its_own_handshake_at_strict(
     host = start_host(ECHO, "--trust", "strict")
     key = SigningKey.generate()
     payload = {"prompt": "hi", "to": host_address(host), "timestamp": int(time.time()), "nonce": "first-frame-1"}
-    sock = await Sock.open(host)
+    sock = await WS.open(host.ws_url)
     await sock.send({"type": "INPUT", **sign_payload(key, payload)})
-    terminal, seen = await sock.until("OUTPUT", "ERROR")
+    seen = await sock.until(("OUTPUT", "ERROR"))
+    terminal = seen[-1]
     assert terminal["type"] == "OUTPUT", seen
     assert seen[0]["type"] == "CONNECTED"
     await sock.send({"type": "INPUT", **sign_payload(key, payload)})  # the same capture again: refused
-    terminal, _ = await sock.until("OUTPUT", "ERROR")
+    terminal = (await sock.until(("OUTPUT", "ERROR")))[-1]
     assert terminal["type"] == "ERROR" and "already used" in terminal["message"]
     await sock.close()

@@ -332,6 +332,113 @@ def test_the_http_panel_continues_the_chat_session(open_docs):
     assert "curl -X POST" in page.locator(tid("http-curl")).inner_text()
     assert agent_reply(page, 1) == "Your name is Ada."
     assert page.locator(".via").last.inner_text() == "via POST /input"
+    # The page's socket follows the session, so the HTTP turn also streams to it live: the prompt and the
+    # answer are shown once each, however the page hears of them (and after the session panel's refresh).
+    page.wait_for_selector(f'{tid("session-status")}[data-state="done"]', timeout=TIMEOUT_MS)
+    page.wait_for_timeout(500)
+    assert _bubbles(page, "bubble-user", "what is my name") == 1
+    assert _bubbles(page, "bubble-agent", "Your name is Ada.") == 1
+
+
+def test_a_turn_sent_from_another_tab_shows_its_prompt_once(open_docs, browser):
+    """A second tab resumes the same conversation and sends a prompt: the first tab follows that turn
+    (``user_message``, then the turn's own ``user_input``) and draws the prompt once, as another viewer's."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        first = open_docs(context=context)
+        agent_reply(first, send(first, "my name is Ada"))
+        wait_ready(first)
+        second = open_docs(context=context)
+        agent_reply(second, send(second, "what is my name"))
+        assert agent_reply(first, 1) == "Your name is Ada."
+        wait_ready(first)
+        first.wait_for_timeout(500)
+        assert _bubbles(first, "bubble-user", "what is my name") == 1
+        assert first.locator(".bubble-user .via").last.inner_text() == "from another viewer"
+        assert _bubbles(second, "bubble-user", "what is my name") == 1
+    finally:
+        context.close()
+
+
+class HeldFrames:
+    """The page's /ws with the server's frames held back from the first ``user_message`` on (a turn another
+    client started: here the HTTP panel's), until ``release`` lets them through, up to a frame type or all."""
+
+    def __init__(self, context):
+        self.held: list[str] = []
+        self.page_side = None
+        context.route_web_socket("**/ws", self._route)
+
+    def _route(self, ws):
+        server = ws.connect_to_server()
+        self.page_side = ws
+        server.on_message(self._from_server)
+
+    def _from_server(self, message):
+        if self.held or json.loads(message).get("type") == "user_message":
+            self.held.append(message)
+        else:
+            self.page_side.send(message)
+
+    def release(self, through: str | None = None) -> None:
+        while self.held:
+            message = self.held.pop(0)
+            self.page_side.send(message)
+            if json.loads(message).get("type") == through:
+                return
+
+
+@pytest.mark.parametrize("order", ["reply first", "reply mid-stream", "stream first"])
+def test_the_http_panels_turn_is_shown_once_whichever_comes_first(open_docs, browser, order):
+    """The reply to the HTTP panel's POST /input and the page's live stream of that turn race: the prompt and
+    the answer are drawn once, labelled, in each order, and the page is ready again after."""
+    context = browser.new_context(viewport={"width": 1280, "height": 860})
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        frames = HeldFrames(context)
+        held_reply = []
+        context.route("**/input", lambda route: held_reply.append((route, route.fetch())))
+        page = open_docs(context=context)
+        agent_reply(page, send(page, "my name is Ada"))
+        wait_ready(page)
+        page.click(f"{tid('http-panel')} > summary")
+        page.fill(tid("http-prompt"), "what is my name")
+        page.click(tid("http-send"))
+        _wait(page, lambda: held_reply and frames.held and json.loads(frames.held[-1])["type"] == "OUTPUT")
+        route, response = held_reply[0]
+        if order == "stream first":
+            frames.release()
+            page.locator(tid("message-agent")).nth(1).wait_for()
+        elif order == "reply mid-stream":
+            frames.release(through="thinking")
+            page.locator(tid("event-thinking")).nth(1).wait_for()
+        route.fulfill(response=response)
+        page.wait_for_function("() => document.querySelector('[data-testid=http-response]').textContent.length > 0")
+        frames.release()
+        wait_ready(page)
+        page.wait_for_timeout(500)
+        assert _bubbles(page, "bubble-user", "what is my name") == 1
+        assert _bubbles(page, "bubble-agent", "Your name is Ada.") == 1
+        assert page.locator(".bubble-agent .via").last.inner_text() == "via POST /input"
+        assert page.locator(".bubble-user .via").last.inner_text() == "via POST /input"
+    finally:
+        context.close()
+
+
+def _wait(page, condition, timeout: float = TIMEOUT_MS / 1000) -> None:
+    """Poll ``condition`` (test-side state) while the page's handlers run, up to ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(50)
+
+
+def _bubbles(page, kind: str, text: str) -> int:
+    """How many chat bubbles of ``kind`` (bubble-user, bubble-agent) read exactly ``text``."""
+    return sum(1 for shown in page.locator(f".{kind} .message-text").all_inner_texts() if shown == text)
 
 
 def test_the_session_panel_shows_the_stored_record(open_docs):

@@ -32,6 +32,7 @@ from hosting.core.uploads import (
     reminder_message,
     save_files,
 )
+from tests.support.uploads import data_url
 
 MiB = 1024 * 1024
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True)
@@ -65,10 +66,6 @@ HINT_SIZE = "Increase max_file_size in host.yaml"
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
-
-
-def data_url(media_type: str, data: bytes) -> str:
-    return f"data:{media_type};base64,{b64(data)}"
 
 
 def png_of(size: int) -> bytes:

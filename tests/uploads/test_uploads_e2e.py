@@ -3,30 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import struct
-import zlib
 
 import httpx
 import pytest
 import websockets
 
-
-def png(width: int = 3, height: int = 2) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    raw = b"".join(b"\x00" + b"\x00\x00\x00" * width for _ in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def data_url(mime: str, payload: bytes) -> str:
-    return f"data:{mime};base64,{base64.b64encode(payload).decode()}"
-
-
-PDF = b"%PDF-1.4\n1 0 obj << >> endobj\nBT (Quarterly revenue grew nicely) Tj ET\n%%EOF\n"
+from tests.support.uploads import PDF, data_url, png
 
 
 def post(host, body: dict) -> httpx.Response:

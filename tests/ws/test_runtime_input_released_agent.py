@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ws.conftest import WS
+from tests.support.ws import WS
 
 
 @pytest.fixture(scope="module")

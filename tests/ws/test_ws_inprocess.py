@@ -9,19 +9,9 @@ import pytest
 from channels.testing import WebsocketCommunicator
 
 from connectonion_site.asgi import application
+from tests.support.ws import frames_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def frames_until(comm: WebsocketCommunicator, *types: str, timeout: float = 10) -> list[dict]:
-    got: list[dict] = []
-    while True:
-        frame = json.loads(await comm.receive_from(timeout=timeout))
-        if frame["type"] == "PING":
-            continue
-        got.append(frame)
-        if frame["type"] in types:
-            return got
 
 
 async def test_an_empty_seal_is_refused_and_the_socket_closed():
@@ -41,7 +31,7 @@ async def test_connect_then_a_tool_turn():
     hello = await frames_until(comm, "AGENT_PROFILE")
     assert [f["type"] for f in hello] == ["CONNECTED", "AGENT_PROFILE"] and hello[0]["status"] == "new"
     await comm.send_json_to({"type": "INPUT", "prompt": "translate hello to spanish", "input_id": "a"})
-    frames = await frames_until(comm, "OUTPUT", "ERROR")
+    frames = await frames_until(comm, ("OUTPUT", "ERROR"))
     kinds = [f["type"] for f in frames]
     assert kinds.index("tool_call") < kinds.index("tool_result") < kinds.index("OUTPUT")
     assert frames[-1]["input_id"] == "a" and "hola" in frames[-1]["result"]
@@ -96,13 +86,13 @@ async def test_attach_replays_a_turn_longer_than_a_page_exactly_once(monkeypatch
     comm = WebsocketCommunicator(application, "/ws")
     await comm.connect()
     await comm.send_json_to({"type": "INPUT", "prompt": "count to 6"})
-    live = [f for f in await frames_until(comm, "OUTPUT", "ERROR") if "id" in f]
+    live = [f for f in await frames_until(comm, ("OUTPUT", "ERROR")) if "id" in f]
     await comm.disconnect()
     assert len(live) > 3 * 7
     for cursor in (0, int(live[9]["id"])):
         comm = WebsocketCommunicator(application, "/ws")
         await comm.connect()
         await comm.send_json_to({"type": "ATTACH", "session_id": live[-1]["session_id"], "last_msg_id": str(cursor)})
-        replayed = [f for f in await frames_until(comm, "OUTPUT", "ERROR") if f["type"] != "CONNECTED"]
+        replayed = [f for f in await frames_until(comm, ("OUTPUT", "ERROR")) if f["type"] != "CONNECTED"]
         await comm.disconnect()
         assert replayed == [f for f in live if int(f["id"]) > cursor]

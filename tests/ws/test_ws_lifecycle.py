@@ -7,7 +7,8 @@ import time
 import pytest
 import websockets
 
-from .conftest import WS
+from tests.support.ws import WS
+
 from .test_ws_turns import turn, wait_record
 
 

@@ -4,7 +4,6 @@ In-process, the real ASGI application and the demo agent's 'count slowly until I
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 
@@ -13,24 +12,10 @@ from channels.testing import WebsocketCommunicator
 from nacl.signing import SigningKey
 
 from connectonion_site.asgi import application
+from tests.support.ws import frames_until
 from trust.signing import sign_payload
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-async def frames_until(comm: WebsocketCommunicator, stop, timeout: float = 20) -> list[dict]:
-    """Frames up to the first for which ``stop`` holds (a predicate, or frame type names)."""
-    if not callable(stop):
-        names = (stop,) if isinstance(stop, str) else tuple(stop)
-        stop = lambda f: f["type"] in names  # noqa: E731
-    got: list[dict] = []
-    while True:
-        frame = json.loads(await comm.receive_from(timeout=timeout))
-        if frame["type"] == "PING":
-            continue
-        got.append(frame)
-        if stop(frame):
-            return got
 
 
 async def connected() -> tuple[WebsocketCommunicator, str]:

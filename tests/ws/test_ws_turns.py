@@ -15,8 +15,7 @@ import pytest
 import websockets
 
 from tests.conftest import NO_TURN_LIMITS
-
-from .conftest import WS, events_only
+from tests.support.ws import WS, events_only
 
 SEAL = {"type": "SEAL", "to": "0x" + "ab" * 32, "from": "0x" + "cd" * 32, "ephemeral": "ef" * 32,
         "timestamp": int(time.time()), "signature": "00" * 64}

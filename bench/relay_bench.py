@@ -31,7 +31,8 @@ import websockets  # noqa: E402
 from nacl.signing import SigningKey  # noqa: E402
 from websockets.asyncio.server import serve  # noqa: E402
 
-from hosting.relay.link import EchoConversation, RelayLink  # noqa: E402
+from hosting.relay.echo import EchoConversation  # noqa: E402
+from hosting.relay.link import RelayLink  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
 from trust.identity import AgentIdentity  # noqa: E402
 

@@ -263,7 +263,7 @@ class Soak:
     async def _oversize(self) -> tuple[bool, str]:
         """A body over the cap: half the time a declared 1 GiB of which only the first bytes come, half the time
         a whole body 64 KiB over the cap. The host answers 413 on the headers and closes the connection
-        (``hosting.serving.connections``), so the rest of a body may meet a closed socket."""
+        (``hosting.serving.limits``), so the rest of a body may meet a closed socket."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port)
         declared, sent = (2**30, 1024) if self.rng.random() < 0.5 else (CAP + 65536, CAP + 65536)
         try:

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import psutil  # noqa: E402
 
 from common.errors import UploadRejected  # noqa: E402
-from hosting.core.uploads import parse_uploads, save_files  # noqa: E402
+from hosting.core.upload_input import parse_uploads  # noqa: E402
+from hosting.core.uploads import save_files  # noqa: E402
 
 MiB = 1024 * 1024
 LIMIT_MB, MAX_FILES = 10, 10

@@ -2,7 +2,7 @@
 ``hosting.serving.asgi_limits``, which hold under any ASGI server), ``websocket`` → the /ws consumer.
 
 ``daphne connectonion_site.asgi:application`` serves the agent named by ``CONNECTONION_AGENT``
-(or host.yaml ``agent``), the demo agent by default, with the serving limits of host.yaml (``hosting.serving.connections``).
+(or host.yaml ``agent``), the demo agent by default, with the serving limits of host.yaml (``hosting.serving.limits``).
 """
 
 import os
@@ -28,7 +28,7 @@ from hosting.ws.routing import websocket_application  # noqa: E402
 raise_fd_limit()  # every way of serving, uvicorn and gunicorn too (FI12); daphne's ``install`` does it as well
 
 if "daphne.server" in sys.modules:  # served by daphne (``runhost`` or the daphne command): its connection limits
-    from hosting.serving.connections import ServingLimits, install
+    from hosting.serving.limits import ServingLimits, install
 
     install(ServingLimits.of(settings.HOST))
 

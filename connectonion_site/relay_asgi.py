@@ -18,7 +18,7 @@ from django.conf import settings  # noqa: E402
 from hosting.relay_server.routing import relay_application  # noqa: E402
 
 if "daphne.server" in sys.modules:  # served by daphne (``runrelay``): the same connection limits as a host
-    from hosting.serving.connections import ServingLimits, install
+    from hosting.serving.limits import ServingLimits, install
 
     install(ServingLimits(max_body_bytes=settings.RELAY["max_body_bytes"],
                           header_timeout=settings.RELAY["header_timeout"],

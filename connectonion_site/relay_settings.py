@@ -79,7 +79,7 @@ RELAY = {
     "max_message_bytes": int(_number("RELAY_MAX_MESSAGE_BYTES", 256 * 1024 * 1024)),
     "max_frames_per_second": _number("RELAY_MAX_FRAMES_PER_SECOND", 200.0),
     "send_buffer_bytes": int(_number("RELAY_SEND_BUFFER_MB", 16.0) * 1024 * 1024),
-    # daphne's connection limits (``hosting.serving.connections``): the relay answers no request bodies but its lookup.
+    # daphne's connection limits (``hosting.serving.limits``): the relay answers no request bodies but its lookup.
     "header_timeout": _number("RELAY_HEADER_TIMEOUT", 30.0),
     "max_connections_per_ip": int(_number("RELAY_MAX_CONNECTIONS_PER_IP", 512)),
     "max_body_bytes": 64 * 1024,

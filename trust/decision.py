@@ -1,11 +1,13 @@
-"""What a trust decision is made of: the settings of the policy's model, the facts of one request, and
-the decision. Plain data (no I/O): ``trust.judges`` asks the model, ``trust.policy`` decides.
+"""What a trust decision is made of: the settings of the policy's model, the facts of one request, the
+decision, and the gate's admission of a request (``Admission``). Plain data (no I/O): ``trust.judges`` asks
+the model, ``trust.policy`` decides.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from common.errors import ConfigError
 
@@ -82,3 +84,19 @@ class Decision:
     accept: bool
     reason: str
     source: str  # "rule", "model" or "cache"
+
+
+@dataclass(frozen=True)
+class Admission:
+    """An admitted request. ``signer`` None means anonymous; act on ``payload`` only."""
+
+    signer: str | None
+    payload: dict[str, Any] = field(repr=False)
+    signed: bool
+    level: str  # the caller's list level: whitelist, contact or stranger
+    reason: str
+    repeated: bool = False  # the ledger had seen it and allow_repeat accepted it (D20)
+    # D20 (amended): a repeated handshake proves nothing about who sent it. An unproven socket reveals nothing
+    # of any session until a freshly signed command from ``signer`` arrives on it (PROTOCOL §2.4).
+    unproven: bool = False
+    trust: str = "careful"  # the trust level in force: open, careful, strict or custom

@@ -7,17 +7,14 @@ in a worker thread. Failures raise ``common.errors`` classes carrying the exact 
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from common import metrics
 from common.errors import Forbidden, HostError, Unauthorized
-from trust.decision import TrustRequest, TrustSettings
-from trust.identity import is_address
+from trust.audit import DecisionAudit, Recorder, shown
+from trust.decision import Admission, TrustRequest, TrustSettings
 from trust.policy import Policy, build_policy
 from trust.signing import (
     SIGNED_REQUEST_REQUIRED,
@@ -35,8 +32,6 @@ if TYPE_CHECKING:
     from trust.lists import AccessLists
     from trust.options import TrustOptions
 
-logger = logging.getLogger("connectonion.trust")
-
 BLACKLISTED = "forbidden: blacklisted"
 NOT_WHITELISTED = "forbidden: not on this agent's whitelist"
 REPLAY_CONNECT = "unauthorized: this CONNECT was already used"
@@ -46,42 +41,6 @@ ROUTE_BOUND = "unauthorized: route-bound method and path required"
 ADMIN_ONLY = "forbidden: admin only"
 SUPER_ADMIN_ONLY = "forbidden: super admin only"
 
-Recorder = Callable[..., None]
-ACCEPT_RECORD_INTERVAL = 60.0  # seconds between stored acceptances of one caller (refusals: every one)
-
-
-@dataclass(frozen=True)
-class Admission:
-    """An admitted request. ``signer`` None means anonymous; act on ``payload`` only."""
-
-    signer: str | None
-    payload: dict[str, Any] = field(repr=False)
-    signed: bool
-    level: str  # the caller's list level: whitelist, contact or stranger
-    reason: str
-    repeated: bool = False  # the ledger had seen it and allow_repeat accepted it (D20)
-    # D20 (amended): a repeated handshake proves nothing about who sent it. An unproven socket reveals nothing
-    # of any session until a freshly signed command from ``signer`` arrives on it (PROTOCOL §2.4).
-    unproven: bool = False
-    trust: str = "careful"  # the trust level in force: open, careful, strict or custom
-
-
-def record_decision(*, identity: str, level: str, decision: str, reason: str, transport: str) -> None:
-    """Store one decision as a ``TrustDecision`` row. A storage failure is logged, never raised."""
-    from django.db import DatabaseError
-
-    from trust.models import TrustDecision
-
-    try:
-        TrustDecision.objects.create(
-            identity=identity[:66],
-            level=level[:16],
-            decision=decision[:8],
-            reason=reason[:300],
-            transport=transport[:8],
-        )
-    except DatabaseError as exc:
-        logger.warning("could not record trust decision: %s", exc)
 
 
 def build_gate(
@@ -106,13 +65,6 @@ def build_gate(
     )
 
 
-def _shown(address: Any) -> str:
-    """A claimed address as it may appear in logs: attacker-controlled text never reaches them raw."""
-    if address is None:
-        return "anonymous"
-    return address.lower() if is_address(address) else "invalid-address"
-
-
 class Gate:
     """Decides who may use the agent. Build once per process; thread-safe."""
 
@@ -134,10 +86,8 @@ class Gate:
         self.trust = policy.level
         self.window = float(config.signature_window)
         self.strict_requires_whitelist = bool(config.strict_requires_whitelist)
-        self.recorder = recorder
+        self.audit = DecisionAudit(recorder)
         self.clock = clock
-        self._recent: dict[tuple[str, str, str], float] = {}
-        self._recent_lock = threading.Lock()
 
     @property
     def our_address(self) -> str:
@@ -191,7 +141,7 @@ class Gate:
                 ledger=ledger,
             )
         except HostError as exc:
-            self._log(_shown(claimed), exc, transport)
+            self._log(shown(claimed), exc, transport)
             raise
         self._log(admission.signer or "anonymous", admission, transport)
         return admission
@@ -323,7 +273,7 @@ class Gate:
             if ledger and not self.ledger.claim(verified.signature, expires_at=verified.timestamp + self.window):
                 raise Unauthorized(REPLAY_COMMAND)
         except HostError as exc:
-            self._log(_shown(claimed), exc, transport)
+            self._log(shown(claimed), exc, transport)
             raise
         return verified
 
@@ -378,7 +328,7 @@ class Gate:
                     trust=self.trust,
                 )
         except HostError as exc:
-            self._log(_shown(claimed), exc, transport)
+            self._log(shown(claimed), exc, transport)
             raise
         self._log(admission.signer or "anonymous", admission, transport)
         return admission
@@ -410,13 +360,13 @@ class Gate:
             if not self.lists.is_admin(verified.signer):
                 raise Forbidden(ADMIN_ONLY)
         except HostError as exc:
-            self._log(_shown(claimed), exc, transport)
+            self._log(shown(claimed), exc, transport)
             raise
         admission = Admission(verified.signer, verified.payload, True, "whitelist", "admin", trust=self.trust)
         self._log(verified.signer, admission, transport)
         return admission
 
-    # -- logging --------------------------------------------------------------------------------------
+    # -- the audit (trust.audit) ----------------------------------------------------------------------
 
     def _log(self, who: str, outcome: Admission | HostError, transport: str) -> None:
         if isinstance(outcome, Admission):
@@ -424,30 +374,4 @@ class Gate:
         else:
             decision = "error" if outcome.status >= 500 else "reject"
             reason = outcome.message
-        logger.info(
-            "trust decision: identity=%s level=%s decision=%s reason=%s transport=%s",
-            who,
-            self.trust,
-            decision,
-            reason,
-            transport,
-        )
-        metrics.trust_decision(self.trust, decision)
-        # Every decision goes to the log; the database keeps the ones worth auditing: every refusal, and an
-        # identified caller's acceptance once a minute per kind (not each request of a busy client), never
-        # the anonymous requests an open or careful host lets through.
-        if self.recorder is None or (decision == "accept" and (who == "anonymous" or self._seen_lately(
-                (who, reason, transport)))):
-            return
-        self.recorder(identity=who, level=self.trust, decision=decision, reason=reason, transport=transport)
-
-    def _seen_lately(self, key: tuple[str, str, str], every: float = ACCEPT_RECORD_INTERVAL) -> bool:
-        now = time.monotonic()
-        with self._recent_lock:
-            if len(self._recent) > 10_000:
-                self._recent = {k: t for k, t in self._recent.items() if now - t < every}
-            last = self._recent.get(key)
-            if last is not None and now - last < every:
-                return True
-            self._recent[key] = now
-            return False
+        self.audit.record(who, trust=self.trust, decision=decision, reason=reason, transport=transport)

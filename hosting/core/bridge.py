@@ -1,7 +1,7 @@
 """Live events across worker processes through the Redis channel layer (``redis_url`` with ``--workers N``).
 
 Without it a viewer on another worker sees a turn's events by polling the SQLite event log (about once a
-second, ``hosting.conversation.protocol.Conversation._stream``). With it:
+second, ``hosting.conversation.viewers.Viewers._stream``). With it:
 
 * the process running a turn also sends every event of it to the group ``session.<id>``: one pump task
   per running session awaits ``group_send`` event after event, so order is kept;
@@ -39,7 +39,7 @@ import uuid
 from typing import Any
 
 from common.errors import HostError
-from hosting.core.events import Hub, Subscription
+from hosting.core.bridged_hub import BridgedHub
 
 log = logging.getLogger("connectonion.bridge")
 
@@ -52,44 +52,6 @@ PAUSE = 5.0  # after a failed send or group change, skip the channel layer this 
 CALL_TIMEOUT = 2.0  # a send or group change Redis has not answered by then failed (a frozen Redis: FI5)
 STEER_WAIT = 2 * CALL_TIMEOUT  # no answer from the runner by then: the runtime input was not taken
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (session ids are UUIDs)
-
-
-class BridgedHub(Hub):
-    """The in-process hub plus the bridge hooks: local publishes go out, first/last viewers join/leave."""
-
-    joins_turns = True
-
-    def __init__(self, bridge: Bridge, max_queue_bytes: int) -> None:
-        super().__init__(max_queue_bytes)
-        self.bridge = bridge
-
-    def subscribe(self, session_id: str) -> Subscription:
-        first = not self.viewers(session_id)
-        sub = super().subscribe(session_id)
-        if first:
-            self.bridge.watch(session_id)
-        return sub
-
-    def wants(self, session_id: str) -> bool:
-        return True  # viewers on other workers cannot be seen from here
-
-    def publish(self, session_id: str, event: dict[str, Any]) -> None:
-        super().publish(session_id, event)
-        self.bridge.outgoing(session_id, event)
-
-    def publish_remote(self, session_id: str, event: dict[str, Any]) -> None:
-        super().publish(session_id, event)
-
-    async def turn_starting(self, session_id: str) -> None:
-        await self.bridge.join_turn(session_id)
-
-    def turn_not_started(self, session_id: str) -> None:
-        self.bridge.leave_turn(session_id)
-
-    def _remove(self, sub: Subscription) -> None:
-        super()._remove(sub)
-        if not self.viewers(sub.session_id):
-            self.bridge.unwatch(sub.session_id)
 
 
 class Bridge:

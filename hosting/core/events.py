@@ -275,7 +275,7 @@ class Hub:
     async def turn_starting(self, session_id: str) -> None:
         """A turn of ``session_id`` is about to start in this process, before its ``running`` record is written.
         Nothing to do in one process; across workers the bridge joins the turn's group here
-        (``hosting.core.bridge.BridgedHub``), so answers sent from elsewhere find the turn from its start."""
+        (``hosting.core.bridged_hub.BridgedHub``), so answers sent from elsewhere find the turn from its start."""
 
     def turn_not_started(self, session_id: str) -> None:
         """The turn announced by ``turn_starting`` was refused before it ran (busy, not the owner, a store error)."""

@@ -11,7 +11,7 @@ from typing import Any
 from rest_framework import serializers
 
 from common.errors import BadRequest, PayloadTooLarge, PromptRequired
-from hosting.core import uploads
+from hosting.core import upload_input
 from hosting.core.config import HostConfig
 from hosting.core.turndata import TurnRequest
 
@@ -111,7 +111,7 @@ def read_input(
     if not serializer.is_valid():
         raise BadRequest(_first_error(serializer.errors))
     data = serializer.validated_data
-    images, files = uploads.parse_uploads(
+    images, files = upload_input.parse_uploads(
         data.get("images"),
         data.get("files"),
         max_file_size_mb=config.max_file_size,

@@ -14,8 +14,9 @@ from typing import Any
 from common.errors import ConfigError
 from hosting.core import activity
 from hosting.core.agents import AgentInfo, AgentSource
-from hosting.core.bridge import Bridge, BridgedHub
+from hosting.core.bridge import Bridge
 from hosting.core.bridge import build as build_bridge
+from hosting.core.bridged_hub import BridgedHub
 from hosting.core.config import HostConfig
 from hosting.core.events import Hub
 from hosting.core.intake import Intake
@@ -167,7 +168,8 @@ def _eventlog(config: HostConfig, namespace: str) -> Any:
 def _build() -> Runtime:
     from django.conf import settings
 
-    from trust.gate import build_gate, record_decision
+    from trust.audit import record_decision
+    from trust.gate import build_gate
     from trust.identity import load_identity
 
     config: HostConfig = settings.HOST

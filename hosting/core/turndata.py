@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from common.errors import HostError, RuntimeInputRejected
-from hosting.core import uploads
+from hosting.core import upload_input
 from hosting.core.events import PendingRequest, TurnIO
 from hosting.observability.turn import TurnWatch
 from sessions_app.transcript import chat_items
@@ -28,8 +28,8 @@ class TurnRequest:
     prompt: str
     session: dict[str, Any] | None = None
     session_id: str | None = None
-    images: tuple[uploads.ImageInput, ...] = ()
-    files: tuple[uploads.FileInput, ...] = ()
+    images: tuple[upload_input.ImageInput, ...] = ()
+    files: tuple[upload_input.FileInput, ...] = ()
     input_id: str | None = None
     owner: str | None = None
     level: str = "stranger"

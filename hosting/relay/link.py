@@ -11,24 +11,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import json
 import logging
 import random
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import websockets
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
-from common.errors import AgentFailed, HostError, InternalError, UnknownMessageType
+from common.errors import HostError
 from hosting.conversation.seal import sealed_size
 from hosting.core.config import HostConfig
-from hosting.core.jsonwire import decode_frame, encodable, frame_too_large
+from hosting.core.jsonwire import decode_frame, frame_too_large
 from hosting.relay import wire
+from hosting.relay.routes import (
+    ConversationFactory,
+    LegacyInput,
+    Routes,
+    SendFrame,
+    is_tag,
+    lenient_tags,
+    tag,
+)
 
 logger = logging.getLogger("connectonion.relay")
 
@@ -37,56 +43,9 @@ LOUD_AFTER = 5
 UNREACHABLE = "unreachable"  # the state while the relay cannot be reached: /health shows it, the host is fine
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024  # the released client's and relay's budget
 TAG_ROOM = 4096  # bytes a relay may add to a client's frame (session_id, conn_id) on top of the host's cap
-TOO_MANY_CONVERSATIONS = "too many conversations"  # (P) HARDENING R3
-FRAME_DROPPED = "conversation overloaded: frame dropped"  # (P)
-LEGACY_UNSUPPORTED = "legacy INPUT is not supported by this host"  # (P)
 TAG_BYTES = 1024  # room for the relay's routing tags around a frame
 
-SendFrame = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-class Conversation(Protocol):
-    """What ``conversation_factory`` returns: one per relayed client socket.
-
-    ``handle`` gets each client frame in order and must return promptly (a turn runs elsewhere and
-    reports through ``send``); ``close`` is called exactly once when the route ends (client ``close``,
-    idle timeout, relay socket gone, or ``RelayLink.stop``). Running turns are not stopped by it.
-    """
-
-    async def handle(self, frame: dict[str, Any]) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-ConversationFactory = Callable[..., "Conversation | Awaitable[Conversation]"]
-LegacyInput = Callable[[str, str], Awaitable[str]]
-
-
-@dataclass(eq=False)
-class _Route:
-    """One relayed client socket: its tags, its inbox and the task that feeds its conversation."""
-
-    key: str
-    conn_id: str | None
-    session_id: str | None
-    ws: Any
-    inbox: asyncio.Queue[dict[str, Any] | None]
-    task: asyncio.Task[None] | None = None
-    ended: bool = False
-
-    def tag(self, data: dict[str, Any]) -> dict[str, Any]:
-        return _tag(data, self.conn_id, self.session_id)
-
-    def end(self) -> None:
-        """Ask the route's task to finish (after the frames already queued) and close its conversation."""
-        if self.ended:
-            return
-        self.ended = True
-        try:
-            self.inbox.put_nowait(None)
-        except asyncio.QueueFull:
-            if self.task is not None:
-                self.task.cancel()
+__all__ = ["RelayLink", "SendFrame"]
 
 
 class RelayLink:
@@ -124,14 +83,10 @@ class RelayLink:
         self.on_state = on_state
         self.identity = identity
         self.relay_base = wire.relay_base(relay_url)
-        self.conversation_factory = conversation_factory
-        self.legacy_input = legacy_input
         self.endpoints = list(endpoints)
         self.summary = summary
         self.profile = profile
         self.heartbeat_interval = heartbeat_interval
-        self.idle_timeout = idle_timeout
-        self.max_conversations = max_conversations
         self.max_size = max_size
         # Frames over ``frame_limit`` are refused one by one, like /ws refuses them; only a frame over the
         # socket's ``max_size`` closes the link (1009).
@@ -141,7 +96,6 @@ class RelayLink:
         self.jitter = jitter
         self.stable_after = stable_after
         self.open_timeout = open_timeout
-        self.inbox_size = inbox_size
 
         self.failures = 0
         self._outage_logged = False
@@ -150,8 +104,8 @@ class RelayLink:
         self._ws: Any = None
         self._refused = False
         self._last_timestamp = 0
-        self._routes: dict[str, _Route] = {}
-        self._legacy: set[asyncio.Task[None]] = set()
+        self.routes = Routes(send=self._send, conversation_factory=conversation_factory, legacy_input=legacy_input,
+                             max_conversations=max_conversations, idle_timeout=idle_timeout, inbox_size=inbox_size)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -221,7 +175,7 @@ class RelayLink:
     @property
     def conversations(self) -> int:
         """How many relayed conversations are open right now."""
-        return len(self._routes)
+        return len(self.routes)
 
     async def start(self) -> None:
         """Run the link as a background task of the running loop (no-op when the relay is disabled)."""
@@ -244,11 +198,7 @@ class RelayLink:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self._end_routes(wait=True)
-        for legacy in list(self._legacy):
-            legacy.cancel()
-        if self._legacy:
-            await asyncio.gather(*self._legacy, return_exceptions=True)
+        await self.routes.stop()
         self._state = "disabled"
 
     async def run(self) -> None:
@@ -346,7 +296,7 @@ class RelayLink:
             return False, _describe(exc)
         finally:
             self._ws = None
-            await self._end_routes(wait=False)
+            await self.routes.end(wait=False)
 
     async def _announce(self, ws: Any) -> None:
         """Send a freshly signed ANNOUNCE; timestamps strictly increase so a relay never sees a replay."""
@@ -398,11 +348,11 @@ class RelayLink:
             await self._refuse_frame(ws, raw, exc)
             return
         conn_id, session_id = frame.get("conn_id"), frame.get("session_id")
-        if not _is_tag(conn_id) or not _is_tag(session_id):
+        if not is_tag(conn_id) or not is_tag(session_id):
             logger.warning("relay: ignored a frame with malformed routing tags: %r", raw[:200])
             return
         if conn_id or session_id:
-            await self._route(ws, frame, conn_id or None, session_id or None)
+            await self.routes.route(ws, frame, conn_id or None, session_id or None)
             return
         kind = frame.get("type")
         if kind == "ANNOUNCE_OK":
@@ -414,7 +364,7 @@ class RelayLink:
             self._refused = True
             self._state = f"refused: {str(why)[:200]}"
         elif kind == "INPUT":
-            await self._start_legacy(ws, frame)
+            await self.routes.start_legacy(ws, frame)
         else:
             logger.warning("relay: dropped an untagged %r frame", str(kind)[:50])
 
@@ -422,224 +372,13 @@ class RelayLink:
         """A frame the decoder refused: answer its client with the ERROR /ws would send when the frame's
         routing tags can be read (a frame nested too deep for any parser, or over the cap, has none we
         could trust); otherwise log and drop it. The link and every other conversation go on."""
-        tags = _lenient_tags(raw) if len(raw) <= self.frame_limit else None
+        tags = lenient_tags(raw) if len(raw) <= self.frame_limit else None
         if tags is None:
             logger.warning("relay: dropped a frame (%s; %d characters)", exc.message, len(raw))
             return
-        await self._send(ws, _tag(exc.as_frame(received=raw[:200]), *tags))
-
-    async def _route(
-        self, ws: Any, frame: dict[str, Any], conn_id: str | None, session_id: str | None
-    ) -> None:
-        key = conn_id or session_id
-        assert key is not None
-        route = self._routes.get(key)
-        closing = frame.get("type") == "close"
-        if route is None:
-            if closing:
-                return
-            if len(self._routes) + len(self._legacy) >= self.max_conversations:
-                logger.warning("relay: refused a conversation (%d open, the cap)", self.max_conversations)
-                await self._send(
-                    ws, _tag({"type": "ERROR", "message": TOO_MANY_CONVERSATIONS}, conn_id, session_id)
-                )
-                return
-            route = _Route(key, conn_id, session_id, ws, asyncio.Queue(maxsize=self.inbox_size))
-            self._routes[key] = route
-            route.task = asyncio.create_task(self._serve_route(route), name=f"relay-conversation-{key[:8]}")
-        if closing:
-            # Off the table at once: a later frame with this key (a new socket reusing a session id)
-            # starts a new conversation instead of queueing behind the one that is ending.
-            del self._routes[key]
-            route.end()
-            return
-        try:
-            route.inbox.put_nowait(frame)
-        except asyncio.QueueFull:
-            logger.warning(
-                "relay: conversation %s is not keeping up; dropped a %r frame", key, frame.get("type")
-            )
-            await self._send(ws, route.tag({"type": "ERROR", "message": FRAME_DROPPED}))
-
-    async def _serve_route(self, route: _Route) -> None:
-        """Feed one conversation its frames in order until it ends, then close it."""
-
-        async def send(data: dict[str, Any]) -> None:
-            if not route.ended:
-                await self._send(route.ws, route.tag(data))
-
-        conversation = None
-        try:
-            conversation = self.conversation_factory(send, transport="relay")
-            if inspect.isawaitable(conversation):
-                conversation = await conversation
-            while True:
-                try:
-                    frame = await asyncio.wait_for(route.inbox.get(), self.idle_timeout)
-                except TimeoutError:
-                    logger.info("relay: conversation %s idle for %.0f s; ended", route.key, self.idle_timeout)
-                    break
-                if frame is None:
-                    break
-                try:
-                    await conversation.handle(frame)
-                except Exception:
-                    logger.exception(
-                        "relay: conversation %s failed on a %r frame", route.key, frame.get("type")
-                    )
-                if getattr(conversation, "ended", False):
-                    break  # it ended itself (a refused SEAL, a sealed frame that did not open)
-        except Exception:
-            logger.exception("relay: could not start a conversation for %s", route.key)
-            await self._send(route.ws, route.tag(InternalError().as_frame()))
-        finally:
-            route.ended = True
-            if self._routes.get(route.key) is route:
-                del self._routes[route.key]
-            if conversation is not None and not inspect.isawaitable(conversation):
-                try:
-                    await conversation.close()
-                except Exception:
-                    logger.exception("relay: closing conversation %s failed", route.key)
-
-    async def _end_routes(self, *, wait: bool) -> None:
-        routes, self._routes = list(self._routes.values()), {}
-        for route in routes:
-            route.end()
-        tasks = [r.task for r in routes if r.task is not None]
-        if wait and tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    # -- legacy one-shot INPUT (D12) -----------------------------------------------------------------
-
-    async def _start_legacy(self, ws: Any, frame: dict[str, Any]) -> None:
-        input_id, prompt = frame.get("input_id"), frame.get("prompt")
-        if not isinstance(input_id, str) or not isinstance(prompt, str):
-            logger.warning("relay: dropped an untagged INPUT without input_id and prompt")
-            return
-        if len(self._routes) + len(self._legacy) >= self.max_conversations:
-            await self._send(ws, _legacy_output(input_id, TOO_MANY_CONVERSATIONS, False))
-            return
-        task = asyncio.create_task(
-            self._run_legacy(ws, input_id, prompt), name=f"relay-legacy-{input_id[:8]}"
-        )
-        self._legacy.add(task)
-        task.add_done_callback(self._legacy.discard)
-
-    async def _run_legacy(self, ws: Any, input_id: str, prompt: str) -> None:
-        if self.legacy_input is None:
-            await self._send(ws, _legacy_output(input_id, LEGACY_UNSUPPORTED, False))
-            return
-        try:
-            result = await self.legacy_input(prompt, input_id)
-        except HostError as exc:
-            await self._send(ws, _legacy_output(input_id, exc.message, False))
-            return
-        except Exception:
-            logger.exception("relay: legacy INPUT %s failed", input_id)
-            await self._send(ws, _legacy_output(input_id, AgentFailed.message, False))
-            return
-        await self._send(
-            ws, _legacy_output(input_id, result if isinstance(result, str) else str(result), True)
-        )
-
-
-def _tag(data: dict[str, Any], conn_id: str | None, session_id: str | None) -> dict[str, Any]:
-    """Tag an outgoing frame as PROTOCOL §8.1 says, so the relay routes it back to its client socket.
-
-    With ``conn_id``: that ``conn_id`` plus the frame's own ``session_id`` (else the route's). Without:
-    ``session_id`` forced to the route's, because an older relay routes by it.
-    """
-    if conn_id:
-        frame = {**data, "conn_id": conn_id}
-        if not frame.get("session_id") and session_id:
-            frame["session_id"] = session_id
-        return frame
-    return {**data, "session_id": session_id}
-
-
-def _legacy_output(input_id: str, result: str, success: bool) -> dict[str, Any]:
-    return {"type": "OUTPUT", "input_id": input_id, "result": result, "success": success}
-
-
-class _Pairs(dict):  # type: ignore[type-arg]
-    """A parsed object that remembers whether a routing key came twice (the tags would be ambiguous)."""
-
-    twice = False
-
-
-def _pairs(pairs: list[tuple[str, Any]]) -> _Pairs:
-    found = _Pairs(pairs)
-    keys = [k for k, _ in pairs if k in ("conn_id", "session_id")]
-    found.twice = len(keys) != len(set(keys))
-    return found
-
-
-def _lenient_tags(raw: str) -> tuple[str | None, str | None] | None:
-    """``(conn_id, session_id)`` of a frame the strict decoder refused (a duplicate key, nesting past 64),
-    read with the plain parser; ``None`` when even that fails, or the tags are missing or ambiguous."""
-    try:
-        frame = json.loads(raw, object_pairs_hook=_pairs)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(frame, _Pairs) or frame.twice:
-        return None
-    conn_id, session_id = frame.get("conn_id"), frame.get("session_id")
-    if not _is_tag(conn_id) or not _is_tag(session_id) or not (conn_id or session_id):
-        return None
-    return conn_id or None, session_id or None
-
-
-def _is_tag(value: object) -> bool:
-    """A routing tag we may echo: a lone surrogate in one would make the reply unsendable."""
-    return value is None or (isinstance(value, str) and len(value) <= 200 and encodable(value))
+        await self._send(ws, tag(exc.as_frame(received=raw[:200]), *tags))
 
 
 def _describe(exc: BaseException) -> str:
     text = str(exc).strip() or exc.__class__.__name__
     return text[:200]
-
-
-class EchoConversation:
-    """A stand-in conversation: answers handshakes with ``CONNECTED``, ``INPUT`` with an ``OUTPUT`` whose
-    ``result`` is the prompt, ``SEAL`` with an ``ERROR`` (as a host without sealing does, PROTOCOL §4.8), and
-    echoes any other frame back as
-    ``{"type": "ECHO", "received": …}``.
-
-    Used by the ``announce`` command until ``hosting.conversation.protocol`` is wired in, by tests and by the bench.
-    """
-
-    def __init__(self, send: SendFrame, *, transport: str = "relay") -> None:
-        self.send = send
-        self.transport = transport
-        self.session_id: str | None = None
-        self.closed = False
-
-    async def handle(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind in ("CONNECT", "INIT", "ATTACH"):
-            await self._connected(frame)
-        elif kind == "INPUT":
-            if self.session_id is None:
-                await self._connected(frame)
-            output = {"type": "OUTPUT", "result": frame.get("prompt"), "session_id": self.session_id}
-            if frame.get("input_id") is not None:
-                output["input_id"] = frame["input_id"]
-            await self.send(output)
-        elif kind == "SEAL":  # no sealing here: answer at once so a client falls back (PROTOCOL §4.8)
-            await self.send(UnknownMessageType("SEAL").as_frame())
-        elif kind not in ("PING", "PONG"):
-            await self.send({"type": "ECHO", "received": frame, "session_id": self.session_id})
-
-    async def _connected(self, frame: dict[str, Any]) -> None:
-        requested = frame.get("session_id")
-        self.session_id = requested if isinstance(requested, str) and requested else str(uuid.uuid4())
-        await self.send({"type": "CONNECTED", "session_id": self.session_id, "status": "new"})
-
-    async def close(self) -> None:
-        self.closed = True
-
-
-async def echo_legacy_input(prompt: str, input_id: str) -> str:
-    """The legacy-INPUT counterpart of ``EchoConversation``: the result is the prompt."""
-    return prompt

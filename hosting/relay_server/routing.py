@@ -1,4 +1,5 @@
-"""The relay's routes: WebSocket and HTTP paths to the consumers of ``hosting.relay_server.server``."""
+"""The relay's routes: WebSocket and HTTP paths to the consumers of ``hosting.relay_server`` (``agents``,
+``clients``, ``lookup``)."""
 
 from __future__ import annotations
 
@@ -7,17 +8,11 @@ from typing import Any
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.urls import path, re_path
 
+from hosting.relay_server.agents import AnnounceConsumer
+from hosting.relay_server.clients import InputConsumer
+from hosting.relay_server.lookup import AgentLookupView, LookupConsumer, NotFoundView, RelayHealthView
 from hosting.relay_server.registry import MemoryRegistry, RedisRegistry, Registry
-from hosting.relay_server.server import (
-    AgentLookupView,
-    AnnounceConsumer,
-    InputConsumer,
-    LookupConsumer,
-    NotFoundView,
-    RelayHealthView,
-    RelayOptions,
-    UnknownPathConsumer,
-)
+from hosting.relay_server.server import RelayOptions, UnknownPathConsumer
 
 
 def make_registry(options: RelayOptions) -> Registry:

@@ -2,7 +2,7 @@
 the body deadline (a slow body is cut with 408) and the budget of bodies in flight (``bodies_in_flight_mb``,
 503 + ``Retry-After``).
 
-Under daphne the same caps also act on the connection, as the body arrives (``hosting.serving.connections``: daphne reads a
+Under daphne the same caps also act on the connection, as the body arrives (``hosting.serving.limits``: daphne reads a
 whole body before the application sees it); these hold under any ASGI server (uvicorn, gunicorn's workers,
 ``create_app``).
 """
@@ -45,7 +45,7 @@ class Budget:
 
 # The application's own budget, for servers that hand it bodies as they arrive (uvicorn): a body counts from its
 # last byte (until then Django spools it to disk past 2.5 MB) until the application has answered it. Under daphne
-# ``hosting.serving.connections`` counts the same bodies on the connection, and switches this one off (``counted_below``).
+# ``hosting.serving.limits`` counts the same bodies on the connection, and switches this one off (``counted_below``).
 BODIES = Budget()
 counted_below = False
 

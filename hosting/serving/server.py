@@ -120,7 +120,7 @@ def serve_forever(cfg: HostConfig, sock: socket.socket, *, announcer: bool = Tru
 
     from hosting.conversation.seal import sealed_size
     from hosting.core.runtime import get_runtime
-    from hosting.serving.connections import ServingLimits, install
+    from hosting.serving.limits import ServingLimits, install
 
     application = project_application()
     runtime = get_runtime()  # load the agent before the first request

@@ -2,7 +2,7 @@
 
 Two transport limits live here, because only the transport can see them (HARDENING W12, W22):
 
-- **Frames in.** ``ws_max_frames_per_second``: counted at daphne's own layer (``hosting.serving.connections``), before a
+- **Frames in.** ``ws_max_frames_per_second``: counted at daphne's own layer (``hosting.serving.ws_messages``), before a
   frame is queued for us; the same budget here covers an ASGI server without that hook. Past it: one ERROR, 4429.
 - **Bytes out.** ``ws_send_buffer_mb``: what daphne's transport still holds for the client
   (``wslimits.SocketTransport``). Past it the socket's sender waits for the client to read (its live events queue

@@ -1,5 +1,5 @@
 """The WebSocket frame budget (``ws_max_frames_per_second``, HARDENING W12): one token bucket per socket, its
-ERROR and its close code; and ``SocketTransport``, what a socket still owes its client (``ws_send_buffer_mb``). Counted at daphne's layer (``hosting.serving.connections.LimitedWebSocketProtocol``, before a frame
+ERROR and its close code; and ``SocketTransport``, what a socket still owes its client (``ws_send_buffer_mb``). Counted at daphne's layer (``hosting.serving.ws_messages.LimitedWebSocketProtocol``, before a frame
 is queued for the application) and again in the consumer, for an ASGI server without that hook."""
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ async def test_a_failed_turn_raises_its_public_error_and_frees_the_hold(tmp_path
 
 
 async def test_a_signed_submission_carries_the_gates_verdict_into_the_record(core):
-    class Admitted:  # the shape of trust.gate.Admission that Submission.of reads
+    class Admitted:  # the shape of trust.decision.Admission that Submission.of reads
         signer, level, payload = "0xabc", "contact", {"prompt": "signed hi"}
 
     result = await core.intake.run(Submission.of(Admitted(), Caller.of("0xabc", None)))

@@ -1,4 +1,4 @@
-"""daphne's connection limits (``hosting.serving.connections``, issue 15.5/15.10) under every entry point that serves with it:
+"""daphne's connection limits (``hosting.serving.limits``, issue 15.5/15.10) under every entry point that serves with it:
 a header deadline (slowloris, HARDENING L8), open connections per address, HTTP and WebSocket together, a
 budget for the request bodies in flight, and the open-file limit lifted at start (FI12)."""
 

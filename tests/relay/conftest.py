@@ -19,7 +19,8 @@ from nacl.signing import SigningKey
 from websockets.asyncio.server import ServerConnection, serve
 
 from hosting.relay import wire
-from hosting.relay.link import EchoConversation, RelayLink, echo_legacy_input
+from hosting.relay.echo import EchoConversation, echo_legacy_input
+from hosting.relay.link import RelayLink
 from hosting.relay_server.registry import MemoryRegistry
 from hosting.relay_server.routing import relay_application
 from hosting.relay_server.server import RelayOptions

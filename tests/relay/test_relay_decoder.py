@@ -11,7 +11,8 @@ import pytest
 
 from hosting.conversation.seal import sealed_size
 from hosting.core.config import HostConfig
-from hosting.relay.link import EchoConversation, RelayLink
+from hosting.relay.echo import EchoConversation
+from hosting.relay.link import RelayLink
 
 from .conftest import (
     announced,

@@ -11,7 +11,8 @@ import pytest
 
 from common.errors import PromptRequired
 from hosting.relay import wire
-from hosting.relay.link import EchoConversation, RelayLink
+from hosting.relay.echo import EchoConversation
+from hosting.relay.link import RelayLink
 
 from .conftest import client_socket, new_identity, recv_json, send_json, wait_until
 

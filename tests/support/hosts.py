@@ -27,13 +27,24 @@ MANAGE = REPO / "manage.py"
 NO_TURN_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0")
 
 
+def same_python_flags(env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus what makes a spawned Python run as this one does: ``-X dev`` (PYTHONDEVMODE) and the ``-W``
+    filters (PYTHONWARNINGS), so ``python -X dev -W error::ResourceWarning -m pytest`` checks the servers the
+    tests start as well as the test process."""
+    if sys.flags.dev_mode:
+        env["PYTHONDEVMODE"] = "1"
+    if sys.warnoptions:
+        env["PYTHONWARNINGS"] = ",".join(sys.warnoptions)
+    return env
+
+
 def host_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CONNECTONION_", "OPENONION_", "AGENT_"))}
     env.pop("DJANGO_SETTINGS_MODULE", None)
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     env["AGENT_CONFIG_PATH"] = env.get("CO_TEST_MACHINE_DIR", "/nonexistent-machine-dir")
     env.update(extra)
-    return env
+    return same_python_flags(env)
 
 
 def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
@@ -202,6 +213,7 @@ class RelayProcess(ServerProcess):
         env.pop("DJANGO_SETTINGS_MODULE", None)
         env["PYTHONPATH"] = str(REPO)
         env["CONNECTONION_HOST_ARGS"] = json.dumps({"project_dir": str(self.cwd), "relay_url": None})
+        same_python_flags(env)
         cmd = [sys.executable, str(MANAGE), "runrelay", "--port", str(self.port), *self.args]
         assert self.cwd is not None
         self.launch(cmd, cwd=self.cwd, env=env, log_path=self.cwd / f"relay-{self.port}.log",

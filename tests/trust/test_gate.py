@@ -8,8 +8,9 @@ import time
 import pytest
 from nacl.signing import SigningKey
 
+from trust.audit import record_decision
 from trust.decision import TrustSettings
-from trust.gate import Gate, record_decision
+from trust.gate import Gate
 from trust.identity import address_of
 from trust.judges import HttpJudge
 from trust.ledger import DatabaseLedger, MemoryLedger

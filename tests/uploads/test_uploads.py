@@ -21,17 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common.errors import StorageUnavailable, UploadRejected
-from hosting.core import uploads
+from hosting.core import upload_input
+from hosting.core.filenames import sanitize_filename
+from hosting.core.upload_input import FileInput, ImageInput, parse_uploads
 from hosting.core.uploads import (
-    FileInput,
-    ImageInput,
     SavedFile,
     image_content,
     max_request_bytes,
-    parse_uploads,
     purge_old_uploads,
     reminder_message,
-    sanitize_filename,
     save_files,
 )
 from tests.support.uploads import data_url
@@ -475,7 +473,7 @@ def test_files_are_private_to_the_host_user(tmp_path):
 
 
 def test_decoded_bytes_are_written_exactly_across_decode_chunks(tmp_path, monkeypatch):
-    monkeypatch.setattr(uploads, "_CHUNK_CHARS", 8)
+    monkeypatch.setattr(upload_input, "_CHUNK_CHARS", 8)
     blobs = [os.urandom(n) for n in (0, 1, 2, 3, 5, 6, 7, 100, 1001)]
     saved = accept(tmp_path, [{"name": f"b{len(b)}", "data": b64(b)} for b in blobs])
     assert [s.path.read_bytes() for s in saved] == blobs
@@ -491,7 +489,7 @@ def test_a_large_file_is_decoded_in_chunks_and_written_exactly(tmp_path):
 @given(text=st.text(alphabet="AQw+/=", max_size=40))
 def test_decoding_accepts_exactly_canonical_strict_base64(monkeypatch, text):
     # b64decode(validate=True) also lets through surplus padding ("AAAA=", "AAAA=="); we do not.
-    monkeypatch.setattr(uploads, "_CHUNK_CHARS", 8)
+    monkeypatch.setattr(upload_input, "_CHUNK_CHARS", 8)
     try:
         expected = base64.b64decode(text, validate=True) if len(text) % 4 == 0 else None
     except binascii.Error:
@@ -677,7 +675,7 @@ def check_outcome(images: object, files: object, mb: int, count: int) -> None:
         return
     assert len(accepted_images) <= count and len(accepted_files) <= count
     for image in accepted_images:
-        assert image.media_type in uploads.IMAGE_TYPES and 0 < image.size <= mb * MiB
+        assert image.media_type in upload_input.IMAGE_TYPES and 0 < image.size <= mb * MiB
         prefix = f"data:{image.media_type};base64,"
         assert len(base64.b64decode(image.data_url.removeprefix(prefix), validate=True)) == image.size
     for item in accepted_files:

@@ -17,6 +17,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from common.errors import ConfigError
 from hosting.core.config import HostConfig, load_config
+from hosting.relay import echo as relay_echo
 from hosting.relay import link as relay_link
 
 logger = logging.getLogger("connectonion.relay")
@@ -93,8 +94,8 @@ def _wiring(cfg: HostConfig, *, echo: bool) -> dict[str, Any]:
     from trust.identity import load_identity
 
     return {
-        "factory": relay_link.EchoConversation,
-        "legacy": relay_link.echo_legacy_input,
+        "factory": relay_echo.EchoConversation,
+        "legacy": relay_echo.echo_legacy_input,
         "identity": load_identity(cfg.co_dir),
         "summary": "echo agent",
         "profile": None,

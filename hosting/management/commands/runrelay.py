@@ -86,57 +86,19 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        if not 0 < options["port"] < 65536:
-            raise CommandError(f"--port must be between 1 and 65535 (got {options['port']})")
-        if options["max_message_bytes"] < 64 * 1024:
-            raise CommandError("--max-message-bytes must be at least 65536")
-        public_url = options["public_url"] or os.environ.get("RELAY_PUBLIC_URL") or None
-        if public_url is not None and wire.relay_identity(public_url) is None:
-            raise CommandError(f"--public-url must be a ws:// or wss:// URL (got {public_url!r})")
-        env = dict(os.environ, DJANGO_SETTINGS_MODULE="connectonion_site.relay_settings")
-        if public_url is not None:
-            env["RELAY_PUBLIC_URL"] = public_url
-        for option, variable in (
-            ("agent_ttl", "RELAY_AGENT_TTL"),
-            ("ping_interval", "RELAY_PING_INTERVAL"),
-            ("signature_window", "RELAY_SIGNATURE_WINDOW"),
-            ("announce_min_interval", "RELAY_ANNOUNCE_MIN_INTERVAL"),
-            ("redis_url", "RELAY_REDIS_URL"),
-            ("header_timeout", "RELAY_HEADER_TIMEOUT"),
-            ("max_connections_per_ip", "RELAY_MAX_CONNECTIONS_PER_IP"),
-            ("max_frames_per_second", "RELAY_MAX_FRAMES_PER_SECOND"),
-            ("send_buffer_mb", "RELAY_SEND_BUFFER_MB"),
-        ):
-            if options[option] is not None:
-                env[variable] = str(options[option])
-        env["RELAY_MAX_MESSAGE_BYTES"] = str(options["max_message_bytes"])  # past it the consumers answer ERROR
-        # daphne's own cap sits above it, as the host's does (about 4/3), so a frame over the relay's cap gets the
-        # ERROR "message too large (max N bytes)" of /ws; only one past daphne's is dropped by the transport.
-        cap = str(sealed_size(options["max_message_bytes"]))
-        argv = [
-            sys.executable,
-            "-m",
-            "daphne",
-            "-b",
-            options["host"],
-            "-p",
-            str(options["port"]),
-            # daphne's default 1 MiB would drop larger frames without a close (PROTOCOL D24).
-            "--websocket-max-message-size",
-            cap,
-            "--websocket-max-frame-size",
-            cap,
-            "connectonion_site.relay_asgi:application",
-        ]
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+        public_url = _checked(options)
         # Its own process group: a Ctrl-C reaches it once, passed on by this process, not twice.
-        child = subprocess.Popen(argv, env=env, process_group=0)
+        child = subprocess.Popen(_daphne_argv(options), env=_relay_environment(options, public_url), process_group=0)
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, lambda signum, _frame: child.send_signal(signum))
         if not self._wait_until_ready(child, options["host"], options["port"]):
             child.terminate()
             code = child.wait()
             raise CommandError(f"the relay did not start (daphne exited with {code}; its output is above)")
+        self._say_started(options, public_url)
+        sys.exit(child.wait())
+
+    def _say_started(self, options: dict[str, Any], public_url: str | None) -> None:
         self.stdout.write(
             f"Relay on ws://{options['host']}:{options['port']} "
             "(agents: /ws/announce, clients: /ws/input, lookup: /api/agents/<address>)"
@@ -149,7 +111,6 @@ class Command(BaseCommand):
         else:
             self.stdout.write(f"Public URL {public_url}: ANNOUNCEs signed for any other relay are refused")
         self.stdout.flush()
-        sys.exit(child.wait())
 
     @staticmethod
     def _wait_until_ready(child: subprocess.Popen[bytes], host: str, port: int) -> bool:
@@ -165,3 +126,60 @@ class Command(BaseCommand):
             except OSError:
                 time.sleep(0.1)
         return False
+
+
+def _checked(options: dict[str, Any]) -> str | None:
+    """Refuse bad options before anything starts; returns the public URL (option, else ``RELAY_PUBLIC_URL``)."""
+    if not 0 < options["port"] < 65536:
+        raise CommandError(f"--port must be between 1 and 65535 (got {options['port']})")
+    if options["max_message_bytes"] < 64 * 1024:
+        raise CommandError("--max-message-bytes must be at least 65536")
+    public_url = options["public_url"] or os.environ.get("RELAY_PUBLIC_URL") or None
+    if public_url is not None and wire.relay_identity(public_url) is None:
+        raise CommandError(f"--public-url must be a ws:// or wss:// URL (got {public_url!r})")
+    return public_url
+
+
+def _relay_environment(options: dict[str, Any], public_url: str | None) -> dict[str, str]:
+    """The daphne child's environment: the relay's settings module and every option given, as RELAY_* variables."""
+    env = dict(os.environ, DJANGO_SETTINGS_MODULE="connectonion_site.relay_settings")
+    if public_url is not None:
+        env["RELAY_PUBLIC_URL"] = public_url
+    for option, variable in (
+        ("agent_ttl", "RELAY_AGENT_TTL"),
+        ("ping_interval", "RELAY_PING_INTERVAL"),
+        ("signature_window", "RELAY_SIGNATURE_WINDOW"),
+        ("announce_min_interval", "RELAY_ANNOUNCE_MIN_INTERVAL"),
+        ("redis_url", "RELAY_REDIS_URL"),
+        ("header_timeout", "RELAY_HEADER_TIMEOUT"),
+        ("max_connections_per_ip", "RELAY_MAX_CONNECTIONS_PER_IP"),
+        ("max_frames_per_second", "RELAY_MAX_FRAMES_PER_SECOND"),
+        ("send_buffer_mb", "RELAY_SEND_BUFFER_MB"),
+    ):
+        if options[option] is not None:
+            env[variable] = str(options[option])
+    env["RELAY_MAX_MESSAGE_BYTES"] = str(options["max_message_bytes"])  # past it the consumers answer ERROR
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _daphne_argv(options: dict[str, Any]) -> list[str]:
+    """The daphne command line. daphne's own cap sits above the relay's, as the host's does (about 4/3), so a
+    frame over the relay's cap gets the ERROR "message too large (max N bytes)" of /ws; only one past daphne's
+    is dropped by the transport."""
+    cap = str(sealed_size(options["max_message_bytes"]))
+    return [
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        options["host"],
+        "-p",
+        str(options["port"]),
+        # daphne's default 1 MiB would drop larger frames without a close (PROTOCOL D24).
+        "--websocket-max-message-size",
+        cap,
+        "--websocket-max-frame-size",
+        cap,
+        "connectonion_site.relay_asgi:application",
+    ]

@@ -38,7 +38,7 @@ import httpx  # noqa: E402
 import psycopg  # noqa: E402
 
 from tests.conftest import NO_TURN_LIMITS, HostProcess  # noqa: E402
-from tests.replicas.conftest import PG, Haproxy, Machines  # noqa: E402
+from tests.e2e.replicas.conftest import PG, Haproxy, Machines  # noqa: E402
 from tests.support.hosts import OwnRedis  # noqa: E402
 
 

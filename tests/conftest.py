@@ -18,15 +18,15 @@ __all__ = ["MANAGE", "NO_TURN_LIMITS", "REPO", "HostProcess", "ServerProcess", "
 # Folders whose files run longest (real processes, restarts, outages), handed to the xdist workers first so
 # that no long file starts last and keeps one worker busy after the others are done. Files keep their order
 # inside; everything else follows in collection order.
-LONG_FIRST = ("replicas", "scale", "faults", "serving", "docs", "relay", "hostile", "trust_e2e", "seal",
-              "openapi", "http", "observability", "store", "hosting", "ws", "uploads", "limits", "ui")
+LONG_FIRST = ("replicas", "scale", "faults", "serving", "docs", "relay", "hostile", "trust", "conversation",
+              "web", "observability", "sessions_app", "ws", "uploads", "limits", "ui")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-django's own (stable) ordering by database use
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     def rank(item: pytest.Item) -> int:
-        parts = Path(str(item.path)).relative_to(REPO / "tests").parts
-        return LONG_FIRST.index(parts[0]) if len(parts) > 1 and parts[0] in LONG_FIRST else len(LONG_FIRST)
+        folders = Path(str(item.path)).relative_to(REPO / "tests").parts[:-1]
+        return min((LONG_FIRST.index(f) for f in folders if f in LONG_FIRST), default=len(LONG_FIRST))
 
     items.sort(key=rank)
 

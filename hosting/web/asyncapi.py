@@ -1,6 +1,6 @@
 """The WebSocket protocol of ``/ws`` as an AsyncAPI 2.6 document, served at ``/asyncapi.json``.
 
-It describes what users send and receive (PROTOCOL §4) in their terms; tests/ws/test_asyncapi.py checks every
+It describes what users send and receive (PROTOCOL §4) in their terms; tests/hosting/ws/test_asyncapi.py checks every
 frame of live conversations against it, so it cannot drift from what the host does.
 """
 

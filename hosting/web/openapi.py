@@ -1,5 +1,5 @@
 """OpenAPI descriptions of the public HTTP API (drf-spectacular). The views carry them as decorators only;
-the shapes here follow PROTOCOL §3 and are checked against live responses in ``tests/openapi``."""
+the shapes here follow PROTOCOL §3 and are checked against live responses in ``tests/hosting/web``."""
 
 from __future__ import annotations
 

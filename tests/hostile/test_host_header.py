@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from tests.conftest import free_port
-from tests.hosting.test_entry_points import serve
+from tests.hosting.serving.test_entry_points import serve
 from tests.support.net import exchange
 
 REQUEST = "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"

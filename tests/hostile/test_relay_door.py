@@ -1,5 +1,5 @@
 """The relay door against real processes (issue 15): our rows R12 (D28) and R13 (the /ws decoder on relayed
-frames), beside HARDENING's R1-R11 (``tests/relay/``).
+frames), beside HARDENING's R1-R11 (``tests/hosting/relay/``).
 
 | # | input | expected |
 |---|---|---|
@@ -16,7 +16,7 @@ import websockets
 
 from hosting.relay import wire
 from tests.conftest import HostProcess
-from tests.relay.conftest import (
+from tests.hosting.relay.conftest import (
     client_socket,
     new_identity,
     recv_json,
@@ -24,7 +24,7 @@ from tests.relay.conftest import (
     send_json,
     signed_announce,
 )
-from tests.relay.test_relay_decoder import NESTING, deep
+from tests.hosting.relay.test_relay_decoder import NESTING, deep
 from tests.support.hosts import wait_listed
 
 

@@ -1,6 +1,6 @@
 """Issue 15 follow-up (15.8 everywhere): a lone surrogate (``"\\ud800"`` in the JSON text) in any string field
 of any body or frame is refused by the one decoder, naming the field, at HTTP and /ws (the relay's doors:
-``tests/relay/test_relay_surrogates.py``). It never reaches the agent, the store, the replay log or a send:
+``tests/hosting/relay/test_relay_surrogates.py``). It never reaches the agent, the store, the replay log or a send:
 nothing is recorded, the JSONL parses, and the same socket runs its next turn."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import httpx
 import websockets
 
 from tests.conftest import HostProcess
-from tests.relay.conftest import client_socket, recv_json, relay_process  # noqa: F401 - a fixture
+from tests.hosting.relay.conftest import client_socket, recv_json, relay_process  # noqa: F401 - a fixture
 from tests.support.hosts import wait_listed
 from tests.support.uploads import data_url
 

@@ -16,7 +16,7 @@ from common import safeyaml
 from common.errors import ConfigError
 from hosting.core.hostyaml import read_host_yaml
 from hosting.web.admin_api import read_session_files
-from tests.admin.conftest import API_KEY, SECRETS_ENV
+from tests.sessions_app.admin.conftest import API_KEY, SECRETS_ENV
 from trust.policy import parse_policy
 
 # 10 x's, then 8 levels of ten aliases each: 10^9 leaves once expanded; 1.6 KB of text.

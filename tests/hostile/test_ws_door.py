@@ -8,13 +8,10 @@ own. The upgrade is closed 4003 before any frame; loopback and the public domain
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
-import os
 import socket
 import time
-import uuid
 
 import httpx
 import pytest
@@ -23,6 +20,7 @@ from nacl.signing import SigningKey
 
 from tests.conftest import NO_TURN_LIMITS, HostProcess
 from tests.hostile.conftest import Snapshot
+from tests.support.nonreader import flood_a_non_reader
 from tests.support.ws import WS
 from trust.signing import sign_command, sign_payload
 
@@ -201,74 +199,9 @@ def flood_host(tmp_path_factory):
     host.stop()
 
 
-def ws_frame(text: str) -> bytes:
-    """One masked client text frame (RFC 6455 §5.2), by hand: this client must never read."""
-    data, mask = text.encode(), os.urandom(4)
-    size = len(data)
-    if size < 126:
-        header = bytes([0x81, 0x80 | size])
-    elif size < 65536:
-        header = bytes([0x81, 0x80 | 126]) + size.to_bytes(2, "big")
-    else:
-        header = bytes([0x81, 0x80 | 127]) + size.to_bytes(8, "big")
-    return header + mask + bytes(byte ^ mask[i % 4] for i, byte in enumerate(data))
-
-
-def raw_socket(port: int) -> socket.socket:
-    """A WebSocket opened by hand with a 4 KiB receive buffer, so the kernel holds little on our side."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    key = base64.b64encode(os.urandom(16)).decode()
-    sock.sendall(f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
-    answer = b""
-    while b"\r\n\r\n" not in answer:
-        answer += sock.recv(1)
-    assert answer.startswith(b"HTTP/1.1 101"), answer
-    return sock
-
-
-def drain(sock: socket.socket, quiet: float = 5.0) -> tuple[int, bool]:
-    """Read until the host ends the connection (True) or nothing comes for ``quiet`` seconds (False)."""
-    sock.settimeout(quiet)
-    total = 0
-    try:
-        while chunk := sock.recv(1 << 20):
-            total += len(chunk)
-    except TimeoutError:
-        return total, False
-    except ConnectionResetError:
-        pass
-    return total, True
-
-
-def session_of(host, session_id: str, timeout: float = 90) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        reply = httpx.get(f"{host.url}/sessions/{session_id}", timeout=10)
-        if reply.status_code == 200 and reply.json().get("status") not in ("running", "queued"):
-            return reply.json()
-        time.sleep(0.2)
-    raise AssertionError(f"session {session_id} did not finish within {timeout} s")
-
-
 def test_w22_a_client_that_never_reads_is_closed_and_its_turn_is_stored(flood_host):
     count, size = 400, 100_000  # 40 MB of events for a socket allowed to owe 1 MB
-    sid = str(uuid.uuid4())
-    sock = raw_socket(flood_host.port)
-    sock.sendall(ws_frame(json.dumps({"type": "CONNECT", "session_id": sid})))
-    sock.sendall(ws_frame(json.dumps({"type": "INPUT", "prompt": f"flood {count} {size}"})))
-    record = session_of(flood_host, sid)
-    assert record["status"] == "done" and record["result"] == f"flooded {count}", record
-    deadline = time.monotonic() + 40  # no byte read for 10 s, then the close
-    while "none read for 10 s" not in flood_host.output():
-        assert time.monotonic() < deadline, "the host kept a socket whose client read nothing"
-        time.sleep(0.2)
-    received, ended = drain(sock)
-    sock.close()
-    assert ended, "the host kept a socket that owed a non-reading client the whole turn"
-    assert received < count * size // 4, received  # what the host and the kernels held, not the turn
+    flood_a_non_reader(flood_host.port, flood_host.url, flood_host.output, count=count, size=size)
     assert "over 1048576 bytes unsent and none read for 10 s" in flood_host.output()
     Snapshot(flood_host).assert_healthy()
 

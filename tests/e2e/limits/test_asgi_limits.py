@@ -12,18 +12,15 @@ The slow body: ``test_slow_body.py``."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
-import time
-import uuid
 
 import httpx
 
 from tests.conftest import free_port
-from tests.hostile.test_ws_door import drain, raw_socket, session_of, ws_frame
 from tests.hosting.serving.test_entry_points import serve
 from tests.hosting.web.test_serving_limits import _nofile, _slow_turn, _start_body, eventually, health, parse
+from tests.support.nonreader import flood_a_non_reader
 
 FLOOD_APP = """
 from hosting import create_app
@@ -32,11 +29,6 @@ from tests.agents import flood_factory
 app = create_app(flood_factory, trust="open")
 """
 SLOW_APP = FLOOD_APP.replace("flood_factory", "slow_factory")
-
-
-class _Served:
-    def __init__(self, url: str) -> None:
-        self.url = url
 
 
 def _project(tmp_path, app: str, yaml: str):
@@ -56,21 +48,8 @@ def test_create_app_under_uvicorn_drops_a_client_that_never_reads(tmp_path):
     port = free_port()
     count, size = 400, 100_000  # 40 MB of events for a client that reads none
     with serve(_uvicorn(port), folder, port) as url:
-        sid = str(uuid.uuid4())
-        sock = raw_socket(port)
-        sock.sendall(ws_frame(json.dumps({"type": "CONNECT", "session_id": sid})))
-        sock.sendall(ws_frame(json.dumps({"type": "INPUT", "prompt": f"flood {count} {size}"})))
-        record = session_of(_Served(url), sid)
-        assert record["status"] == "done" and record["result"] == f"flooded {count}", record
         log = folder / "serve.log"
-        deadline = time.monotonic() + 40  # no byte read for 10 s, then the drop
-        while "none read for 10 s" not in log.read_text():
-            assert time.monotonic() < deadline, "uvicorn kept a socket whose client read nothing"
-            time.sleep(0.2)
-        received, ended = drain(sock)
-        sock.close()
-        assert ended, "the host kept a socket that owed a non-reading client the whole turn"
-        assert received < count * size // 4, received
+        flood_a_non_reader(port, url, log.read_text, count=count, size=size)
 
 
 def test_create_app_under_uvicorn_holds_bodies_in_flight_to_the_budget(tmp_path):

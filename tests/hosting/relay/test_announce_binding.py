@@ -115,7 +115,7 @@ def _raw_announce(relay, host: str, message: dict) -> dict:
     import json
     import socket
 
-    from tests.hostile.test_ws_door import ws_frame
+    from tests.support.nonreader import ws_frame
 
     with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
         sock.sendall(f"GET /ws/announce HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"

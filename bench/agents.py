@@ -68,10 +68,19 @@ class FloodAgent:
         count = int(words[1]) if len(words) == 2 and words[0] == "flood" and words[1].isdigit() else 0
         for i in range(count // 2):
             if self.io is not None:
-                self.io.send({"type": "tool_call", "tool_id": f"c{i}", "name": "step", "args": {"i": i},
-                              "status": "in_progress"})
-                self.io.send({"type": "tool_result", "tool_id": f"c{i}", "name": "step", "status": "completed",
-                              "result": str(i), "timing_ms": 0})
+                self.io.send(
+                    {"type": "tool_call", "tool_id": f"c{i}", "name": "step", "args": {"i": i}, "status": "in_progress"}
+                )
+                self.io.send(
+                    {
+                        "type": "tool_result",
+                        "tool_id": f"c{i}",
+                        "name": "step",
+                        "status": "completed",
+                        "result": str(i),
+                        "timing_ms": 0,
+                    }
+                )
         return f"flooded {count}"
 
 

@@ -23,9 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from tests.conftest import NO_TURN_LIMITS, HostProcess  # noqa: E402
+from tests.conftest import NO_TURN_LIMITS, HostProcess
 
 MiB = 1024 * 1024
 
@@ -33,13 +33,15 @@ MiB = 1024 * 1024
 def send_body(port: int, size: int) -> int:
     head = b'{"prompt": "'
     with socket.create_connection(("127.0.0.1", port), timeout=300) as sock:
-        sock.sendall(b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % size + head)
+        sock.sendall(
+            b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % size + head
+        )
         block = b"a" * MiB
         left = size - len(head) - 2
         try:
             while left > 0:
-                sock.sendall(block[:min(left, MiB)])
+                sock.sendall(block[: min(left, MiB)])
                 left -= MiB
             sock.sendall(b'"}')
         except OSError:
@@ -55,9 +57,19 @@ def send_body(port: int, size: int) -> int:
 
 def round_(args: argparse.Namespace, budget_mb: float) -> tuple[float, float, Counter]:
     with tempfile.TemporaryDirectory(prefix="bodies-bench-") as folder:
-        host = HostProcess(Path(folder), "tests.agents:echo_factory", "--trust", "open", *NO_TURN_LIMITS,
-                           "--max-file-size", str(args.file_mb), "--max-files-per-request", "1",
-                           "--bodies-in-flight-mb", str(budget_mb)).start()
+        host = HostProcess(
+            Path(folder),
+            "tests.agents:echo_factory",
+            "--trust",
+            "open",
+            *NO_TURN_LIMITS,
+            "--max-file-size",
+            str(args.file_mb),
+            "--max-files-per-request",
+            "1",
+            "--bodies-in-flight-mb",
+            str(budget_mb),
+        ).start()
         try:
             proc = psutil.Process(host.proc.pid)
             base = proc.memory_info().rss
@@ -73,8 +85,9 @@ def round_(args: argparse.Namespace, budget_mb: float) -> tuple[float, float, Co
             sampler = threading.Thread(target=sample)
             sampler.start()
             with ThreadPoolExecutor(args.bodies) as pool:
-                statuses = Counter(pool.map(lambda _: send_body(host.port, int(args.body_mb * MiB)),
-                                            range(args.bodies)))
+                statuses = Counter(
+                    pool.map(lambda _: send_body(host.port, int(args.body_mb * MiB)), range(args.bodies))
+                )
             done.set()
             sampler.join()
             return base / MiB, peak / MiB, statuses

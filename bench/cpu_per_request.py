@@ -88,8 +88,9 @@ def build_app(postgres: str | None = None) -> tuple[Any, str]:
     # One signer, thousands of turns: the per-caller limits (README "Limits") would measure 429s.
     Path(".co").mkdir()
     store = f"store: postgres\ndatabase_url: {postgres}\n" if postgres else ""
-    Path(".co/host.yaml").write_text("rate_limit_per_minute: 0\nmax_turns_per_identity: 0\nmax_turns_per_ip: 0\n"
-                                     + store)
+    Path(".co/host.yaml").write_text(
+        "rate_limit_per_minute: 0\nmax_turns_per_identity: 0\nmax_turns_per_ip: 0\n" + store
+    )
     from bench.agents import instant_factory
     from hosting.core.runtime import get_runtime
     from hosting.serving.entry import create_app
@@ -99,11 +100,24 @@ def build_app(postgres: str | None = None) -> tuple[Any, str]:
 
 
 async def call(app: Any, method: str, path: str, body: bytes) -> int:
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
-             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"127.0.0.1:8000"), (b"content-type", b"application/json"),
-                         (b"content-length", str(len(body)).encode())],
-             "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000)}
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
     delivered = False
     status = 0
 
@@ -150,8 +164,10 @@ async def drive(app: Any, address: str, args: argparse.Namespace) -> None:
     if args.phases:
         for label, spent in SPENT.most_common():
             print(f"  {spent / n * 1e6:7.0f} µs/request  {CALLS[label] / n:4.1f} calls  {label}")
-    print(f"{args.method} {args.path}: {n} requests, {args.concurrency} at a time: {cpu / n * 1e6:.0f} µs CPU per request,"
-          f" {n / wall:.0f} req/s in process, statuses {dict(statuses)}{group_commits()}")
+    print(
+        f"{args.method} {args.path}: {n} requests, {args.concurrency} at a time: {cpu / n * 1e6:.0f} µs CPU per request,"
+        f" {n / wall:.0f} req/s in process, statuses {dict(statuses)}{group_commits()}"
+    )
 
 
 def group_commits() -> str:
@@ -171,10 +187,16 @@ def main() -> None:
     parser.add_argument("--path", default="/input")
     parser.add_argument("--method", default="POST")
     parser.add_argument("--phases", action="store_true", help="CPU per request of each stage of a turn")
-    parser.add_argument("--tracing", action="store_true",
-                        help="trace every turn (OpenTelemetry SDK, batch processor, spans kept in memory)")
-    parser.add_argument("--postgres", metavar="URL",
-                        help="store: postgres on this (empty, throwaway) database, e.g. postgres://postgres@127.0.0.1/x")
+    parser.add_argument(
+        "--tracing",
+        action="store_true",
+        help="trace every turn (OpenTelemetry SDK, batch processor, spans kept in memory)",
+    )
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="store: postgres on this (empty, throwaway) database, e.g. postgres://postgres@127.0.0.1/x",
+    )
     args = parser.parse_args()
     app, address = build_app(args.postgres)
     if args.tracing:

@@ -46,8 +46,15 @@ def main() -> None:
     events = [
         {"type": "user_input"},
         {"type": "llm_call", "id": "1", "model": "m", "ts": now},
-        {"type": "llm_result", "id": "1", "model": "m", "duration_ms": 1.0, "status": "success", "ts": now,
-         "usage": {"input_tokens": 10, "output_tokens": 5}},
+        {
+            "type": "llm_result",
+            "id": "1",
+            "model": "m",
+            "duration_ms": 1.0,
+            "status": "success",
+            "ts": now,
+            "usage": {"input_tokens": 10, "output_tokens": 5},
+        },
         {"type": "tool_call", "tool_id": "t", "name": "calc", "ts": now},
         {"type": "tool_result", "tool_id": "t", "name": "calc", "status": "completed", "timing_ms": 0.1, "ts": now},
         {"type": "OUTPUT"},

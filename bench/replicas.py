@@ -34,12 +34,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import httpx  # noqa: E402
-import psycopg  # noqa: E402
+import httpx
+import psycopg
 
-from tests.conftest import NO_TURN_LIMITS, HostProcess  # noqa: E402
-from tests.e2e.replicas.conftest import PG, Haproxy, Machines  # noqa: E402
-from tests.support.hosts import OwnRedis  # noqa: E402
+from tests.conftest import NO_TURN_LIMITS, HostProcess
+from tests.e2e.replicas.conftest import PG, Haproxy, Machines
+from tests.support.hosts import OwnRedis
 
 
 def admin(sql: str) -> None:
@@ -51,11 +51,15 @@ async def flood(url: str, n: int) -> tuple[float, list[float], int]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=100)
     latencies: list[float] = []
     async with httpx.AsyncClient(base_url=url, timeout=300, limits=limits) as client:
+
         async def one(i: int) -> int:
             t0 = time.perf_counter()
-            r = await client.post("/input", json={"prompt": f"calculate {i}+1", "session": {"session_id": str(uuid.uuid4())}})
+            r = await client.post(
+                "/input", json={"prompt": f"calculate {i}+1", "session": {"session_id": str(uuid.uuid4())}}
+            )
             latencies.append(time.perf_counter() - t0)
             return r.status_code
+
         t0 = time.perf_counter()
         codes = await asyncio.gather(*(one(i) for i in range(n)))
         wall = time.perf_counter() - t0
@@ -111,11 +115,21 @@ def main() -> None:
                     wall, lat, ok = asyncio.run(flood(balancer.url, args.turns))
                 finally:
                     balancer.stop()
-                rows.append((f"{args.turns} concurrent turns, haproxy, {label}",
-                             f"{args.turns / wall:.0f} turns/s, p50 {pct(lat, .5):.0f} ms, p95 {pct(lat, .95):.0f} ms,"
-                             f" {ok} ok"))
-            rows.append(("per turn, sequential, store: postgres + replay_log: redis",
-                         f"{sequential_ms(hosts[0].url, 200):.1f} ms"))
+                rows.append(
+                    (
+                        f"{args.turns} concurrent turns, haproxy, {label}",
+                        (
+                            f"{args.turns / wall:.0f} turns/s, p50 {pct(lat, 0.5):.0f} ms, "
+                            f"p95 {pct(lat, 0.95):.0f} ms, {ok} ok"
+                        ),
+                    )
+                )
+            rows.append(
+                (
+                    "per turn, sequential, store: postgres + replay_log: redis",
+                    f"{sequential_ms(hosts[0].url, 200):.1f} ms",
+                )
+            )
         finally:
             group.stop()
         plain = base / "plain"
@@ -130,8 +144,10 @@ def main() -> None:
         from sessions_app.eventlog import EventLog
         from sessions_app.redislog import RedisEventLog
 
-        for label, log in (("Redis Streams", RedisEventLog(redis.url, namespace="bench", ttl=3600)),
-                           ("SQLite", EventLog(base / "events.sqlite3"))):
+        for label, log in (
+            ("Redis Streams", RedisEventLog(redis.url, namespace="bench", ttl=3600)),
+            ("SQLite", EventLog(base / "events.sqlite3")),
+        ):
             sid = str(uuid.uuid4())
             t0 = time.perf_counter()
             for seq in range(1, 10_001):
@@ -144,8 +160,12 @@ def main() -> None:
                 got += len(page)
                 last = int(page[-1]["id"])
             read = time.perf_counter() - t0
-            rows.append((f"replay log {label}: 10,000 events", f"append {10_000 / write:,.0f}/s, "
-                         f"resume read {got / read:,.0f} events/s"))
+            rows.append(
+                (
+                    f"replay log {label}: 10,000 events",
+                    f"append {10_000 / write:,.0f}/s, resume read {got / read:,.0f} events/s",
+                )
+            )
 
         # GET /sessions/{id} with 10^3 and then 10^6 rows in the table
         group = Machines(base / "g", pg_url, None)
@@ -157,14 +177,18 @@ def main() -> None:
                 with psycopg.connect(pg_url, autocommit=True) as db:
                     db.execute("DELETE FROM sessions_app_result")
                     t0 = time.perf_counter()
-                    db.execute("INSERT INTO sessions_app_result SELECT 'bench-' || i, 'done', extract(epoch from now()),"
-                               " extract(epoch from now()) + 86400, extract(epoch from now()), NULL, NULL, 'prompt ' || i,"
-                               " '{\"prompt\":\"p\",\"result\":\"' || repeat('r', 40) || '\"}' FROM generate_series(1, %s) i",
-                               (n,))
+                    db.execute(
+                        "INSERT INTO sessions_app_result SELECT 'bench-' || i, 'done', extract(epoch from now()),"
+                        " extract(epoch from now()) + 86400, extract(epoch from now()), NULL, NULL, 'prompt ' || i,"
+                        ' \'{"prompt":"p","result":"\' || repeat(\'r\', 40) || \'"}\' FROM generate_series(1, %s) i',
+                        (n,),
+                    )
                     db.execute("ANALYZE sessions_app_result")
                     filled = time.perf_counter() - t0
                 ids = [f"bench-{i}" for i in range(1, n + 1, max(1, n // 300))][:300]
-                rows.append((f"GET /sessions/{{id}}, {n:,} rows (filled in {filled:.1f} s)", f"{get_ms(host.url, ids):.2f} ms"))
+                rows.append(
+                    (f"GET /sessions/{{id}}, {n:,} rows (filled in {filled:.1f} s)", f"{get_ms(host.url, ids):.2f} ms")
+                )
         finally:
             group.stop()
     finally:

@@ -63,8 +63,18 @@ CLIENT = "raw"
 
 # ───────────────────────────── servers ─────────────────────────────
 
-NO_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0",
-             "--max-ws-per-ip", "0", "--max-connections-per-ip", "0")
+NO_LIMITS = (
+    "--rate-limit-per-minute",
+    "0",
+    "--max-turns-per-identity",
+    "0",
+    "--max-turns-per-ip",
+    "0",
+    "--max-ws-per-ip",
+    "0",
+    "--max-connections-per-ip",
+    "0",
+)
 
 
 class Server:
@@ -86,8 +96,19 @@ class Server:
         if self.kind == "ours":
             # One loopback client with one key drives every point: the per-caller limits (60 turns/min, 8 at a
             # time by default) would measure the limiter, not the host, so they are off here.
-            return [PY, str(REPO / "manage.py"), "runhost", f"bench.agents:{self.agent}_factory", "--no-relay",
-                    "--port", str(self.port), "--trust", "open", *NO_LIMITS, *self.extra]
+            return [
+                PY,
+                str(REPO / "manage.py"),
+                "runhost",
+                f"bench.agents:{self.agent}_factory",
+                "--no-relay",
+                "--port",
+                str(self.port),
+                "--trust",
+                "open",
+                *NO_LIMITS,
+                *self.extra,
+            ]
         if self.kind == "reference":
             return [PY, str(REPO / "bench" / "reference_host.py"), "--port", str(self.port), "--agent", self.agent]
         if self.kind == "stack":
@@ -99,8 +120,9 @@ class Server:
         env.pop("CONNECTONION_ENV", None)
         self.log = open(self.folder / "server.log", "w")  # noqa: SIM115 - closed in stop()
         began = time.monotonic()
-        self.proc = subprocess.Popen(self.command(), cwd=self.folder, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            self.command(), cwd=self.folder, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         deadline = began + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -153,6 +175,7 @@ class Server:
 
 # ───────────────────────────── load generation ─────────────────────────────
 
+
 def signed_body(prompt: str, to: str) -> bytes:
     payload = {"prompt": prompt, "to": to, "timestamp": int(time.time()), "nonce": uuid.uuid4().hex}
     return json.dumps(sign_payload(CLIENT_KEY, payload)).encode()
@@ -162,7 +185,7 @@ def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 class RawClient:
@@ -182,8 +205,10 @@ class RawClient:
     async def _exchange(self, body: bytes) -> tuple[int, bytes]:
         if self.writer is None or self.writer.is_closing():
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.server.port, limit=2**22)
-        head = (f"POST /input HTTP/1.1\r\nHost: 127.0.0.1:{self.server.port}\r\n"
-                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+        head = (
+            f"POST /input HTTP/1.1\r\nHost: 127.0.0.1:{self.server.port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
         self.writer.write(head + body)
         raw = await self.reader.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")
@@ -279,8 +304,14 @@ async def throughput(server: Server, clients: int, seconds: float, max_requests:
         began = time.perf_counter()
         await asyncio.gather(*(loop(h) for h in handles))
         wall = time.perf_counter() - began
-    return {"requests": len(latencies), "errors": errors, "wall_s": wall, "rps": len(latencies) / wall,
-            "p50_ms": pct(latencies, 0.5) * 1000, "p99_ms": pct(latencies, 0.99) * 1000}
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "wall_s": wall,
+        "rps": len(latencies) / wall,
+        "p50_ms": pct(latencies, 0.5) * 1000,
+        "p99_ms": pct(latencies, 0.99) * 1000,
+    }
 
 
 async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict[str, Any]:
@@ -290,8 +321,11 @@ async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict
     ``/health`` every 50 ms and samples the server's RSS.
     """
     samples = Path(tempfile.mkstemp(prefix="bench-probe-", suffix=".json")[1])
-    probe = subprocess.Popen([PY, __file__, "--probe", server.url, str(server.proc.pid), str(samples)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    probe = subprocess.Popen(
+        [PY, __file__, "--probe", server.url, str(server.proc.pid), str(samples)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     # The probe's connection is made before the burst: made during it, it would queue behind a thousand
     # connects in the listen backlog (a dropped SYN is retried after 1 s, then 3 s), which measures the
     # kernel's backlog, not how fast the host answers /health.
@@ -310,10 +344,17 @@ async def burst(server: Server, turns: int, prompt: str, timeout: float) -> dict
     health = data.get("health", [])
     # The five slowest probes: (seconds after the burst began, ms), to see where in the burst they fell.
     slowest = sorted(zip(data.get("at", []), health), key=lambda p: -p[1])[:5]
-    return {"turns": turns, "ok": sum(results), "errors": turns - sum(results), "wall_s": wall,
-            "slowest_health": [(round(a - t0, 2), round(h * 1000, 1)) for a, h in slowest],
-            "health_p99_ms": pct(health, 0.99) * 1000, "health_samples": len(health),
-            "health_errors": data.get("errors", 0), "rss_peak_mib": data.get("rss_peak", 0) / 2**20}
+    return {
+        "turns": turns,
+        "ok": sum(results),
+        "errors": turns - sum(results),
+        "wall_s": wall,
+        "slowest_health": [(round(a - t0, 2), round(h * 1000, 1)) for a, h in slowest],
+        "health_p99_ms": pct(health, 0.99) * 1000,
+        "health_samples": len(health),
+        "health_errors": data.get("errors", 0),
+        "rss_peak_mib": data.get("rss_peak", 0) / 2**20,
+    }
 
 
 def probe_main(url: str, pid: int, out: str) -> None:
@@ -349,6 +390,7 @@ def probe_main(url: str, pid: int, out: str) -> None:
 
 # ───────────────────────────── scenarios ─────────────────────────────
 
+
 def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [k for k, v in runs[0].items() if isinstance(v, (int, float))]
     return {k: statistics.median(run[k] for run in runs) for k in keys} | {"runs": runs}
@@ -368,8 +410,10 @@ def l5(args: argparse.Namespace) -> dict[str, Any]:
                     runs.append(asyncio.run(throughput(server, clients, args.seconds, args.requests)))
             out[f"{kind}@{clients}"] = median_of(runs)
             m = out[f"{kind}@{clients}"]
-            say(f"  L5 {kind:9} {clients:3} clients: {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms"
-                f"  p99 {m['p99_ms']:7.1f} ms  errors {m['errors']:.0f}")
+            say(
+                f"  L5 {kind:9} {clients:3} clients: {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms"
+                f"  p99 {m['p99_ms']:7.1f} ms  errors {m['errors']:.0f}"
+            )
     return out
 
 
@@ -383,14 +427,23 @@ def w2(args: argparse.Namespace) -> dict[str, Any]:
                 with Server("ours", extra=("--workers", str(workers))) as server:
                     runs.append(asyncio.run(throughput(server, clients, args.seconds, args.requests)))
             m = out[f"{workers}@{clients}"] = median_of(runs)
-            say(f"  W2 ours {workers} worker(s) {clients:3} clients: {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms"
-                f"  p99 {m['p99_ms']:7.1f} ms  errors {m['errors']:.0f}")
+            say(
+                f"  W2 ours {workers} worker(s) {clients:3} clients: {m['rps']:8.1f} req/s  p50 {m['p50_ms']:7.1f} ms"
+                f"  p99 {m['p99_ms']:7.1f} ms  errors {m['errors']:.0f}"
+            )
         out[f"ratio@{clients}"] = out[f"2@{clients}"]["rps"] / out[f"1@{clients}"]["rps"]
     return out
 
 
-def burst_scenario(name: str, args: argparse.Namespace, turns: int, prompt: str, timeout: float,
-                   ours_extra: tuple[str, ...] = (), kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
+def burst_scenario(
+    name: str,
+    args: argparse.Namespace,
+    turns: int,
+    prompt: str,
+    timeout: float,
+    ours_extra: tuple[str, ...] = (),
+    kinds: tuple[str, ...] = KINDS,
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for kind in kinds:
         runs = []
@@ -401,9 +454,11 @@ def burst_scenario(name: str, args: argparse.Namespace, turns: int, prompt: str,
                 runs.append(asyncio.run(burst(server, turns, prompt, cap)))
         out[kind] = median_of(runs)
         m = out[kind]
-        say(f"  {name} {kind:9}: {m['ok']:.0f}/{turns} ok in {m['wall_s']:6.2f} s  /health p99 "
+        say(
+            f"  {name} {kind:9}: {m['ok']:.0f}/{turns} ok in {m['wall_s']:6.2f} s  /health p99 "
             f"{m['health_p99_ms']:7.1f} ms  RSS peak {m['rss_peak_mib']:6.1f} MiB"
-            f"  slowest /health (s into the burst, ms): {runs[-1]['slowest_health']}")
+            f"  slowest /health (s into the burst, ms): {runs[-1]['slowest_health']}"
+        )
     return out
 
 
@@ -414,12 +469,28 @@ def prefill(folder: Path, records: int) -> None:
     with open(co / "session_results.jsonl", "w") as fh:
         for i in range(records):
             sid = str(uuid.UUID(int=i + 1))
-            session = {"session_id": sid, "messages": [{"role": "user", "content": "hi"},
-                                                        {"role": "assistant", "content": "ok"}],
-                       "trace": [], "turn": 1}
-            fh.write(json.dumps({"session_id": sid, "prompt": "hi", "status": "done", "result": "ok",
-                                 "created": now, "expires": now + 86400, "duration_ms": 1,
-                                 "session": session}, separators=(",", ":")) + "\n")
+            session = {
+                "session_id": sid,
+                "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}],
+                "trace": [],
+                "turn": 1,
+            }
+            fh.write(
+                json.dumps(
+                    {
+                        "session_id": sid,
+                        "prompt": "hi",
+                        "status": "done",
+                        "result": "ok",
+                        "created": now,
+                        "expires": now + 86400,
+                        "duration_ms": 1,
+                        "session": session,
+                    },
+                    separators=(",", ":"),
+                )
+                + "\n"
+            )
 
 
 def l6(args: argparse.Namespace, fresh: dict[str, Any]) -> dict[str, Any]:
@@ -437,8 +508,10 @@ def l6(args: argparse.Namespace, fresh: dict[str, Any]) -> dict[str, Any]:
     out = median_of(runs)
     out["fresh_rps"] = fresh["rps"]
     out["ratio"] = out["rps"] / fresh["rps"]
-    say(f"  L6 ours after {args.stored} stored turns: {out['rps']:.1f} req/s vs fresh {fresh['rps']:.1f}"
-        f" ({out['ratio']:.2f}x), start-up {out['start_s']:.1f} s")
+    say(
+        f"  L6 ours after {args.stored} stored turns: {out['rps']:.1f} req/s vs fresh {fresh['rps']:.1f}"
+        f" ({out['ratio']:.2f}x), start-up {out['start_s']:.1f} s"
+    )
     return out
 
 
@@ -447,49 +520,70 @@ def ratio(a: float, b: float) -> str:
 
 
 def table(results: dict[str, Any]) -> str:
-    lines = ["| scenario | metric | ours | reference 1.9.2 | floor | ours/reference | ours/floor |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| scenario | metric | ours | reference 1.9.2 | floor | ours/reference | ours/floor |",
+        "|---|---|---|---|---|---|---|",
+    ]
     l5r = results.get("L5")
     for clients in (1, 8, 64) if l5r else ():
         o, r, f = (l5r[f"{k}@{clients}"] for k in KINDS)
-        lines.append(f"| L5 POST /input, {clients} clients | req/s | {o['rps']:.0f} | {r['rps']:.0f} | {f['rps']:.0f}"
-                     f" | {ratio(o['rps'], r['rps'])} | {ratio(o['rps'], f['rps'])} |")
+        lines.append(
+            f"| L5 POST /input, {clients} clients | req/s | {o['rps']:.0f} | {r['rps']:.0f} | {f['rps']:.0f}"
+            f" | {ratio(o['rps'], r['rps'])} | {ratio(o['rps'], f['rps'])} |"
+        )
         for key in ("p50_ms", "p99_ms"):
-            lines.append(f"| | {key[:3]} ms | {o[key]:.1f} | {r[key]:.1f} | {f[key]:.1f}"
-                         f" | {ratio(o[key], r[key])} | {ratio(o[key], f[key])} |")
+            lines.append(
+                f"| | {key[:3]} ms | {o[key]:.1f} | {r[key]:.1f} | {f[key]:.1f}"
+                f" | {ratio(o[key], r[key])} | {ratio(o[key], f[key])} |"
+            )
         lines.append(f"| | errors | {o['errors']:.0f} | {r['errors']:.0f} | {f['errors']:.0f} | | |")
     stack: list[str] = []
     if l5r:
-        stack += ["", "Stack floor (stock Django 5.2 + daphne, one async view, fixed answer, no work):", "",
-                  "| clients | stack req/s | stack p99 ms | stack/reference | stack/floor | ours/stack |",
-                  "|---|---|---|---|---|---|"]
+        stack += [
+            "",
+            "Stack floor (stock Django 5.2 + daphne, one async view, fixed answer, no work):",
+            "",
+            "| clients | stack req/s | stack p99 ms | stack/reference | stack/floor | ours/stack |",
+            "|---|---|---|---|---|---|",
+        ]
         for clients in (1, 8, 64):
             o, r, f, st = (l5r[f"{k}@{clients}"] for k in L5_KINDS)
-            stack.append(f"| {clients} | {st['rps']:.0f} | {st['p99_ms']:.1f} | {ratio(st['rps'], r['rps'])}"
-                         f" | {ratio(st['rps'], f['rps'])} | {ratio(o['rps'], st['rps'])} |")
+            stack.append(
+                f"| {clients} | {st['rps']:.0f} | {st['p99_ms']:.1f} | {ratio(st['rps'], r['rps'])}"
+                f" | {ratio(st['rps'], f['rps'])} | {ratio(o['rps'], st['rps'])} |"
+            )
     for name, label in (("L2", "L2 100 × 3 s turns"), ("L1", "L1 1,000 × 1 s turns")):
         block = results.get(name)
         if not block:
             continue
         o, r, f = (block.get(k, {}) for k in KINDS)
         nan = float("nan")
-        for key, metric, fmt in (("wall_s", "wall s", "{:.2f}"), ("ok", "completed", "{:.0f}"),
-                                 ("health_p99_ms", "/health p99 ms", "{:.1f}"),
-                                 ("rss_peak_mib", "RSS peak MiB", "{:.0f}")):
+        for key, metric, fmt in (
+            ("wall_s", "wall s", "{:.2f}"),
+            ("ok", "completed", "{:.0f}"),
+            ("health_p99_ms", "/health p99 ms", "{:.1f}"),
+            ("rss_peak_mib", "RSS peak MiB", "{:.0f}"),
+        ):
             vals = [d.get(key, nan) for d in (o, r, f)]
             cells = [fmt.format(v) if v == v else "-" for v in vals]
-            lines.append(f"| {label if key == 'wall_s' else ''} | {metric} | {cells[0]} | {cells[1]} | {cells[2]}"
-                         f" | {ratio(vals[0], vals[1])} | {ratio(vals[0], vals[2])} |")
+            lines.append(
+                f"| {label if key == 'wall_s' else ''} | {metric} | {cells[0]} | {cells[1]} | {cells[2]}"
+                f" | {ratio(vals[0], vals[1])} | {ratio(vals[0], vals[2])} |"
+            )
     w2r = results.get("W2")
     for clients in (8, 64) if w2r else ():
         one, two = w2r[f"1@{clients}"], w2r[f"2@{clients}"]
-        lines.append(f"| W2 ours, 2 workers vs 1, {clients} clients | req/s | {two['rps']:.0f} (1 worker: {one['rps']:.0f},"
-                     f" {w2r[f'ratio@{clients}']:.2f}x) | - | - | | |")
+        lines.append(
+            f"| W2 ours, 2 workers vs 1, {clients} clients | req/s | {two['rps']:.0f} (1 worker: {one['rps']:.0f},"
+            f" {w2r[f'ratio@{clients}']:.2f}x) | - | - | | |"
+        )
         lines.append(f"| | p99 ms | {two['p99_ms']:.1f} (1 worker: {one['p99_ms']:.1f}) | - | - | | |")
     l6r = results.get("L6")
     if l6r:
-        lines.append(f"| L6 8 clients after {results['config']['stored']:,} stored turns | req/s | {l6r['rps']:.0f}"
-                     f" (fresh {l6r['fresh_rps']:.0f}, {l6r['ratio']:.2f}x) | - | - | | |")
+        lines.append(
+            f"| L6 8 clients after {results['config']['stored']:,} stored turns | req/s | {l6r['rps']:.0f}"
+            f" (fresh {l6r['fresh_rps']:.0f}, {l6r['ratio']:.2f}x) | - | - | | |"
+        )
         lines.append(f"| | start-up s | {l6r['start_s']:.1f} ({l6r['file_mib']:.0f} MiB file) | - | - | | |")
     return "\n".join(lines + stack)
 
@@ -498,15 +592,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="~2 min subset: 1 repeat, shorter points, smaller L1")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--reference-repeats", type=int, help="repeats of the reference L1/L2 bursts, each capped by --reference-cap (default 1)")
+    parser.add_argument(
+        "--reference-repeats",
+        type=int,
+        help="repeats of the reference L1/L2 bursts, each capped by --reference-cap (default 1)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="max seconds per L5 point")
     parser.add_argument("--requests", type=int, default=2000, help="max requests per L5 point")
     parser.add_argument("--l1-turns", type=int, default=1000)
     parser.add_argument("--stored", type=int, default=100_000)
     parser.add_argument("--only", help="comma list of L5,L2,L1,L6,W2")
     parser.add_argument("--client", choices=["raw", "httpx"], default="raw", help="load generator's HTTP client")
-    parser.add_argument("--reference-cap", type=float, default=30.0,
-                        help="seconds a reference burst turn may wait (it runs turns one at a time)")
+    parser.add_argument(
+        "--reference-cap",
+        type=float,
+        default=30.0,
+        help="seconds a reference burst turn may wait (it runs turns one at a time)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "results.json"))
     if len(sys.argv) == 5 and sys.argv[1] == "--probe":
         probe_main(sys.argv[2], int(sys.argv[3]), sys.argv[4])
@@ -522,10 +624,16 @@ def main() -> None:
     only = set((args.only or "L5,L2,L1,L6,W2").upper().split(","))
 
     started = time.time()
-    results: dict[str, Any] = {"config": vars(args) | {
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
-        "machine": platform.platform(), "python": platform.python_version(),
-        "command": " ".join([Path(sys.executable).name, *sys.argv])}}
+    results: dict[str, Any] = {
+        "config": vars(args)
+        | {
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "cpus": os.cpu_count(),
+            "machine": platform.platform(),
+            "python": platform.python_version(),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        }
+    }
     if "L5" in only or "L6" in only:
         say("L5: POST /input, instant agent")
         results["L5"] = l5(args)

@@ -42,10 +42,10 @@ from trust.identity import AgentIdentity  # noqa: E402
 class PlainAgent(AsyncRemoteAgent):
     """Our client with keys but no SEAL: the unsealed baseline (signed CONNECT and commands, bare socket)."""
 
-    async def _offer_seal(self, ws):  # noqa: ANN001, ANN202
+    async def _offer_seal(self, ws):
         return None
 
-    async def _open(self):  # noqa: ANN202
+    async def _open(self):
         import websockets
 
         from hosting.client import MAX_SIZE
@@ -80,8 +80,9 @@ async def run(turns: int, upload_kb: int) -> None:
         project = folder / "project"
         (project / ".co").mkdir(parents=True)
         (project / ".co" / "host.yaml").write_text("announce_loopback: true\n")
-        host = HostProcess(project, "bench.agents:instant_factory", *NO_TURN_LIMITS, "--max-ws-per-ip", "0",
-                           "--relay-url", relay.base).start(timeout=60)
+        host = HostProcess(
+            project, "bench.agents:instant_factory", *NO_TURN_LIMITS, "--max-ws-per-ip", "0", "--relay-url", relay.base
+        ).start(timeout=60)
         try:
             address = httpx.get(host.url + "/info").json()["address"]
             deadline = time.monotonic() + 30
@@ -90,7 +91,7 @@ async def run(turns: int, upload_kb: int) -> None:
                 await asyncio.sleep(0.1)
             rows: dict[str, list[float]] = {}
 
-            async def timed(name: str, call) -> None:  # noqa: ANN001
+            async def timed(name: str, call) -> None:
                 started = time.perf_counter()
                 await call()
                 rows.setdefault(name, []).append((time.perf_counter() - started) * 1000)

@@ -84,9 +84,14 @@ class Stats:
         out = {}
         for kind, row in sorted(table.items()):
             lat = row["lat"]
-            out[kind] = {"count": len(lat), "per_s": len(lat) / seconds if seconds else 0.0,
-                         "p50_ms": pct(lat, 0.5) * 1000, "p99_ms": pct(lat, 0.99) * 1000,
-                         "errors": row["errors"], "error_notes": dict(list(row["notes"].items())[:5])}
+            out[kind] = {
+                "count": len(lat),
+                "per_s": len(lat) / seconds if seconds else 0.0,
+                "p50_ms": pct(lat, 0.5) * 1000,
+                "p99_ms": pct(lat, 0.99) * 1000,
+                "errors": row["errors"],
+                "error_notes": dict(list(row["notes"].items())[:5]),
+            }
         return out
 
 
@@ -94,8 +99,10 @@ class TracedServer(Server):
     """Our host under ``bench/traced_host.py``: tracemalloc on, a snapshot per SIGUSR1."""
 
     def command(self) -> list[str]:
-        return [part if part != str(REPO / "manage.py") else str(REPO / "bench" / "traced_host.py")
-                for part in super().command()]
+        return [
+            part if part != str(REPO / "manage.py") else str(REPO / "bench" / "traced_host.py")
+            for part in super().command()
+        ]
 
 
 def snapshot(pid: int, folder: Path, number: int, timeout: float = 180) -> Path | None:
@@ -113,15 +120,33 @@ def trace_growth(first: Path, last: Path, top: int = 15) -> dict[str, Any]:
     total = sum(s.size for s in b.statistics("filename")) - sum(s.size for s in a.statistics("filename"))
 
     def rows(key: str) -> list[dict[str, Any]]:
-        return [{"where": str(d.traceback[0]) if key == "lineno" else d.traceback[0].filename,
-                 "grew_kib": round(d.size_diff / 1024, 1), "blocks": d.count_diff}
-                for d in b.compare_to(a, key)[:top]]
+        return [
+            {
+                "where": str(d.traceback[0]) if key == "lineno" else d.traceback[0].filename,
+                "grew_kib": round(d.size_diff / 1024, 1),
+                "blocks": d.count_diff,
+            }
+            for d in b.compare_to(a, key)[:top]
+        ]
 
-    stacks = [{"grew_kib": round(d.size_diff / 1024, 1), "blocks": d.count_diff,
-               "stack": [str(frame) for frame in d.traceback][-8:]}
-              for d in b.compare_to(a, "traceback")[:8]] if len(b.traces) and b.traceback_limit > 1 else []
-    return {"traced_growth_mib": round(total / 2**20, 2), "by_line": rows("lineno"), "by_file": rows("filename"),
-            "by_stack": stacks}
+    stacks = (
+        [
+            {
+                "grew_kib": round(d.size_diff / 1024, 1),
+                "blocks": d.count_diff,
+                "stack": [str(frame) for frame in d.traceback][-8:],
+            }
+            for d in b.compare_to(a, "traceback")[:8]
+        ]
+        if len(b.traces) and b.traceback_limit > 1
+        else []
+    )
+    return {
+        "traced_growth_mib": round(total / 2**20, 2),
+        "by_line": rows("lineno"),
+        "by_file": rows("filename"),
+        "by_stack": stacks,
+    }
 
 
 def fd_kinds(pid: int) -> dict[str, int]:
@@ -131,8 +156,11 @@ def fd_kinds(pid: int) -> dict[str, int]:
         for fd in os.listdir(f"/proc/{pid}/fd"):
             with contextlib.suppress(OSError):
                 target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                kind = target.split(":")[0] if ":" in target and not target.startswith("/") else (
-                    "/".join(Path(target).parts[-2:]) if "/.co/" in target else target)
+                kind = (
+                    target.split(":")[0]
+                    if ":" in target and not target.startswith("/")
+                    else ("/".join(Path(target).parts[-2:]) if "/.co/" in target else target)
+                )
                 kinds[kind] = kinds.get(kind, 0) + 1
     return dict(sorted(kinds.items()))
 
@@ -167,9 +195,13 @@ class Soak:
     # -- operations: each returns (ok, note) --------------------------------------------------------------
     async def http(self, client: httpx.AsyncClient) -> None:
         roll = self.rng.random()
-        kind, prompt, expect = (("http_slow", "sleep 2", 200) if roll < 0.05 else
-                                ("http_fail", "fail", 500) if roll < 0.10 else
-                                ("http_instant", "calculate (2+3)*7", 200))
+        kind, prompt, expect = (
+            ("http_slow", "sleep 2", 200)
+            if roll < 0.05
+            else ("http_fail", "fail", 500)
+            if roll < 0.10
+            else ("http_instant", "calculate (2+3)*7", 200)
+        )
         await self.timed(kind, self._post(client, {"prompt": prompt}, expect))
 
     async def upload(self, client: httpx.AsyncClient) -> None:
@@ -196,8 +228,16 @@ class Soak:
                     frame = await recv(ws)
                     if frame["type"] == "approval_needed":
                         asked = True
-                        await ws.send(json.dumps({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once",
-                                                  "request_id": frame["id"]}))
+                        await ws.send(
+                            json.dumps(
+                                {
+                                    "type": "APPROVAL_RESPONSE",
+                                    "approved": True,
+                                    "scope": "once",
+                                    "request_id": frame["id"],
+                                }
+                            )
+                        )
                     elif frame["type"] == "OUTPUT":
                         ok = asked and "note saved" in str(frame.get("result"))
                         return ok, "" if ok else f"output {str(frame.get('result'))[:80]}"
@@ -243,11 +283,19 @@ class Soak:
     async def hostile(self, client: httpx.AsyncClient) -> None:
         row = self.rng.choice(("bad_json", "bad_signature", "oversize"))
         if row == "bad_json":
-            await self.timed("hostile_bad_json", self._status(client.post(
-                "/input", content=b'{"prompt": "x",', headers={"content-type": "application/json"}), 400))
+            await self.timed(
+                "hostile_bad_json",
+                self._status(
+                    client.post("/input", content=b'{"prompt": "x",', headers={"content-type": "application/json"}), 400
+                ),
+            )
         elif row == "bad_signature":
-            payload = {"prompt": "hi", "to": self.server.address, "timestamp": int(time.time()),
-                       "nonce": uuid.uuid4().hex}
+            payload = {
+                "prompt": "hi",
+                "to": self.server.address,
+                "timestamp": int(time.time()),
+                "nonce": uuid.uuid4().hex,
+            }
             envelope = sign_payload(self.key, payload)
             envelope["signature"] = ("0" if envelope["signature"][0] != "0" else "1") + envelope["signature"][1:]
             await self.timed("hostile_bad_signature", self._status(client.post("/input", json=envelope), 401))
@@ -267,8 +315,12 @@ class Soak:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.server.port)
         declared, sent = (2**30, 1024) if self.rng.random() < 0.5 else (CAP + 65536, CAP + 65536)
         try:
-            writer.write((f"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                          f"Content-Length: {declared}\r\n\r\n").encode())
+            writer.write(
+                (
+                    f"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {declared}\r\n\r\n"
+                ).encode()
+            )
             with contextlib.suppress(ConnectionError):
                 writer.write(b"x" * sent)
                 await writer.drain()
@@ -284,8 +336,15 @@ class Soak:
         began = time.perf_counter()
         try:
             ok, note = await asyncio.wait_for(work, TIMEOUT)
-        except (TimeoutError, OSError, httpx.HTTPError, websockets.WebSocketException, ValueError, KeyError,
-                asyncio.IncompleteReadError) as exc:
+        except (
+            TimeoutError,
+            OSError,
+            httpx.HTTPError,
+            websockets.WebSocketException,
+            ValueError,
+            KeyError,
+            asyncio.IncompleteReadError,
+        ) as exc:
             ok, note = False, f"{type(exc).__name__}: {str(exc)[:60]}"
         self.stats.add(kind, time.perf_counter() - began, ok, note)
 
@@ -296,8 +355,15 @@ class Soak:
             stored = 0
             with contextlib.suppress(OSError):
                 stored = self.store_path.stat().st_size
-            self.samples.append({"t": round(time.monotonic() - began, 1), "rss_mib": round(rss / 2**20, 2),
-                                 "fds": fds, "threads": threads, "store_mib": round(stored / 2**20, 2)})
+            self.samples.append(
+                {
+                    "t": round(time.monotonic() - began, 1),
+                    "rss_mib": round(rss / 2**20, 2),
+                    "fds": fds,
+                    "threads": threads,
+                    "store_mib": round(stored / 2**20, 2),
+                }
+            )
             stop.wait(5)
 
     def report(self, elapsed: float, window: float, final: bool = False) -> None:
@@ -306,19 +372,32 @@ class Soak:
         last = self.samples[-1] if self.samples else {}
         valid = sum(summary.get(k, {}).get("count", 0) for k in VALID)
         valid_errors = sum(summary.get(k, {}).get("errors", 0) for k in VALID)
-        entry = {"t": round(elapsed, 1), "ops_per_s": sum(v["count"] for v in summary.values()) / (
-            elapsed if final else window), "valid": valid, "valid_errors": valid_errors,
-            "rss_mib": last.get("rss_mib"), "fds": last.get("fds"), "threads": last.get("threads"), "kinds": summary}
+        entry = {
+            "t": round(elapsed, 1),
+            "ops_per_s": sum(v["count"] for v in summary.values()) / (elapsed if final else window),
+            "valid": valid,
+            "valid_errors": valid_errors,
+            "rss_mib": last.get("rss_mib"),
+            "fds": last.get("fds"),
+            "threads": last.get("threads"),
+            "kinds": summary,
+        }
         if not final:
             self.reports.append(entry)
             self.stats.window = {}
         label = "TOTAL" if final else f"t={elapsed:5.0f}s"
-        print(f"{label}: {entry['ops_per_s']:.1f} ops/s, valid {valid} with {valid_errors} errors, "
-              f"RSS {last.get('rss_mib')} MiB, fds {last.get('fds')}, threads {last.get('threads')}", flush=True)
+        print(
+            f"{label}: {entry['ops_per_s']:.1f} ops/s, valid {valid} with {valid_errors} errors, "
+            f"RSS {last.get('rss_mib')} MiB, fds {last.get('fds')}, threads {last.get('threads')}",
+            flush=True,
+        )
         for kind, row in summary.items():
             notes = f"  {row['error_notes']}" if row["errors"] else ""
-            print(f"    {kind:22} {row['count']:6} ({row['per_s']:5.1f}/s)  p50 {row['p50_ms']:8.1f} ms  "
-                  f"p99 {row['p99_ms']:8.1f} ms  errors {row['errors']}{notes}", flush=True)
+            print(
+                f"    {kind:22} {row['count']:6} ({row['per_s']:5.1f}/s)  p50 {row['p50_ms']:8.1f} ms  "
+                f"p99 {row['p99_ms']:8.1f} ms  errors {row['errors']}{notes}",
+                flush=True,
+            )
 
     async def run(self) -> dict[str, Any]:
         args = self.args
@@ -333,8 +412,13 @@ class Soak:
         tasks: set[asyncio.Task] = set()
         skipped = 0
         async with httpx.AsyncClient(base_url=self.server.url, limits=limits, timeout=TIMEOUT) as client:
-            ops = {"http": lambda: self.http(client), "upload": lambda: self.upload(client),
-                   "ws_approval": self.ws_approval, "reattach": self.reattach, "hostile": lambda: self.hostile(client)}
+            ops = {
+                "http": lambda: self.http(client),
+                "upload": lambda: self.upload(client),
+                "ws_approval": self.ws_approval,
+                "reattach": self.reattach,
+                "hostile": lambda: self.hostile(client),
+            }
 
             async def one(kind: str) -> None:
                 try:
@@ -368,22 +452,45 @@ class Soak:
         elapsed = time.monotonic() - began
         stop.set()
         sampler.join(10)
-        self.samples.append({"t": round(elapsed, 1), **dict(zip(("rss_mib", "fds", "threads"), (
-            round(v / 2**20, 2) if i == 0 else v for i, v in enumerate(process_figures(self.server.proc.pid)))))})
+        self.samples.append(
+            {
+                "t": round(elapsed, 1),
+                **dict(
+                    zip(
+                        ("rss_mib", "fds", "threads"),
+                        (
+                            round(v / 2**20, 2) if i == 0 else v
+                            for i, v in enumerate(process_figures(self.server.proc.pid))
+                        ),
+                    )
+                ),
+            }
+        )
         self.report(elapsed, elapsed, final=True)
-        return {"elapsed_s": elapsed, "skipped_ticks": skipped, "total": Stats.summary(self.stats.total, elapsed),
-                "reports": self.reports, "samples": self.samples}
+        return {
+            "elapsed_s": elapsed,
+            "skipped_ticks": skipped,
+            "total": Stats.summary(self.stats.total, elapsed),
+            "reports": self.reports,
+            "samples": self.samples,
+        }
 
 
 def growth(samples: list[dict[str, Any]], warmup: float) -> dict[str, Any]:
     """RSS growth and fd spread after the warm-up: first post-warm-up sample vs the last (and the peak)."""
     after = [s for s in samples if s["t"] >= warmup] or samples[-1:]
     first, last = after[0], after[-1]
-    return {"from_t": first["t"], "rss_start_mib": first["rss_mib"], "rss_end_mib": last["rss_mib"],
-            "rss_peak_mib": max(s["rss_mib"] for s in after),
-            "rss_growth_pct": (last["rss_mib"] - first["rss_mib"]) / first["rss_mib"] * 100 if first["rss_mib"] else 0,
-            "fds_min": min(s["fds"] for s in after), "fds_max": max(s["fds"] for s in after),
-            "fds_start": first["fds"], "fds_end": last["fds"]}
+    return {
+        "from_t": first["t"],
+        "rss_start_mib": first["rss_mib"],
+        "rss_end_mib": last["rss_mib"],
+        "rss_peak_mib": max(s["rss_mib"] for s in after),
+        "rss_growth_pct": (last["rss_mib"] - first["rss_mib"]) / first["rss_mib"] * 100 if first["rss_mib"] else 0,
+        "fds_min": min(s["fds"] for s in after),
+        "fds_max": max(s["fds"] for s in after),
+        "fds_start": first["fds"],
+        "fds_end": last["fds"],
+    }
 
 
 def main() -> None:
@@ -392,20 +499,33 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="operations started per second (open loop)")
     parser.add_argument("--inflight", type=int, default=64, help="most operations in flight at once")
     parser.add_argument("--report", type=float, default=30.0, help="seconds between reports")
-    parser.add_argument("--warmup", type=float, help="seconds before RSS/fd growth is measured (default 120, "
-                                                     "or a fifth of a run shorter than 10 minutes)")
+    parser.add_argument(
+        "--warmup",
+        type=float,
+        help="seconds before RSS/fd growth is measured (default 120, or a fifth of a run shorter than 10 minutes)",
+    )
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--result-ttl", type=int, help="the host's result_ttl in seconds (default: the host's, 24 h);"
-                        " a short one shows whether RSS levels off once results expire")
-    parser.add_argument("--tracemalloc", action="store_true",
-                        help="run the host under tracemalloc and report where memory grew after the warm-up "
-                             "(slower: the figures are for leak hunting, not latency)")
+    parser.add_argument(
+        "--result-ttl",
+        type=int,
+        help="the host's result_ttl in seconds (default: the host's, 24 h);"
+        " a short one shows whether RSS levels off once results expire",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="run the host under tracemalloc and report where memory grew after the warm-up "
+        "(slower: the figures are for leak hunting, not latency)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "soak.json"))
     args = parser.parse_args()
     if args.warmup is None:
         args.warmup = 120.0 if args.minutes >= 10 else args.minutes * 60 / 5
-    print(f"soak: {args.minutes:g} min at {args.rate:g} ops/s (≤ {args.inflight} in flight), mix "
-          + ", ".join(f"{k} {w}%" for k, w in MIX), flush=True)
+    print(
+        f"soak: {args.minutes:g} min at {args.rate:g} ops/s (≤ {args.inflight} in flight), mix "
+        + ", ".join(f"{k} {w}%" for k, w in MIX),
+        flush=True,
+    )
     trace_tmp = tempfile.TemporaryDirectory(prefix="soak-trace-") if args.tracemalloc else None
     if trace_tmp is not None:
         os.environ["SOAK_TRACE_DIR"] = trace_tmp.name
@@ -424,19 +544,28 @@ def main() -> None:
     total = result["total"]
     result["valid_requests"] = sum(total.get(k, {}).get("count", 0) for k in VALID)
     result["valid_errors"] = sum(total.get(k, {}).get("errors", 0) for k in VALID)
-    result["config"] = vars(args) | {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                     "cpus": os.cpu_count(), "machine": platform.platform(),
-                                     "python": platform.python_version(),
-                                     "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
-                                     "command": " ".join([Path(sys.executable).name, *sys.argv])}
+    result["config"] = vars(args) | {
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "python": platform.python_version(),
+        "malloc_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+    }
     g = result["growth"]
-    print(f"\nvalid requests {result['valid_requests']}, errors {result['valid_errors']} "
-          f"({result['valid_errors'] / max(result['valid_requests'], 1) * 100:.3f}%); skipped ticks "
-          f"{result['skipped_ticks']}")
-    print(f"after {g['from_t']:.0f} s: RSS {g['rss_start_mib']:.1f} -> {g['rss_end_mib']:.1f} MiB "
-          f"({g['rss_growth_pct']:+.2f}%, peak {g['rss_peak_mib']:.1f}); fds {g['fds_start']} -> {g['fds_end']} "
-          f"(range {g['fds_min']}-{g['fds_max']})")
-    print(f"server fds idle before: {result['fd_kinds']['before']}\n            idle after:  {result['fd_kinds']['after']}")
+    print(
+        f"\nvalid requests {result['valid_requests']}, errors {result['valid_errors']} "
+        f"({result['valid_errors'] / max(result['valid_requests'], 1) * 100:.3f}%); skipped ticks "
+        f"{result['skipped_ticks']}"
+    )
+    print(
+        f"after {g['from_t']:.0f} s: RSS {g['rss_start_mib']:.1f} -> {g['rss_end_mib']:.1f} MiB "
+        f"({g['rss_growth_pct']:+.2f}%, peak {g['rss_peak_mib']:.1f}); fds {g['fds_start']} -> {g['fds_end']} "
+        f"(range {g['fds_min']}-{g['fds_max']})"
+    )
+    print(
+        f"server fds idle before: {result['fd_kinds']['before']}\n            idle after:  {result['fd_kinds']['after']}"
+    )
     traced = result.get("tracemalloc", {})
     if "by_line" in traced:
         print(f"tracemalloc, warm-up -> idle end: {traced['traced_growth_mib']:+.2f} MiB traced; top lines:")

@@ -18,7 +18,7 @@ from django.conf import settings
 
 settings.configure(
     DEBUG=False,
-    SECRET_KEY="bench-stack-floor",  # noqa: S106 - a throwaway process on loopback
+    SECRET_KEY="bench-stack-floor",
     ALLOWED_HOSTS=["*"],
     ROOT_URLCONF=__name__,
     INSTALLED_APPS=[],

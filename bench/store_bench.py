@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sessions_app.store import SessionStore  # noqa: E402
+from sessions_app.store import SessionStore
 
 
 def write_records(path: Path, n: int, *, expired_every: int = 0) -> list[str]:
@@ -27,9 +27,21 @@ def write_records(path: Path, n: int, *, expired_every: int = 0) -> list[str]:
     with open(path, "w") as fh:
         for i, sid in enumerate(ids):
             expired = expired_every and i % expired_every == 0
-            fh.write(json.dumps({"session_id": sid, "prompt": f"prompt {i}", "status": "done",
-                                 "result": "r" * 40, "created": now - 10, "expires": now - 5 if expired else now + 86400,
-                                 "updated_at": now - 10 + i * 1e-6}, separators=(",", ":")) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "session_id": sid,
+                        "prompt": f"prompt {i}",
+                        "status": "done",
+                        "result": "r" * 40,
+                        "created": now - 10,
+                        "expires": now - 5 if expired else now + 86400,
+                        "updated_at": now - 10 + i * 1e-6,
+                    },
+                    separators=(",", ":"),
+                )
+                + "\n"
+            )
     return ids
 
 
@@ -65,9 +77,17 @@ def measure(n: int, lookups: int) -> dict[str, float]:
     for f in folder.iterdir():
         f.unlink()
     folder.rmdir()
-    return {"records": n, "write_s": write_s, "load_s": load_s, "get_median_us": statistics.median(times) * 1e6,
-            "get_p99_us": sorted(times)[int(len(times) * 0.99)] * 1e6, "tail_refresh_us": tail_s * 1e6,
-            "compact_s": compact_s, "dropped": dropped, "size_after_mb": size_mb}
+    return {
+        "records": n,
+        "write_s": write_s,
+        "load_s": load_s,
+        "get_median_us": statistics.median(times) * 1e6,
+        "get_p99_us": sorted(times)[int(len(times) * 0.99)] * 1e6,
+        "tail_refresh_us": tail_s * 1e6,
+        "compact_s": compact_s,
+        "dropped": dropped,
+        "size_after_mb": size_mb,
+    }
 
 
 def main() -> None:
@@ -81,11 +101,15 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['records']:>10,} {r['get_median_us']:>9.2f}us {r['get_p99_us']:>7.2f}us {r['tail_refresh_us']:>11.1f}us "
-              f"{r['load_s']:>10.3f}s {r['compact_s']:>10.3f}s {r['dropped']:>8,}")
+        print(
+            f"{r['records']:>10,} {r['get_median_us']:>9.2f}us {r['get_p99_us']:>7.2f}us {r['tail_refresh_us']:>11.1f}us "
+            f"{r['load_s']:>10.3f}s {r['compact_s']:>10.3f}s {r['dropped']:>8,}"
+        )
     small, big = rows
-    print(f"\nGET-by-id median ratio {big['records']:,} / {small['records']:,} records: "
-          f"{big['get_median_us'] / small['get_median_us']:.2f}x")
+    print(
+        f"\nGET-by-id median ratio {big['records']:,} / {small['records']:,} records: "
+        f"{big['get_median_us'] / small['get_median_us']:.2f}x"
+    )
     print(f"(big file written directly in {big['write_s']:.1f} s)")
 
 

@@ -21,11 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sessions_app.eventlog import EventLog  # noqa: E402
-from sessions_app.store import SessionStore  # noqa: E402
+from sessions_app.eventlog import EventLog
+from sessions_app.store import SessionStore
 
-SESSION = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}],
-           "trace": [{"type": "user_input", "content": "hi"}], "turn": 1}
+SESSION = {
+    "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "ok"}],
+    "trace": [{"type": "user_input", "content": "hi"}],
+    "turn": 1,
+}
 
 
 def turn(store: SessionStore, eventlog: EventLog | None) -> None:

@@ -26,11 +26,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import psutil  # noqa: E402
+import psutil
 
-from common.errors import UploadRejected  # noqa: E402
-from hosting.core.upload_input import parse_uploads  # noqa: E402
-from hosting.core.uploads import save_files  # noqa: E402
+from common.errors import UploadRejected
+from hosting.core.upload_input import parse_uploads
+from hosting.core.uploads import save_files
 
 MiB = 1024 * 1024
 LIMIT_MB, MAX_FILES = 10, 10
@@ -169,12 +169,8 @@ def run_one(name: str) -> None:
 
 
 def main() -> None:
-    print(
-        f"python {sys.version.split()[0]}, limits {MAX_FILES} x {LIMIT_MB} MiB, one fresh process per scenario"
-    )
-    print(
-        f"{'scenario':44} {'step':14} {'body MiB':>9} {'time s':>7} {'peak +MiB':>10} {'× body':>7}  outcome"
-    )
+    print(f"python {sys.version.split()[0]}, limits {MAX_FILES} x {LIMIT_MB} MiB, one fresh process per scenario")
+    print(f"{'scenario':44} {'step':14} {'body MiB':>9} {'time s':>7} {'peak +MiB':>10} {'× body':>7}  outcome")
     for name in SCENARIOS:
         done = subprocess.run([sys.executable, __file__, name], capture_output=True, text=True, check=False)
         if done.returncode:

@@ -107,8 +107,9 @@ async def idle_memory(url: str, pid: int, count: int) -> tuple[int, int, int]:
     sockets = []
     try:
         for start in range(0, count, 100):
-            batch = await asyncio.gather(*(websockets.connect(url, ping_interval=None)
-                                           for _ in range(min(100, count - start))))
+            batch = await asyncio.gather(
+                *(websockets.connect(url, ping_interval=None) for _ in range(min(100, count - start)))
+            )
             for ws in batch:
                 await ws.send('{"type":"CONNECT"}')
             for ws in batch:
@@ -181,8 +182,10 @@ async def resume_replay(url: str, events: int, *, full_runs: int = 5, tail_runs:
     tail_walls = [wall * 1000 for _, wall, _ in tails]
     rows += [
         (f"ATTACH last_msg_id={last - 10}: events replayed", f"{sorted({c for c, _, _ in tails})}"),
-        (f"ATTACH tail replay time p50 / max (x{tail_runs})",
-         f"{statistics.median(tail_walls):.1f} ms / {max(tail_walls):.1f} ms"),
+        (
+            f"ATTACH tail replay time p50 / max (x{tail_runs})",
+            f"{statistics.median(tail_walls):.1f} ms / {max(tail_walls):.1f} ms",
+        ),
     ]
     return rows
 
@@ -222,7 +225,9 @@ async def main() -> None:
 async def live_figures(args: argparse.Namespace) -> list[tuple[str, str]]:
     with tempfile.TemporaryDirectory(prefix="ws-bench-") as folder:
         # One loopback client drives turns back to back and 1,000 idle sockets: the limits would measure refusals.
-        host = HostProcess(Path(folder), *NO_TURN_LIMITS, "--max-ws-per-ip", "0", "--max-connections-per-ip", "0").start()
+        host = HostProcess(
+            Path(folder), *NO_TURN_LIMITS, "--max-ws-per-ip", "0", "--max-connections-per-ip", "0"
+        ).start()
         try:
             await round_trips(host.ws_url, 2, 0.5)  # warm up
             done, errors, took = await round_trips(host.ws_url, args.connections, args.seconds)
@@ -232,8 +237,10 @@ async def live_figures(args: argparse.Namespace) -> list[tuple[str, str]]:
             host.stop()
 
     return [
-        (f"turn round trips/s ({args.connections} connections, {args.seconds:g} s)",
-         f"{done / took:.1f}  ({done} turns, {errors} errors)"),
+        (
+            f"turn round trips/s ({args.connections} connections, {args.seconds:g} s)",
+            f"{done / took:.1f}  ({done} turns, {errors} errors)",
+        ),
         (f"event latency p50 ('count to 50', {len(samples)} events)", f"{statistics.median(samples):.2f} ms"),
         ("event latency p99", f"{pct(samples, 0.99):.2f} ms"),
         ("event latency max", f"{max(samples):.2f} ms"),

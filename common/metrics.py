@@ -28,38 +28,51 @@ _TURN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)
 _FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 
 turns_started = Counter("connectonion_turns_started", "Turns started, by transport.", ["transport"])
-turns_ended = Counter("connectonion_turns_ended", "Turns ended, by transport and final status.",
-                      ["transport", "status"])
-turn_seconds = Histogram("connectonion_turn_duration_seconds", "Turn duration, start to terminal frame.",
-                         ["transport", "status"], buckets=_TURN_BUCKETS)
-first_event_seconds = Histogram("connectonion_turn_first_event_seconds",
-                                "Time from a turn's start to its first streamed event.", ["transport"],
-                                buckets=_TURN_BUCKETS)
+turns_ended = Counter(
+    "connectonion_turns_ended", "Turns ended, by transport and final status.", ["transport", "status"]
+)
+turn_seconds = Histogram(
+    "connectonion_turn_duration_seconds",
+    "Turn duration, start to terminal frame.",
+    ["transport", "status"],
+    buckets=_TURN_BUCKETS,
+)
+first_event_seconds = Histogram(
+    "connectonion_turn_first_event_seconds",
+    "Time from a turn's start to its first streamed event.",
+    ["transport"],
+    buckets=_TURN_BUCKETS,
+)
 tool_calls = Counter("connectonion_tool_calls", "Finished tool calls, by tool and status.", ["tool", "status"])
-tool_seconds = Histogram("connectonion_tool_duration_seconds", "Tool call duration.", ["tool"],
-                         buckets=_TURN_BUCKETS)
-model_calls = Counter("connectonion_model_calls", "Model calls the agent reported, by model and status.",
-                      ["model", "status"])
-model_seconds = Histogram("connectonion_model_duration_seconds", "Model call duration.", ["model"],
-                          buckets=_TURN_BUCKETS)
-model_tokens = Counter("connectonion_model_tokens", "Tokens the agent reported, by model and kind.",
-                       ["model", "kind"])
-trust_decisions = Counter("connectonion_trust_decisions", "Trust gate decisions, by trust level and outcome.",
-                          ["level", "outcome"])
-refusals = Counter("connectonion_rate_limit_refusals",
-                   "Refusals by a limit: rate (token bucket), turns (concurrent turns), sockets (max_ws_per_ip).",
-                   ["limit"])
+tool_seconds = Histogram("connectonion_tool_duration_seconds", "Tool call duration.", ["tool"], buckets=_TURN_BUCKETS)
+model_calls = Counter(
+    "connectonion_model_calls", "Model calls the agent reported, by model and status.", ["model", "status"]
+)
+model_seconds = Histogram(
+    "connectonion_model_duration_seconds", "Model call duration.", ["model"], buckets=_TURN_BUCKETS
+)
+model_tokens = Counter("connectonion_model_tokens", "Tokens the agent reported, by model and kind.", ["model", "kind"])
+trust_decisions = Counter(
+    "connectonion_trust_decisions", "Trust gate decisions, by trust level and outcome.", ["level", "outcome"]
+)
+refusals = Counter(
+    "connectonion_rate_limit_refusals",
+    "Refusals by a limit: rate (token bucket), turns (concurrent turns), sockets (max_ws_per_ip).",
+    ["limit"],
+)
 websockets_open = Gauge("connectonion_websockets_open", "Open /ws connections.", multiprocess_mode="livesum")
 relay_up = Gauge("connectonion_relay_link_up", "1 while the relay link is connected.", multiprocess_mode="livemax")
 relay_changes = Counter("connectonion_relay_link_changes", "Relay link state changes, by new state.", ["state"])
-pool_queued = Gauge("connectonion_pool_queued_turns", "Turns waiting for an agent thread.",
-                    multiprocess_mode="livesum")
-turns_in_flight = Gauge("connectonion_turns_in_flight", "Turns running in an agent thread.",
-                        multiprocess_mode="livesum")
-store_write_seconds = Histogram("connectonion_store_write_seconds", "Result store (JSONL) append latency.",
-                                buckets=_FAST_BUCKETS)
-replay_write_seconds = Histogram("connectonion_replay_log_write_seconds",
-                                 "Replay log (SQLite) batch commit latency.", buckets=_FAST_BUCKETS)
+pool_queued = Gauge("connectonion_pool_queued_turns", "Turns waiting for an agent thread.", multiprocess_mode="livesum")
+turns_in_flight = Gauge(
+    "connectonion_turns_in_flight", "Turns running in an agent thread.", multiprocess_mode="livesum"
+)
+store_write_seconds = Histogram(
+    "connectonion_store_write_seconds", "Result store (JSONL) append latency.", buckets=_FAST_BUCKETS
+)
+replay_write_seconds = Histogram(
+    "connectonion_replay_log_write_seconds", "Replay log (SQLite) batch commit latency.", buckets=_FAST_BUCKETS
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 _warned: set[str] = set()
@@ -111,6 +124,7 @@ def transport_label(transport: str) -> str:
 
 # -- recording (called from the core through hosting.observability) -------------------------------------
 
+
 @safe
 def trust_decision(level: str, outcome: str) -> None:
     trust_decisions.labels(level, outcome).inc()
@@ -149,6 +163,7 @@ def replay_write(seconds: float) -> None:
 
 
 # -- exposition ------------------------------------------------------------------------------------------
+
 
 def multiprocess_dir() -> str | None:
     path = os.environ.get(MULTIPROC_ENV)

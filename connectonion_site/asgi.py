@@ -10,7 +10,7 @@ import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connectonion_site.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup(set_prefix=False)  # before our modules import models (what get_asgi_application() does first)
 

@@ -7,7 +7,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "connectonion_site.relay_settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -20,8 +20,12 @@ from hosting.relay_server.routing import relay_application  # noqa: E402
 if "daphne.server" in sys.modules:  # served by daphne (``runrelay``): the same connection limits as a host
     from hosting.serving.limits import ServingLimits, install
 
-    install(ServingLimits(max_body_bytes=settings.RELAY["max_body_bytes"],
-                          header_timeout=settings.RELAY["header_timeout"],
-                          max_connections_per_ip=settings.RELAY["max_connections_per_ip"]))
+    install(
+        ServingLimits(
+            max_body_bytes=settings.RELAY["max_body_bytes"],
+            header_timeout=settings.RELAY["header_timeout"],
+            max_connections_per_ip=settings.RELAY["max_connections_per_ip"],
+        )
+    )
 
 application = relay_application()

@@ -36,6 +36,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 ASGI_APPLICATION = "connectonion_site.relay_asgi.application"
 
+
 def _public_url() -> str | None:
     """``RELAY_PUBLIC_URL``: the URL agents announce this relay as (D28), as a relay base URL."""
     from hosting.relay.wire import relay_identity

@@ -50,11 +50,18 @@ MIDDLEWARE = [
     "hosting.web.middleware.XFrameOptionsMiddleware",
 ]
 
+
 def _database(url: str | None, co_dir: Path) -> dict:
     if not url:
-        return {"ENGINE": "django.db.backends.sqlite3", "NAME": co_dir / "db.sqlite3",
-                "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE",
-                            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"}}
+        return {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": co_dir / "db.sqlite3",
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
     from urllib.parse import unquote, urlsplit
 
     parts = urlsplit(url)
@@ -71,11 +78,14 @@ def _database(url: str | None, co_dir: Path) -> dict:
     }
 
 
-
 def _channel_layers(redis_url: str | None) -> dict:
     if redis_url:
-        return {"default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
-                            "CONFIG": {"hosts": [redis_host(redis_url)], "capacity": 1000, "expiry": 60}}}
+        return {
+            "default": {
+                "BACKEND": "channels_redis.core.RedisChannelLayer",
+                "CONFIG": {"hosts": [redis_host(redis_url)], "capacity": 1000, "expiry": 60},
+            }
+        }
     return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer", "CONFIG": {"capacity": 1000}}}
 
 
@@ -86,8 +96,11 @@ def _databases(host: HostConfig) -> dict:
     default = _database(host.database_url, host.co_dir)
     databases = {"default": default}
     if host.store == "postgres":  # the same database, through a small pool every store operation hands back
-        databases["results"] = {**default, "CONN_MAX_AGE": 0, "OPTIONS": {
-            "connect_timeout": 3, "pool": {"min_size": 1, "max_size": RESULTS_POOL_SIZE, "timeout": 10}}}
+        databases["results"] = {
+            **default,
+            "CONN_MAX_AGE": 0,
+            "OPTIONS": {"connect_timeout": 3, "pool": {"min_size": 1, "max_size": RESULTS_POOL_SIZE, "timeout": 10}},
+        }
     return databases
 
 
@@ -108,7 +121,9 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
 ROOT_URLCONF = "connectonion_site.urls"
-SESSIONS_STORE = "hosting.core.runtime.session_store"  # the session browser's store (sessions_app does not import hosting)
+SESSIONS_STORE = (
+    "hosting.core.runtime.session_store"  # the session browser's store (sessions_app does not import hosting)
+)
 ASGI_APPLICATION = "connectonion_site.asgi.application"
 APPEND_SLASH = False
 
@@ -140,9 +155,11 @@ REST_FRAMEWORK = {
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "ConnectOnion agent host",
-    "DESCRIPTION": ("The HTTP API of an agent served by the ConnectOnion host. Every error is "
-                    "`{\"error\": \"...\"}` with its HTTP status. The WebSocket `/ws` (streamed events, "
-                    "questions, approvals, resume) is described at `/asyncapi.json`."),
+    "DESCRIPTION": (
+        "The HTTP API of an agent served by the ConnectOnion host. Every error is "
+        '`{"error": "..."}` with its HTTP status. The WebSocket `/ws` (streamed events, '
+        "questions, approvals, resume) is described at `/asyncapi.json`."
+    ),
     "VERSION": __version__,
     "SORT_OPERATIONS": "hosting.web.openapi.operation_order",
     "SERVE_INCLUDE_SCHEMA": False,
@@ -184,10 +201,13 @@ SILENCED_SYSTEM_CHECKS = ["security.W008"]  # TLS redirect belongs to the proxy 
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(levelname)s: %(message)s"},
-                   "json": {"()": "hosting.observability.logs.JsonFormatter"}},  # log_format: json
-    "handlers": {"console": {"class": "logging.StreamHandler",
-                             "formatter": "json" if HOST.log_format == "json" else "plain"}},
+    "formatters": {
+        "plain": {"format": "%(levelname)s: %(message)s"},
+        "json": {"()": "hosting.observability.logs.JsonFormatter"},
+    },  # log_format: json
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "json" if HOST.log_format == "json" else "plain"}
+    },
     "loggers": {
         "connectonion": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.request": {"handlers": ["console"], "level": "ERROR", "propagate": False},

@@ -6,6 +6,6 @@ Django is imported inside these functions, so ``from hosting import host`` works
 from __future__ import annotations
 
 from hosting.core.version import __version__
-from hosting.serving.entry import create_app, host  # noqa: E402
+from hosting.serving.entry import create_app, host
 
 __all__ = ["__version__", "create_app", "host"]

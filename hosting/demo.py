@@ -8,9 +8,6 @@ Its "model" is a handful of rules; say ``help`` to it to see them.
 
 from __future__ import annotations
 
-import ast
-import datetime as dt
-import operator
 import re
 import struct
 import time
@@ -19,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hosting.core.events import NO_APPROVER
+from hosting.demo_tools import calculate, current_time, read_file, save_note, translate
 
 SYSTEM_PROMPT = (
     "I am the ConnectOnion demo agent. I calculate, tell the time, translate a few words, read "
@@ -33,72 +31,6 @@ HELP = (
 )
 
 STEERED_STEPS = 120  # 'count slowly until I say stop' gives up after this many numbers (a minute at 0.5 s)
-
-WORDS = {
-    "spanish": {"hello": "hola", "goodbye": "adiós", "thanks": "gracias", "cat": "gato", "water": "agua"},
-    "french": {"hello": "bonjour", "goodbye": "au revoir", "thanks": "merci", "cat": "chat", "water": "eau"},
-    "german": {"hello": "hallo", "goodbye": "auf Wiedersehen", "thanks": "danke", "cat": "Katze", "water": "Wasser"},
-}
-
-_OPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.Pow: operator.pow, ast.Mod: operator.mod, ast.FloorDiv: operator.floordiv,
-        ast.USub: operator.neg, ast.UAdd: operator.pos}
-
-
-def calculate(expression: str) -> str:
-    """Evaluate an arithmetic expression such as ``(2+3)*7``."""
-
-    def ev(node: ast.AST) -> float:
-        if isinstance(node, ast.Expression):
-            return ev(node.body)
-        if isinstance(node, ast.Constant) and isinstance(node.value, int | float) and not isinstance(node.value, bool):
-            return node.value
-        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
-            left, right = ev(node.left), ev(node.right)
-            if isinstance(node.op, ast.Pow) and abs(right) > 100:
-                raise ValueError("exponent too large")
-            return _OPS[type(node.op)](left, right)
-        if isinstance(node, ast.UnaryOp) and type(node.op) in _OPS:
-            return _OPS[type(node.op)](ev(node.operand))
-        raise ValueError("only numbers and + - * / // % ** are allowed")
-
-    if len(expression) > 200:
-        raise ValueError("expression too long")
-    value = ev(ast.parse(expression, mode="eval"))
-    return str(int(value)) if float(value).is_integer() else f"{value:.6g}"
-
-
-def current_time() -> str:
-    """The current UTC date and time."""
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
-def translate(text: str, language: str) -> str:
-    """Translate a common word into Spanish, French or German."""
-    table = WORDS.get(language.lower())
-    if table is None:
-        raise ValueError(f"I only know {', '.join(sorted(WORDS))}")
-    return table.get(text.lower().strip(" .!?"), f"(I don't know '{text}' in {language})")
-
-
-def read_file(path: str) -> str:
-    """Read an uploaded file (text, or a summary of a binary file)."""
-    p = Path(path)
-    data = p.read_bytes()[:65536]
-    if data.startswith(b"%PDF"):
-        texts = re.findall(rb"\(([^()]{3,200})\)\s*Tj", data)
-        body = " ".join(t.decode("latin-1") for t in texts) or "(no extractable text)"
-        return f"PDF document, {p.stat().st_size} bytes. Text: {body[:500]}"
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        return f"binary file, {p.stat().st_size} bytes"
-    return text[:2000]
-
-
-def save_note(text: str) -> str:
-    """Save a note (needs the user's approval)."""
-    return f"note saved: {text}"
 
 
 class DemoAgent:
@@ -228,8 +160,9 @@ class DemoAgent:
         assert self.current_session is not None
         for prompt in (p for p in prompts if isinstance(p, str) and p):
             self.current_session["messages"].append({"role": "user", "content": prompt})
-            self._record({"type": "user_input", "content": prompt, "turn": self.current_session["turn"],
-                          "runtime_input": True})
+            self._record(
+                {"type": "user_input", "content": prompt, "turn": self.current_session["turn"], "runtime_input": True}
+            )
         return [p for p in prompts if isinstance(p, str) and p]
 
     @staticmethod
@@ -292,8 +225,7 @@ class DemoAgent:
         answer = self._ask("What is the capital of France?", ["Paris", "Lyon", "Marseille"])
         if answer is None:
             return "Nobody is here to answer my question (ask me over the WebSocket)."
-        verdict = "Correct!" if str(answer).strip().lower() == "paris" else f"Not quite: it is Paris, not {answer}."
-        return verdict
+        return "Correct!" if str(answer).strip().lower() == "paris" else f"Not quite: it is Paris, not {answer}."
 
     def _save_note(self, note: str) -> str:
         self._think(1)
@@ -303,8 +235,18 @@ class DemoAgent:
             # The host's own refusal (an HTTP turn has nobody to ask) says so: nobody rejected anything.
             nobody = reply.get("feedback") == NO_APPROVER
             why = NO_APPROVER if nobody else "rejected by the user"
-            self._record({"type": "tool_result", "tool_id": call_id, "name": "save_note", "args": {"text": note},
-                          "status": "failed", "result": why, "timing_ms": 0, "error": why})
+            self._record(
+                {
+                    "type": "tool_result",
+                    "tool_id": call_id,
+                    "name": "save_note",
+                    "args": {"text": note},
+                    "status": "failed",
+                    "result": why,
+                    "timing_ms": 0,
+                    "error": why,
+                }
+            )
             return "OK, I did not save the note." + (f" ({NO_APPROVER})" if nobody else "")
         return "Done: " + self._tool("save_note", save_note, call_id=call_id, text=note) + "."
 
@@ -320,12 +262,29 @@ class DemoAgent:
         self._iteration += 1
         call_id = str(uuid.uuid4())
         if self.io is not None:
-            self.io.send({"type": "llm_call", "id": call_id, "model": self.model, "iteration": self._iteration,
-                          "status": "running"})
+            self.io.send(
+                {
+                    "type": "llm_call",
+                    "id": call_id,
+                    "model": self.model,
+                    "iteration": self._iteration,
+                    "status": "running",
+                }
+            )
         if self.step_delay:
             time.sleep(self.step_delay)
-        self._record({"type": "llm_result", "id": call_id, "model": self.model, "iteration": self._iteration,
-                      "duration_ms": 0, "tool_calls_count": tool_calls, "usage": None, "status": "success"})
+        self._record(
+            {
+                "type": "llm_result",
+                "id": call_id,
+                "model": self.model,
+                "iteration": self._iteration,
+                "duration_ms": 0,
+                "tool_calls_count": tool_calls,
+                "usage": None,
+                "status": "success",
+            }
+        )
 
     def _tool(self, name: str, fn: Any, *, call_id: str | None = None, **args: Any) -> str:
         call_id = call_id or f"call_{uuid.uuid4().hex[:12]}"
@@ -334,11 +293,18 @@ class DemoAgent:
         started = time.perf_counter()
         try:
             result, status, error = str(fn(**args)), "completed", None
-        except Exception as exc:  # a tool error goes back to the "model", as in the released Agent
+        except Exception as exc:  # noqa: BLE001 - a tool error goes back to the "model", as in the released Agent
             result, status, error = f"Error: {exc}", "failed", str(exc)
         timing = round((time.perf_counter() - started) * 1000, 3)
-        event = {"type": "tool_result", "tool_id": call_id, "name": name, "args": args, "status": status,
-                 "result": result, "timing_ms": timing}
+        event = {
+            "type": "tool_result",
+            "tool_id": call_id,
+            "name": name,
+            "args": args,
+            "status": status,
+            "result": result,
+            "timing_ms": timing,
+        }
         if error:
             event["error"] = error
         assert self.current_session is not None
@@ -359,8 +325,15 @@ class DemoAgent:
         """The client's APPROVAL_RESPONSE (``approved``, ``feedback``), or a refusal when there is no io."""
         if self.io is None:
             return {"approved": False, "feedback": "no client to approve it"}
-        self.io.send({"type": "approval_needed", "tool_call_id": call_id, "tool": tool, "arguments": arguments,
-                      "description": f"{tool} wants to run"})
+        self.io.send(
+            {
+                "type": "approval_needed",
+                "tool_call_id": call_id,
+                "tool": tool,
+                "arguments": arguments,
+                "description": f"{tool} wants to run",
+            }
+        )
         return self.io.receive()
 
 

@@ -25,9 +25,22 @@ class HostAdminSite(admin.AdminSite):
         if app_label not in (None, "sessions_app") or not request.user.is_staff:
             return apps
         url = reverse(f"{self.name}:sessions_app_session_changelist")
-        apps.append({
-            "name": "Agent sessions", "app_label": "sessions_app", "app_url": url, "has_module_perms": True,
-            "models": [{"name": "Sessions", "object_name": "Session", "admin_url": url, "add_url": None,
-                        "view_only": True, "perms": {"view": True}}],
-        })
+        apps.append(
+            {
+                "name": "Agent sessions",
+                "app_label": "sessions_app",
+                "app_url": url,
+                "has_module_perms": True,
+                "models": [
+                    {
+                        "name": "Sessions",
+                        "object_name": "Session",
+                        "admin_url": url,
+                        "add_url": None,
+                        "view_only": True,
+                        "perms": {"view": True},
+                    }
+                ],
+            }
+        )
         return sorted(apps, key=lambda a: a["name"].lower())

@@ -42,9 +42,14 @@ def _when(value: Any) -> str:
 def _row(record: SessionRecord) -> dict[str, Any]:
     data = record.data  # one read of the stored line (the index keeps only the small fields)
     prompt = str(data.get("prompt") or "")
-    return {"session_id": record.session_id, "status": record.status, "created": _when(record.created),
-            "prompt": prompt[:120] + ("…" if len(prompt) > 120 else ""), "owner": record.owner or "anonymous",
-            "duration_ms": data.get("duration_ms")}
+    return {
+        "session_id": record.session_id,
+        "status": record.status,
+        "created": _when(record.created),
+        "prompt": prompt[:120] + ("…" if len(prompt) > 120 else ""),
+        "owner": record.owner or "anonymous",
+        "duration_ms": data.get("duration_ms"),
+    }
 
 
 def search(store: SessionStore, *, status: str | None, query: str | None) -> list[SessionRecord]:
@@ -52,8 +57,7 @@ def search(store: SessionStore, *, status: str | None, query: str | None) -> lis
     found = store.filter(status=status) if status else store.all()
     if query:
         needle = query.strip().lower()
-        found = [r for r in found
-                 if r.session_id.lower().startswith(needle) or needle in r.prompt.lower()]
+        found = [r for r in found if r.session_id.lower().startswith(needle) or needle in r.prompt.lower()]
     return list(found)
 
 
@@ -67,8 +71,7 @@ class SessionsAdmin:
         wrap = self.site.admin_view
         return [
             path("sessions_app/session/", wrap(self.changelist_view), name="sessions_app_session_changelist"),
-            path("sessions_app/session/<str:session_id>/", wrap(self.detail_view),
-                 name="sessions_app_session_change"),
+            path("sessions_app/session/<str:session_id>/", wrap(self.detail_view), name="sessions_app_session_change"),
         ]
 
     def _context(self, request: HttpRequest, title: str) -> dict[str, Any]:
@@ -81,8 +84,15 @@ class SessionsAdmin:
         query = (request.GET.get("q") or "").strip()[:200]
         records = search(_store(), status=status, query=query or None)
         page = Paginator(records, PER_PAGE).get_page(request.GET.get("p"))
-        context = {**self._context(request, "Sessions"), "rows": [_row(r) for r in page], "page": page,
-                   "total": len(records), "status": status, "statuses": STATUSES, "q": query}
+        context = {
+            **self._context(request, "Sessions"),
+            "rows": [_row(r) for r in page],
+            "page": page,
+            "total": len(records),
+            "status": status,
+            "statuses": STATUSES,
+            "q": query,
+        }
         return TemplateResponse(request, "admin/sessions_app/session_list.html", context)
 
     def detail_view(self, request: HttpRequest, session_id: str) -> HttpResponse:
@@ -91,12 +101,28 @@ class SessionsAdmin:
         except DoesNotExist:
             raise Http404("no such session") from None
         session = record.session or {}
-        fields = [(k, v if isinstance(v, (str, int, float)) or v is None else json.dumps(v, ensure_ascii=False))
-                  for k, v in record.data.items() if k not in ("session",)]
-        messages = [{"role": m.get("role", ""), "content": m.get("content") if isinstance(m.get("content"), str)
-                     else json.dumps(m.get("content"), ensure_ascii=False, indent=1)}
-                    for m in session.get("messages") or [] if isinstance(m, dict)]
+        fields = [
+            (k, v if isinstance(v, (str, int, float)) or v is None else json.dumps(v, ensure_ascii=False))
+            for k, v in record.data.items()
+            if k not in ("session",)
+        ]
+        messages = [
+            {
+                "role": m.get("role", ""),
+                "content": m.get("content")
+                if isinstance(m.get("content"), str)
+                else json.dumps(m.get("content"), ensure_ascii=False, indent=1),
+            }
+            for m in session.get("messages") or []
+            if isinstance(m, dict)
+        ]
         trace = [json.dumps(t, ensure_ascii=False, indent=1, default=str) for t in session.get("trace") or []]
-        context = {**self._context(request, f"Session {session_id}"), "record": record, "fields": fields,
-                   "created": _when(record.created), "messages": messages, "trace": trace}
+        context = {
+            **self._context(request, f"Session {session_id}"),
+            "record": record,
+            "fields": fields,
+            "created": _when(record.created),
+            "messages": messages,
+            "trace": trace,
+        }
         return TemplateResponse(request, "admin/sessions_app/session_detail.html", context)

@@ -106,9 +106,13 @@ def _row(data: dict[str, Any]) -> SessionResult:
     rest = {k: v for k, v in data.items() if k not in _COLUMNS}
     prompt = data.get("prompt")
     return SessionResult(
-        session_id=data["session_id"], status=data["status"], created=float(data.get("created") or 0),
-        expires=float(data.get("expires") or 0), updated_at=float(data.get("updated_at") or time.time()),
-        owner=data.get("owner"), worker=data.get("worker") if data["status"] in LIVE_STATUSES else None,
+        session_id=data["session_id"],
+        status=data["status"],
+        created=float(data.get("created") or 0),
+        expires=float(data.get("expires") or 0),
+        updated_at=float(data.get("updated_at") or time.time()),
+        owner=data.get("owner"),
+        worker=data.get("worker") if data["status"] in LIVE_STATUSES else None,
         prompt=prompt.replace("\x00", "") if isinstance(prompt, str) else "",
         data=json.dumps(rest, ensure_ascii=True, separators=(",", ":"), default=str),
     )
@@ -222,10 +226,14 @@ class DatabaseStore:
         if previous is not None and previous.status in LIVE_STATUSES:
             raise SessionBusy()
         data: dict[str, Any] = {
-            "session_id": session_id, "prompt": fields.pop("prompt"), "status": RUNNING,
+            "session_id": session_id,
+            "prompt": fields.pop("prompt"),
+            "status": RUNNING,
             "created": int(previous.created) if previous is not None else int(now),
-            "expires": int(now + self.result_ttl), "owner": fields.pop("owner"),
-            "worker": self.liveness.token if self.liveness is not None else None, "updated_at": now,
+            "expires": int(now + self.result_ttl),
+            "owner": fields.pop("owner"),
+            "worker": self.liveness.token if self.liveness is not None else None,
+            "updated_at": now,
         }
         data.update(fields)
         _row(data).save(using=ALIAS, force_insert=previous is None, force_update=previous is not None)
@@ -250,8 +258,9 @@ class DatabaseStore:
         self._flush_parked()
         alive = self.liveness.alive if self.liveness is not None else (lambda token: False)
         with self._op():
-            live = list(SessionResult.objects.using(ALIAS).filter(status__in=LIVE_STATUSES)
-                        .values_list("session_id", "worker"))
+            live = list(
+                SessionResult.objects.using(ALIAS).filter(status__in=LIVE_STATUSES).values_list("session_id", "worker")
+            )
         verdicts: dict[str | None, bool] = {}
         for _, worker in live:
             if worker not in verdicts:
@@ -263,14 +272,21 @@ class DatabaseStore:
         marked = 0
         with self._op(), self._lock, transaction.atomic(using=ALIAS):
             now = time.time()
-            rows = (SessionResult.objects.using(ALIAS).select_for_update(skip_locked=True)
-                    .filter(session_id__in=dead, status__in=LIVE_STATUSES)
-                    .filter(Q(worker__in=[w for w in dead_workers if w is not None]) | Q(worker__isnull=True)
-                            if None in dead_workers else Q(worker__in=dead_workers)))
+            rows = (
+                SessionResult.objects.using(ALIAS)
+                .select_for_update(skip_locked=True)
+                .filter(session_id__in=dead, status__in=LIVE_STATUSES)
+                .filter(
+                    Q(worker__in=[w for w in dead_workers if w is not None]) | Q(worker__isnull=True)
+                    if None in dead_workers
+                    else Q(worker__in=dead_workers)
+                )
+            )
             for row in rows:
                 data = _record(row).data
-                data.update(status="interrupted", error="interrupted", updated_at=now,
-                            expires=int(now + self.result_ttl))
+                data.update(
+                    status="interrupted", error="interrupted", updated_at=now, expires=int(now + self.result_ttl)
+                )
                 data.pop("worker", None)
                 _row(data).save(using=ALIAS, force_update=True)
                 marked += 1
@@ -284,8 +300,7 @@ class DatabaseStore:
             with contextlib.suppress(StorageUnavailable, DoesNotExist):
                 self.update(session_id, **fields)
 
-    def compact(self, *, now: float | None = None,
-                on_expired: Callable[[SessionRecord], None] | None = None) -> int:
+    def compact(self, *, now: float | None = None, on_expired: Callable[[SessionRecord], None] | None = None) -> int:
         """Delete expired results (running ones never expire); returns how many."""
         now = time.time() if now is None else now
         with self._op():

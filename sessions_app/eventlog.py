@@ -125,8 +125,11 @@ class EventLog:
                     if remaining <= 0:
                         del self._unlisted[id(row)]  # pending like any other row until the writer stores it
                         self._pending.setdefault(row[0], []).append(row)
-                        log.error("replay log: the end of %s is not committed after %.0f s; answering anyway",
-                                  row[0], TERMINAL_WAIT)
+                        log.error(
+                            "replay log: the end of %s is not committed after %.0f s; answering anyway",
+                            row[0],
+                            TERMINAL_WAIT,
+                        )
                         return
                     self._cond.wait(remaining)
                     continue
@@ -178,7 +181,7 @@ class EventLog:
                     db.executemany(_INSERT, batch)
                 metrics.replay_write(time.perf_counter() - began)
                 return True
-            except Exception as exc:  # the writer thread must outlive any failure (disk full, locked, ...)
+            except Exception as exc:  # noqa: BLE001 - the writer thread must outlive any failure (disk full, locked, ...)
                 if attempts == 1 and isinstance(exc, sqlite3.Error):
                     return False
                 if attempt == attempts - 1 or not isinstance(exc, sqlite3.Error):
@@ -197,8 +200,9 @@ class EventLog:
         row = self._db().execute("SELECT MAX(seq) FROM events WHERE session_id = ?", (session_id,)).fetchone()
         return max([int(row[0] or 0)] + [r[1] for r in pending])
 
-    def after(self, session_id: str, seq: int, *, turn: int | None = None, limit: int = 100_000,
-              max_bytes: int = 0) -> list[dict[str, Any]]:
+    def after(
+        self, session_id: str, seq: int, *, turn: int | None = None, limit: int = 100_000, max_bytes: int = 0
+    ) -> list[dict[str, Any]]:
         """Events with a number above ``seq`` (of one turn when given), in order: at most ``limit`` of them and,
         when ``max_bytes`` is set, no more than that many bytes of JSON (but always the first one)."""
         pending = [r for r in self._unwritten(session_id) if r[1] > seq and (turn is None or r[2] == turn)]
@@ -225,18 +229,20 @@ class EventLog:
         for r in self._unwritten(session_id):
             if r[1] == seq:
                 return r[2]
-        row = self._db().execute(
-            "SELECT turn FROM events WHERE session_id = ? AND seq = ?", (session_id, seq)
-        ).fetchone()
+        row = (
+            self._db().execute("SELECT turn FROM events WHERE session_id = ? AND seq = ?", (session_id, seq)).fetchone()
+        )
         return int(row[0]) if row else None
 
     def last_turn(self, session_id: str) -> int | None:
         pending = self._unwritten(session_id)
         if pending:
             return pending[-1][2]
-        row = self._db().execute(
-            "SELECT turn FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
-        ).fetchone()
+        row = (
+            self._db()
+            .execute("SELECT turn FROM events WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,))
+            .fetchone()
+        )
         return int(row[0]) if row else None
 
     def purge(self, *, older_than: float) -> int:

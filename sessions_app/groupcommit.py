@@ -24,7 +24,7 @@ from typing import Any
 class Entry:
     """One queued record and, once its batch was written, what its caller gets (a result or an exception)."""
 
-    __slots__ = ("item", "done", "result", "error")
+    __slots__ = ("done", "error", "item", "result")
 
     def __init__(self, item: Any) -> None:
         self.item = item
@@ -92,14 +92,14 @@ class GroupCommit:
             return 0
         try:
             self._settle(batch, self._write([e.item for e in batch]))
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - each waiter gets its own outcome, whatever failed
             if len(batch) == 1:
                 self._fail(batch, exc)
             else:
                 for entry in batch:  # nothing of the batch was kept: each record on its own
                     try:
                         self._settle([entry], self._write([entry.item]))
-                    except BaseException as single:
+                    except BaseException as single:  # noqa: BLE001 - each waiter gets its own outcome
                         self._fail([entry], single)
         return len(batch)
 

@@ -6,6 +6,7 @@ One JSON object per line, appended whole under ``flock`` (``sessions_app.store``
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
@@ -108,3 +109,21 @@ def iter_lines(path: Path) -> Iterable[dict[str, Any]]:
             data = decode_data(raw)
             if data is not None:
                 yield data
+
+
+def append_lines(fd: int, size: int, lines: bytes, path: Path, *, tail_known: bool) -> tuple[int, int]:
+    """One ``write`` of whole ``lines`` at the end of a file of ``size`` bytes, opened ``O_APPEND`` under the flock;
+    returns (size before, bytes written). A torn last line is cut first unless the caller knows the file ends
+    with a newline (``tail_known``); a short write is truncated back before the ``OSError`` is raised."""
+    if size and not tail_known and os.pread(fd, 1, size - 1) != b"\n":
+        size = drop_torn_tail(fd, size, path)
+    written = 0
+    try:
+        written = os.write(fd, lines)
+        if written != len(lines):
+            raise OSError(errno.ENOSPC, "short write")
+    except OSError:
+        if written:  # disk full mid-batch: take the partial lines back, never leave one torn
+            os.ftruncate(fd, size)
+        raise
+    return size, written

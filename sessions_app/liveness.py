@@ -135,8 +135,9 @@ class DatabaseLiveness:
 
     kind = "lease"
 
-    def __init__(self, alias: str = "results", *, lease_seconds: float = LEASE_SECONDS,
-                 renew_every: float = RENEW_EVERY) -> None:
+    def __init__(
+        self, alias: str = "results", *, lease_seconds: float = LEASE_SECONDS, renew_every: float = RENEW_EVERY
+    ) -> None:
         self.alias = alias
         self.lease_seconds = lease_seconds
         self.renew_every = renew_every
@@ -157,9 +158,11 @@ class DatabaseLiveness:
             connection.close()  # back to the pool
 
     def renew(self) -> None:
-        self._sql("INSERT INTO sessions_app_lease (token, expires) VALUES (%s, extract(epoch FROM clock_timestamp())"
-                  " + %s) ON CONFLICT (token) DO UPDATE SET expires = EXCLUDED.expires",
-                  (self.token, self.lease_seconds))
+        self._sql(
+            "INSERT INTO sessions_app_lease (token, expires) VALUES (%s, extract(epoch FROM clock_timestamp())"
+            " + %s) ON CONFLICT (token) DO UPDATE SET expires = EXCLUDED.expires",
+            (self.token, self.lease_seconds),
+        )
 
     def start(self) -> None:
         if self._thread is not None:
@@ -174,20 +177,33 @@ class DatabaseLiveness:
         while not self._stop.wait(self.renew_every):
             try:
                 self.renew()
-            except Exception as exc:
-                log.error("could not renew this worker's lease (%s); its turns are interrupted elsewhere if the "
-                          "database stays unreachable for %.0f s", exc, self.lease_seconds)
+            except Exception as exc:  # noqa: BLE001 - the renewer thread outlives any failure
+                log.error(
+                    "could not renew this worker's lease (%s); its turns are interrupted elsewhere if the "
+                    "database stays unreachable for %.0f s",
+                    exc,
+                    self.lease_seconds,
+                )
 
     def alive(self, token: str | None) -> bool:
         if not isinstance(token, str):
             return False
-        return bool(self._sql("SELECT 1 FROM sessions_app_lease WHERE token = %s AND expires > "
-                              "extract(epoch FROM clock_timestamp())", (token,)))
+        return bool(
+            self._sql(
+                "SELECT 1 FROM sessions_app_lease WHERE token = %s AND expires > extract(epoch FROM clock_timestamp())",
+                (token,),
+            )
+        )
 
     def purge(self) -> int:
         """Delete leases that lapsed over an hour ago."""
-        return len(self._sql("DELETE FROM sessions_app_lease WHERE expires < extract(epoch FROM clock_timestamp())"
-                             " - 3600 RETURNING token", ()))
+        return len(
+            self._sql(
+                "DELETE FROM sessions_app_lease WHERE expires < extract(epoch FROM clock_timestamp())"
+                " - 3600 RETURNING token",
+                (),
+            )
+        )
 
     def stop(self) -> None:
         self._stop.set()

@@ -33,11 +33,23 @@ class SessionRecord:
     the whole record (~4 KiB for a short chat), and a host's RSS grows with retention only that much (L10).
     """
 
-    __slots__ = ("session_id", "status", "created", "expires", "owner", "worker",
-                 "_inode", "_offset", "_length", "_store", "_full")
+    __slots__ = (
+        "_full",
+        "_inode",
+        "_length",
+        "_offset",
+        "_store",
+        "created",
+        "expires",
+        "owner",
+        "session_id",
+        "status",
+        "worker",
+    )
 
-    def __init__(self, data: dict[str, Any], *, where: tuple[int, int, int] | None = None,
-                 store: SessionStore | None = None) -> None:
+    def __init__(
+        self, data: dict[str, Any], *, where: tuple[int, int, int] | None = None, store: SessionStore | None = None
+    ) -> None:
         self.session_id: str = data["session_id"]
         status = data.get("status")
         self.status: str = sys.intern(status) if isinstance(status, str) else ""

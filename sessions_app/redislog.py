@@ -153,8 +153,9 @@ class RedisEventLog:
             log.error("replay log: Redis read failed: %s", exc)
             raise ReplayLogUnavailable() from exc
 
-    def _entries(self, session_id: str, start: str, end: str, count: int | None = None,
-                 reverse: bool = False) -> list[tuple[int, int, str]]:
+    def _entries(
+        self, session_id: str, start: str, end: str, count: int | None = None, reverse: bool = False
+    ) -> list[tuple[int, int, str]]:
         key = self._key(session_id)
         if reverse:
             raw = self._call(self._redis.xrevrange, key, end, start, count=count)
@@ -171,8 +172,9 @@ class RedisEventLog:
         last = self._entries(session_id, "-", "+", count=1, reverse=True)
         return max([last[0][0] if last else 0] + [r[1] for r in pending])
 
-    def after(self, session_id: str, seq: int, *, turn: int | None = None, limit: int = 100_000,
-              max_bytes: int = 0) -> list[dict[str, Any]]:
+    def after(
+        self, session_id: str, seq: int, *, turn: int | None = None, limit: int = 100_000, max_bytes: int = 0
+    ) -> list[dict[str, Any]]:
         """Events above ``seq`` (of ``turn``), in order: at most ``limit`` and, with ``max_bytes``, no more
         bytes of JSON than that (but always the first), like ``EventLog.after``."""
         pending = [r for r in self._unwritten(session_id) if r[1] > seq and (turn is None or r[2] == turn)]

@@ -11,7 +11,6 @@ returning once its own line is in the file.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import os
 import threading
@@ -25,8 +24,8 @@ from common.errors import StorageUnavailable
 from sessions_app.groupcommit import GroupCommit
 from sessions_app.jsonl import (
     FileLock,
+    append_lines,
     decode_data,
-    drop_torn_tail,
     encode,
     fsync_dir,
     line_at,
@@ -157,8 +156,9 @@ class SessionStore:
                 for key in ("worker", "pid", "host"):
                     data.pop(key, None)
                 now = time.time()  # a fresh expiry, so clients can still learn what happened
-                data.update(status="interrupted", error="interrupted", updated_at=now,
-                            expires=int(now + self.result_ttl))
+                data.update(
+                    status="interrupted", error="interrupted", updated_at=now, expires=int(now + self.result_ttl)
+                )
                 self._append(data)
                 return True
         except OSError as exc:
@@ -265,7 +265,10 @@ class SessionStore:
                 st = os.fstat(fd)
                 with self._lock:
                     head = b"".join(encode(d) for sid, d in self._parked.items() if sid not in ids)
-                    size, written = self._write_at_end(fd, st, head + lines)
+                    # Our index ends where the file ends (no other writer since our last read): our offset sits
+                    # just past a newline we parsed, so the tail needs no check.
+                    caught_up = st.st_ino == self._inode and st.st_size == self._offset
+                    size, written = append_lines(fd, st.st_size, head + lines, self.path, tail_known=caught_up)
                     self._parked.clear()
                     if st.st_ino == self._inode and size == self._offset:
                         self._offset = size + written  # nothing else appended: our lines need no re-read
@@ -282,25 +285,6 @@ class SessionStore:
             finally:
                 os.close(fd)
         return records
-
-    def _write_at_end(self, fd: int, st: os.stat_result, line: bytes) -> tuple[int, int]:
-        """One ``write`` of whole lines at the end of the file; returns (size before, bytes written)."""
-        size = st.st_size
-        # Our index already ends where the file ends (no other writer since our last read): our offset sits
-        # just past a newline we parsed, so the tail needs no check.
-        caught_up = st.st_ino == self._inode and size == self._offset
-        if size and not caught_up and os.pread(fd, 1, size - 1) != b"\n":
-            size = drop_torn_tail(fd, size, self.path)
-        written = 0
-        try:
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(errno.ENOSPC, "short write")
-        except OSError:
-            if written:  # disk full mid-batch: take the partial lines back, never leave one torn
-                os.ftruncate(fd, size)
-            raise
-        return size, written
 
     def _read_back(self, record: SessionRecord) -> dict[str, Any]:
         """The full object of a record whose large fields stayed in the file."""
@@ -319,8 +303,13 @@ class SessionStore:
             fresh = self._index.get(record.session_id)
         if fresh is not None and fresh is not record and fresh.where != record.where:
             return fresh.data
-        return {"session_id": record.session_id, "status": record.status, "created": record.created,  # gone
-                "expires": record.expires, "owner": record.owner}  # (expired, compacted away): what is known
+        return {
+            "session_id": record.session_id,
+            "status": record.status,
+            "created": record.created,  # gone
+            "expires": record.expires,
+            "owner": record.owner,
+        }  # (expired, compacted away): what is known
 
     @contextlib.contextmanager
     def _flocked(self) -> Iterator[None]:
@@ -397,7 +386,8 @@ class SessionStore:
             self._live.discard(record.session_id)
 
 
-def _decode(raw: bytes, *, where: tuple[int, int, int] | None = None,
-            store: SessionStore | None = None) -> SessionRecord | None:
+def _decode(
+    raw: bytes, *, where: tuple[int, int, int] | None = None, store: SessionStore | None = None
+) -> SessionRecord | None:
     data = decode_data(raw)
     return None if data is None else SessionRecord(data, where=where, store=store)

@@ -66,9 +66,17 @@ def chat_items(session: dict[str, Any] | None) -> list[dict[str, Any]]:
     for entry in session.get("trace") or []:
         if isinstance(entry, dict) and entry.get("type") == "tool_result":
             ok = entry.get("status") in ("completed", "success")
-            items.append({"id": entry.get("tool_id"), "type": "tool_call", "name": entry.get("name"),
-                          "args": entry.get("args"), "status": "done" if ok else "error",
-                          "result": entry.get("result"), "timing_ms": entry.get("timing_ms")})
+            items.append(
+                {
+                    "id": entry.get("tool_id"),
+                    "type": "tool_call",
+                    "name": entry.get("name"),
+                    "args": entry.get("args"),
+                    "status": "done" if ok else "error",
+                    "result": entry.get("result"),
+                    "timing_ms": entry.get("timing_ms"),
+                }
+            )
         elif isinstance(entry, dict) and entry.get("type") == "files_received":
             items.append({"type": "files_received", "files": entry.get("files")})
     return items

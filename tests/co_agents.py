@@ -40,7 +40,9 @@ def _stub_llm():
             prompt = str(last.get("content", ""))
             m = re.match(r"add (\d+) and (\d+)", prompt)
             if m:
-                call = ToolCall(name="add", arguments={"a": int(m[1]), "b": int(m[2])}, id=f"call_{uuid.uuid4().hex[:8]}")
+                call = ToolCall(
+                    name="add", arguments={"a": int(m[1]), "b": int(m[2])}, id=f"call_{uuid.uuid4().hex[:8]}"
+                )
                 return LLMResponse(content=None, tool_calls=[call], raw_response=None)
             if "what is my name" in prompt:
                 said = [str(x.get("content")) for x in messages if x.get("role") == "user"]
@@ -83,7 +85,7 @@ def _steerable_llm():
             for m in messages:  # this turn's: the framed user messages after its prompt
                 text = str(m.get("content", "")) if m.get("role") == "user" else None
                 if text is not None and text.startswith(RUNTIME_INPUT_FRAME_PREFIX):
-                    steered.append(text[len(RUNTIME_INPUT_FRAME_PREFIX):])
+                    steered.append(text[len(RUNTIME_INPUT_FRAME_PREFIX) :])
                 elif text is not None:
                     steered = []
             if steered:
@@ -111,5 +113,13 @@ def create_steerable_co_agent():
     from connectonion.useful_plugins import runtime_input
 
     co_dir = os.environ.get("CO_TEST_CO_DIR") or tempfile.mkdtemp(prefix="co-agent-")
-    return Agent("co-steerable", llm=_steerable_llm(), tools=[step], plugins=[runtime_input], log=False,
-                 quiet=True, co_dir=co_dir, max_iterations=60)
+    return Agent(
+        "co-steerable",
+        llm=_steerable_llm(),
+        tools=[step],
+        plugins=[runtime_input],
+        log=False,
+        quiet=True,
+        co_dir=co_dir,
+        max_iterations=60,
+    )

@@ -18,8 +18,24 @@ __all__ = ["MANAGE", "NO_TURN_LIMITS", "REPO", "HostProcess", "ServerProcess", "
 # Folders whose files run longest (real processes, restarts, outages), handed to the xdist workers first so
 # that no long file starts last and keeps one worker busy after the others are done. Files keep their order
 # inside; everything else follows in collection order.
-LONG_FIRST = ("replicas", "scale", "faults", "serving", "docs", "relay", "hostile", "trust", "conversation",
-              "web", "observability", "sessions_app", "ws", "uploads", "limits", "ui")
+LONG_FIRST = (
+    "replicas",
+    "scale",
+    "faults",
+    "serving",
+    "docs",
+    "relay",
+    "hostile",
+    "trust",
+    "conversation",
+    "web",
+    "observability",
+    "sessions_app",
+    "ws",
+    "uploads",
+    "limits",
+    "ui",
+)
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-django's own (stable) ordering by database use
@@ -60,8 +76,14 @@ def module_hosts(tmp_path_factory) -> Iterator:
     """Hosts shared by a whole test module, each in its own folder (``files``/``yaml`` written first)."""
     started: list[HostProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None, name: str = "project",
-              files: dict[str, str] | None = None, yaml: str | None = None, prepare=None) -> HostProcess:
+    def start(
+        *args: str,
+        env: dict[str, str] | None = None,
+        name: str = "project",
+        files: dict[str, str] | None = None,
+        yaml: str | None = None,
+        prepare=None,
+    ) -> HostProcess:
         folder = tmp_path_factory.mktemp(name)
         if yaml is not None:
             files = {**(files or {}), ".co/host.yaml": yaml}

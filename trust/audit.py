@@ -68,8 +68,9 @@ class DecisionAudit:
         # Every decision goes to the log; the database keeps the ones worth auditing: every refusal, and an
         # identified caller's acceptance once a minute per kind (not each request of a busy client), never
         # the anonymous requests an open or careful host lets through.
-        if self.recorder is None or (decision == "accept" and (who == "anonymous" or self._seen_lately(
-                (who, reason, transport)))):
+        if self.recorder is None or (
+            decision == "accept" and (who == "anonymous" or self._seen_lately((who, reason, transport)))
+        ):
             return
         self.recorder(identity=who, level=trust, decision=decision, reason=reason, transport=transport)
 

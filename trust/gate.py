@@ -42,7 +42,6 @@ ADMIN_ONLY = "forbidden: admin only"
 SUPER_ADMIN_ONLY = "forbidden: super admin only"
 
 
-
 def build_gate(
     config: TrustOptions,
     identity: AgentIdentity,
@@ -60,9 +59,7 @@ def build_gate(
     policy = build_policy(
         trust if trust is not None else config.trust, project_dir=config.project_dir, settings=settings
     )
-    return Gate(
-        config, identity, AccessLists(config, identity), get_ledger(config), policy, recorder=recorder
-    )
+    return Gate(config, identity, AccessLists(config, identity), get_ledger(config), policy, recorder=recorder)
 
 
 class Gate:
@@ -197,9 +194,7 @@ class Gate:
             trust=self.trust,
         )
 
-    def _decide(
-        self, signer: str | None, payload: Mapping[str, Any], prompt: str | None, transport: str
-    ) -> str:
+    def _decide(self, signer: str | None, payload: Mapping[str, Any], prompt: str | None, transport: str) -> str:
         """Steps 3-5 of §7.3 for a caller whose signature (if any) is verified; returns the reason."""
         if signer is not None:
             if self.lists.is_admin(signer):

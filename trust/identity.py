@@ -149,9 +149,7 @@ def _read_key(path: Path) -> tuple[SigningKey, tuple[str, ...]]:
         )
     warnings: tuple[str, ...] = ()
     if mode & 0o077:
-        warnings = (
-            f"{path} is readable by other users (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}",
-        )
+        warnings = (f"{path} is readable by other users (mode {stat.S_IMODE(mode):04o}); run: chmod 600 {path}",)
         logger.warning(warnings[0])
     return SigningKey(raw), warnings
 
@@ -229,9 +227,7 @@ def load_identity(co_dir: Path, *, machine_dir: Path | None = None, create: bool
             signing_key, warnings = _read_key(path)
             return AgentIdentity(signing_key, address_of(signing_key.verify_key), path, False, warnings)
     if not create:
-        raise IdentityError(
-            f"no agent key at {project} or {machine}; create one with: manage.py agentkey --create"
-        )
+        raise IdentityError(f"no agent key at {project} or {machine}; create one with: manage.py agentkey --create")
     return _generate(Path(co_dir))
 
 
@@ -249,9 +245,7 @@ def install_key(
     backups: list[Path] = []
     if os.path.lexists(path):
         if not force:
-            raise IdentityError(
-                f"{path} already exists; use --force to replace it (the old key is backed up)"
-            )
+            raise IdentityError(f"{path} already exists; use --force to replace it (the old key is backed up)")
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         for name in (KEY_FILE, RECOVERY_FILE):
             old = keys_dir / name

@@ -93,8 +93,10 @@ class DatabaseLedger(Ledger):
         for attempt in range(self.attempts):
             try:
                 # Inside a caller's transaction a savepoint keeps a duplicate from breaking it.
-                with transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext(), \
-                        connection.cursor() as cursor:
+                with (
+                    transaction.atomic() if connection.in_atomic_block else contextlib.nullcontext(),
+                    connection.cursor() as cursor,
+                ):
                     cursor.execute(sql, (digest, expires_at))
             except IntegrityError:
                 return False

@@ -167,7 +167,7 @@ class AccessLists:
         }
         self._files["blacklist"] += black_files
         self._files["whitelist"] += white_files
-        self._db: dict[str, Patterns] = {kind: EMPTY for kind in KINDS}
+        self._db: dict[str, Patterns] = dict.fromkeys(KINDS, EMPTY)
         self._db_expires = 0.0
         self._db_lock = threading.Lock()
 

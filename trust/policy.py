@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("connectonion.trust")
 
 
-
 # --- front matter -----------------------------------------------------------------------------------
 
 ALLOW_CATEGORIES = ("admin", "whitelisted", "contact", "stranger", "anonymous")
@@ -120,17 +119,13 @@ def parse_policy(text: str, variables: Mapping[str, str] | None = None) -> tuple
     except safeyaml.AliasRefused as exc:
         raise ConfigError(f"trust policy: front matter: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(
-            f"trust policy: front matter is not valid YAML ({exc.__class__.__name__})"
-        ) from None
+        raise ConfigError(f"trust policy: front matter is not valid YAML ({exc.__class__.__name__})") from None
     if not isinstance(raw, dict):
         raise ConfigError("trust policy: front matter must be a mapping")
     body = "\n".join(lines[end + 1 :]).strip()
     unknown = set(raw) - {"allow", "deny", "onboard", "default"}
     if unknown:
-        logger.warning(
-            "trust policy: unknown front matter keys ignored: %s", ", ".join(sorted(map(str, unknown)))
-        )
+        logger.warning("trust policy: unknown front matter keys ignored: %s", ", ".join(sorted(map(str, unknown))))
     invite_codes, payment = _onboarding(raw.get("onboard") or {}, variables)
     default = str(raw.get("default") or ("ask" if body else "deny")).strip().lower()
     if default not in ("allow", "deny", "ask"):
@@ -288,9 +283,7 @@ def _policy_text(trust: str, project_dir: Path) -> str:
             if candidate.is_file():
                 return candidate.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(
-                f"trust policy file {candidate}: cannot read it ({exc.__class__.__name__})"
-            ) from None
+            raise ConfigError(f"trust policy file {candidate}: cannot read it ({exc.__class__.__name__})") from None
     return trust
 
 

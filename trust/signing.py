@@ -80,9 +80,7 @@ def canonical_forms(payload: dict[str, Any]) -> list[bytes]:
     builders = (
         lambda: json.dumps(payload, sort_keys=True, separators=(",", ":")),
         lambda: json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False),
-        lambda: json.dumps(
-            {key: payload[key] for key in sorted(payload)}, separators=(",", ":"), ensure_ascii=False
-        ),
+        lambda: json.dumps({key: payload[key] for key in sorted(payload)}, separators=(",", ":"), ensure_ascii=False),
     )
     forms: list[bytes] = []
     for build in builders:
@@ -339,19 +337,21 @@ def verify_headers(
         )
 
     legacy = _legacy_signed_object(lowered, method, path, raw_timestamp)
-    return _verify_signed(
-        legacy, sender, signature, our_address=our_address, require_to=False, window=window, now=now
-    )
+    return _verify_signed(legacy, sender, signature, our_address=our_address, require_to=False, window=window, now=now)
 
 
-def _legacy_signed_object(lowered: Mapping[str, str], method: str, path: str,
-                          raw_timestamp: str | None) -> dict[str, Any]:
+def _legacy_signed_object(
+    lowered: Mapping[str, str], method: str, path: str, raw_timestamp: str | None
+) -> dict[str, Any]:
     """What the two older header shapes signed (``legacy_ok`` routes only)."""
     if HEADER_FROM in lowered:  # legacy (a): {"method", "path", "timestamp"}
         if raw_timestamp is not None and not _DECIMAL.fullmatch(raw_timestamp.strip()):
             raise Unauthorized(MALFORMED_HEADERS)
-        return {"method": method.upper(), "path": path,
-                "timestamp": int(raw_timestamp) if raw_timestamp is not None else None}
+        return {
+            "method": method.upper(),
+            "path": path,
+            "timestamp": int(raw_timestamp) if raw_timestamp is not None else None,
+        }
     try:  # legacy (b): {"timestamp": <float of the header>}
         return {"timestamp": float(raw_timestamp) if raw_timestamp is not None else None}
     except ValueError:

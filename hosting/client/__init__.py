@@ -8,5 +8,16 @@ from hosting.client.lookup import resolve_direct, sort_endpoints
 from hosting.client.remote import MAX_SIZE, AsyncRemoteAgent, RemoteAgent, aconnect, connect
 from hosting.client.sockets import AgentNotConnected, AnswerRequired, RemoteAgentError, SealedSocket
 
-__all__ = ["MAX_SIZE", "AgentNotConnected", "AnswerRequired", "AsyncRemoteAgent", "RemoteAgent", "RemoteAgentError",
-           "SealedSocket", "aconnect", "connect", "resolve_direct", "sort_endpoints"]
+__all__ = [
+    "MAX_SIZE",
+    "AgentNotConnected",
+    "AnswerRequired",
+    "AsyncRemoteAgent",
+    "RemoteAgent",
+    "RemoteAgentError",
+    "SealedSocket",
+    "aconnect",
+    "connect",
+    "resolve_direct",
+    "sort_endpoints",
+]

@@ -209,8 +209,12 @@ class AsyncRemoteAgent:
 
             # The nonce makes every CONNECT unique: a host that ledgers handshakes (the released one, on a bare
             # socket) would refuse a second turn's byte-identical CONNECT within the same second.
-            payload = {"to": self.address, "timestamp": frame["timestamp"], "signed_commands": 1,
-                       "nonce": str(uuid.uuid4())}
+            payload = {
+                "to": self.address,
+                "timestamp": frame["timestamp"],
+                "signed_commands": 1,
+                "nonce": str(uuid.uuid4()),
+            }
             frame.update(sign_payload(self.keys.signing_key, payload))
         return frame
 
@@ -257,9 +261,7 @@ class AsyncRemoteAgent:
 
     async def _approve(self, event: dict[str, Any]) -> dict[str, Any]:
         approved = False if self.on_approval is None else await _call(self.on_approval, event)
-        return _answer_frame(
-            {"type": "APPROVAL_RESPONSE", "approved": approved is True, "scope": "once"}, event
-        )
+        return _answer_frame({"type": "APPROVAL_RESPONSE", "approved": approved is True, "scope": "once"}, event)
 
     @staticmethod
     async def _send(ws: Any, frame: dict[str, Any]) -> None:
@@ -334,8 +336,6 @@ def connect(target: str, *, relay_url: str | None = None, keys: Any = None, **op
     return RemoteAgent(target, relay_url=relay_url, keys=keys, **options)
 
 
-async def aconnect(
-    target: str, *, relay_url: str | None = None, keys: Any = None, **options: Any
-) -> AsyncRemoteAgent:
+async def aconnect(target: str, *, relay_url: str | None = None, keys: Any = None, **options: Any) -> AsyncRemoteAgent:
     """The async form of ``connect``; use ``await agent.ainput(prompt)``."""
     return AsyncRemoteAgent(target, relay_url=relay_url, keys=keys, **options)

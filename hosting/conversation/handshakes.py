@@ -20,8 +20,13 @@ from hosting.core.runtime import Runtime
 from sessions_app.transcript import chat_items, merge_sessions
 
 NOT_THE_SEALED_PEER = "unauthorized: CONNECT is not signed by the sealed peer"
-PROTOCOL_DESCRIPTOR = {"name": "oip", "version": "0.1", "min_version": "0.1", "max_version": "0.1",
-                       "websocket_path": "/ws"}
+PROTOCOL_DESCRIPTOR = {
+    "name": "oip",
+    "version": "0.1",
+    "min_version": "0.1",
+    "max_version": "0.1",
+    "websocket_path": "/ws",
+}
 
 
 @dataclass(frozen=True)
@@ -65,8 +70,12 @@ class Handshakes:
         client = await self._client_session(frame)
         running = self._is_running(self.session_id, record)
         status = "running" if running else ("connected" if record is not None else "new")
-        reply: dict[str, Any] = {"type": "CONNECTED", "session_id": self.session_id, "status": status,
-                                 "protocol": PROTOCOL_DESCRIPTOR}
+        reply: dict[str, Any] = {
+            "type": "CONNECTED",
+            "session_id": self.session_id,
+            "status": status,
+            "protocol": PROTOCOL_DESCRIPTOR,
+        }
         if record is not None and record.session is not None:
             merged, newer = merge_sessions(record.session, client)
             if newer:
@@ -132,7 +141,8 @@ class Handshakes:
         payload = frame.get("payload") if isinstance(frame.get("payload"), dict) else {}
         if self.peer is not None:
             same = (
-                frame.get("from") == self.peer.signer and payload.get("to") == self.peer.to
+                frame.get("from") == self.peer.signer
+                and payload.get("to") == self.peer.to
                 and (payload.get("signed_commands") == 1) == self.peer.v2
                 and frame.get("session_id") in (None, self.session_id)
             )
@@ -144,16 +154,26 @@ class Handshakes:
         if self._seal is not None:
             # Inside a seal: signed by the sealed peer, and no ledger, so no repeats to judge (PROTOCOL §2.4, §4.8).
             self._check_sealed_peer(frame)
-            admission = await self._offload(self.runtime.gate.admit, frame, require_to=True,
-                                            transport=self.transport, ledger=False)
+            admission = await self._offload(
+                self.runtime.gate.admit, frame, require_to=True, transport=self.transport, ledger=False
+            )
         else:
             # The D20 rule (repeats: unproven, refused or anonymous) lives in the gate, for every door.
             admission = await self._offload(self.runtime.gate.admit_handshake, frame, transport=self.transport)
-        if (frame.get("type") != "CONNECT" and isinstance(payload.get("session_id"), str)
-                and payload["session_id"] != frame.get("session_id")):
+        if (
+            frame.get("type") != "CONNECT"
+            and isinstance(payload.get("session_id"), str)
+            and payload["session_id"] != frame.get("session_id")
+        ):
             raise Unauthorized("unauthorized: session_id mismatch")
-        self.peer = Peer(admission.signer, admission.level, v2 and admission.signer is not None, frame["type"],
-                         payload.get("to"), proven=not admission.unproven)
+        self.peer = Peer(
+            admission.signer,
+            admission.level,
+            v2 and admission.signer is not None,
+            frame["type"],
+            payload.get("to"),
+            proven=not admission.unproven,
+        )
         return self.peer
 
     def _check_sealed_peer(self, frame: dict[str, Any]) -> None:
@@ -169,8 +189,12 @@ class Handshakes:
         """D20: answer a repeated handshake as if no session of the signer existed (the sender named the id, so
         echoing it tells nothing), and keep what it asked for until a signed command proves the sender."""
         self.session_id = wanted if wanted and _valid_id(wanted) else str(uuid.uuid4())
-        self._requested = {"session_id": self.session_id, "kind": frame.get("type"),
-                           "last_msg_id": frame.get("last_msg_id"), "session": await self._client_session(frame)}
+        self._requested = {
+            "session_id": self.session_id,
+            "kind": frame.get("type"),
+            "last_msg_id": frame.get("last_msg_id"),
+            "session": await self._client_session(frame),
+        }
         reply: dict[str, Any] = {"type": "CONNECTED", "session_id": self.session_id, "status": status}
         if profile:
             reply["protocol"] = PROTOCOL_DESCRIPTOR
@@ -196,7 +220,8 @@ class Handshakes:
         if kind == "INPUT":
             return
         if self._is_running(self.session_id, record) or (
-                record is not None and requested["kind"] == "ATTACH" and requested["last_msg_id"] is not None):
+            record is not None and requested["kind"] == "ATTACH" and requested["last_msg_id"] is not None
+        ):
             self._watch(after=_cursor(requested["last_msg_id"]))
         else:
             self._follow()
@@ -209,8 +234,13 @@ class Handshakes:
         """
         signed = any(k in frame for k in ("payload", "from", "signature"))
         self._check_sealed_peer(frame)
-        admission = await self._offload(self.runtime.gate.admit, frame if signed else None, require_to=False,
-                                        transport=self.transport, ledger=self._seal is None)
+        admission = await self._offload(
+            self.runtime.gate.admit,
+            frame if signed else None,
+            require_to=False,
+            transport=self.transport,
+            ledger=self._seal is None,
+        )
         self.peer = Peer(admission.signer, admission.level, False, "INPUT", None)
         session = frame.get("session") if isinstance(frame.get("session"), dict) else None
         if signed and isinstance(admission.payload.get("session"), dict):
@@ -236,9 +266,17 @@ class Handshakes:
 
     def _profile(self) -> dict[str, Any]:
         info = self.runtime.info
-        return {"type": "AGENT_PROFILE", "session_id": self.session_id, "name": self.runtime.config.name or info.name,
-                "address": self.runtime.address, "model": info.model, "tools": list(info.tools), "skills": [],
-                "seal": True, "sealed": self._seal is not None}
+        return {
+            "type": "AGENT_PROFILE",
+            "session_id": self.session_id,
+            "name": self.runtime.config.name or info.name,
+            "address": self.runtime.address,
+            "model": info.model,
+            "tools": list(info.tools),
+            "skills": [],
+            "seal": True,
+            "sealed": self._seal is not None,
+        }
 
 
 def _cursor(value: Any) -> int | None:

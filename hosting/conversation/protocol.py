@@ -52,8 +52,15 @@ OFF_LOOP_BYTES = 256 * 1024  # sealed frames larger than this are opened and wra
 class Conversation(Handshakes, Viewers):
     """One client conversation: handshake (``Handshakes``), then turns on one session, streamed by ``Viewers``."""
 
-    def __init__(self, *, runtime: Runtime, send: Send, close: Close | None = None, transport: str = "ws",
-                 address: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        runtime: Runtime,
+        send: Send,
+        close: Close | None = None,
+        transport: str = "ws",
+        address: str | None = None,
+    ) -> None:
         self.runtime = runtime
         self._send = send
         self._close = close
@@ -214,8 +221,9 @@ class Conversation(Handshakes, Viewers):
                 raise SealRefused("this socket is already sealed")
             if self.peer is not None:
                 raise SealRefused("SEAL must come before the handshake")
-            reply, layer, sealed_by = seal.accept(frame, self.runtime.identity,
-                                                  window=self.runtime.config.signature_window)
+            reply, layer, sealed_by = seal.accept(
+                frame, self.runtime.identity, window=self.runtime.config.signature_window
+            )
         except SealRefused as exc:
             log.info("%s socket: seal refused (%s)", self.transport, exc.reason)
             await self._end_in_clear(exc)
@@ -235,10 +243,17 @@ class Conversation(Handshakes, Viewers):
             payload = await self._command_payload(frame)
         assert self.peer is not None and self.session_id is not None
         caller = Caller.of(self.peer.signer, self.address, anonymous=self._anonymous)
-        submission = Submission(payload=payload, signer=self.peer.signer, level=self.peer.level, caller=caller,
-                                transport=self.transport, session_id=self.session_id,
-                                client_session=self.client_session, interactive=True,
-                                traceparent=frame.get("traceparent"))
+        submission = Submission(
+            payload=payload,
+            signer=self.peer.signer,
+            level=self.peer.level,
+            caller=caller,
+            transport=self.transport,
+            session_id=self.session_id,
+            client_session=self.client_session,
+            interactive=True,
+            traceparent=frame.get("traceparent"),
+        )
         start: dict[str, int] = {}
 
         async def ready(request: Any) -> None:  # the input is valid: stop showing the last turn, mark the log
@@ -252,8 +267,9 @@ class Conversation(Handshakes, Viewers):
                 ack["input_id"] = taken.input_id
             await self.send(ack)
             return
-        self._viewer = asyncio.create_task(self._then_follow(
-            lambda: self._stream(self.session_id, start["after"], local=taken)))
+        self._viewer = asyncio.create_task(
+            self._then_follow(lambda: self._stream(self.session_id, start["after"], local=taken))
+        )
 
     async def on_ask_user_response(self, frame: dict[str, Any]) -> None:
         await self._answer(frame, "ask_user")
@@ -269,7 +285,9 @@ class Conversation(Handshakes, Viewers):
         if turn is None and await self._forward(_normalized_answer(payload, kind), kind=kind, request_id=request_id):
             return  # the turn runs on another worker: the bridge hands the answer to it
         if (
-            turn is None or pending is None or pending.kind != kind
+            turn is None
+            or pending is None
+            or pending.kind != kind
             or (request_id is not None and request_id != pending.id)
         ):
             await self.send(StaleAnswer(request_id, self.session_id).as_frame())
@@ -315,20 +333,27 @@ class Conversation(Handshakes, Viewers):
         if self.peer is None:
             raise BadRequest("authenticate first (send CONNECT)")
         if self.peer.v2:
-            verified = await self._offload(self.runtime.gate.admit_command, frame, owner=self.peer.signer,
-                                           transport=self.transport, ledger=self._seal is None)
+            verified = await self._offload(
+                self.runtime.gate.admit_command,
+                frame,
+                owner=self.peer.signer,
+                transport=self.transport,
+                ledger=self._seal is None,
+            )
             if not self.peer.proven:
                 await self._prove(str(frame.get("type")))
             return verified.payload
         if frame.get("type") == "INPUT" and isinstance(frame.get("payload"), dict) and "signature" in frame:
-            admission = await self._offload(self.runtime.gate.admit, frame, require_to=False,
-                                            transport=self.transport, ledger=self._seal is None)
+            admission = await self._offload(
+                self.runtime.gate.admit, frame, require_to=False, transport=self.transport, ledger=self._seal is None
+            )
             return admission.payload
         return frame
 
     # -- helpers -----------------------------------------------------------------------------------------
-    async def _forward(self, message: dict[str, Any], *, kind: str | None = None,
-                       request_id: str | None = None) -> bool:
+    async def _forward(
+        self, message: dict[str, Any], *, kind: str | None = None, request_id: str | None = None
+    ) -> bool:
         """Send ``message`` to the worker running this session's turn (``hosting.core.bridge``, Redis only)."""
         bridge = self.runtime.bridge
         if bridge is None or self.peer is None or not self.peer.proven or not self.session_id:
@@ -336,8 +361,7 @@ class Conversation(Handshakes, Viewers):
         record = await self._record(self.session_id)
         if record is None or record.status not in LIVE_STATUSES or record.owner != self.peer.signer:
             return False
-        return await bridge.forward(self.session_id, message, signer=self.peer.signer, kind=kind,
-                                    request_id=request_id)
+        return await bridge.forward(self.session_id, message, signer=self.peer.signer, kind=kind, request_id=request_id)
 
     def _is_running(self, session_id: str, record: Any) -> bool:
         if session_id in self.runtime.turns.active:
@@ -356,7 +380,6 @@ class Conversation(Handshakes, Viewers):
 def seal_text(frame: dict[str, Any]) -> str:
     """The plaintext a sealed frame carries: the frame as it would go out unsealed."""
     return dumps(frame)
-
 
 
 def _normalized_answer(payload: dict[str, Any], kind: str) -> dict[str, Any]:

@@ -87,8 +87,9 @@ def _signed_by(address: str, payload: dict[str, Any], signature: Any) -> bool:
 # --- the host's side -----------------------------------------------------------------------------------
 
 
-def accept(frame: dict[str, Any], identity: Any, *, now: float | None = None,
-           window: float = SIGNATURE_WINDOW) -> tuple[dict[str, Any], SealLayer, str]:
+def accept(
+    frame: dict[str, Any], identity: Any, *, now: float | None = None, window: float = SIGNATURE_WINDOW
+) -> tuple[dict[str, Any], SealLayer, str]:
     """Check a client's SEAL (PROTOCOL §4.8) and answer it.
 
     Returns ``(SEALED_OK frame, the host's layer, the sealing address in lowercase)``; raises

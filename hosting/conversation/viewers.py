@@ -35,8 +35,9 @@ class Viewers:
     def _watch(self, *, after: int | None) -> None:
         assert self.session_id is not None
         self._stop_viewer()
-        self._viewer = asyncio.create_task(self._then_follow(
-            lambda: self._stream(self.session_id, after, local=None, replay_turn=True)))
+        self._viewer = asyncio.create_task(
+            self._then_follow(lambda: self._stream(self.session_id, after, local=None, replay_turn=True))
+        )
 
     def _follow(self) -> None:
         """While the session is idle, show turns that other connections of its owner start (PROTOCOL §4.9)."""
@@ -124,8 +125,9 @@ class Viewers:
         finally:
             subscription.close()
 
-    async def _send_logged(self, session_id: str, last: int, *, turn: int | None = None,
-                           before: int | None = None) -> tuple[int, bool]:
+    async def _send_logged(
+        self, session_id: str, last: int, *, turn: int | None = None, before: int | None = None
+    ) -> tuple[int, bool]:
         """Send the logged events after ``last`` (of ``turn``; below ``before``) in pages of at most
         ``REPLAY_PAGE`` events and ``ws_send_buffer_mb`` bytes, so a long backlog is never held whole and its
         first event goes out before the rest is read. Returns the last event sent and whether it was terminal."""

@@ -125,18 +125,27 @@ def log_event(agent_name: str, session_id: str, event: dict[str, Any]) -> None:
     if event.get("type") != "tool_result":
         return
     result = str(event.get("result", ""))
-    activity.info("[%s] tool %s %s: %s (%s ms) -> %s", agent_name, session_id[:8], event.get("name"),
-                  event.get("status", "completed"), event.get("timing_ms"), result[:200])
+    activity.info(
+        "[%s] tool %s %s: %s (%s ms) -> %s",
+        agent_name,
+        session_id[:8],
+        event.get("name"),
+        event.get("status", "completed"),
+        event.get("timing_ms"),
+        result[:200],
+    )
 
 
 # -- session history ---------------------------------------------------------------------------------
+
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds")
 
 
-def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, session: dict[str, Any],
-                       created: float | None = None) -> Path:
+def write_session_yaml(
+    sessions_dir: Path, *, name: str, session_id: str, session: dict[str, Any], created: float | None = None
+) -> Path:
     """Write ``<session_id>.yaml`` with the whole conversation; atomic (temp file + rename).
 
     ``created`` is the session's first turn (from the result store), so nothing is read back.
@@ -172,7 +181,7 @@ def write_session_yaml(sessions_dir: Path, *, name: str, session_id: str, sessio
         try:
             view = memoryview(data)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
         finally:
             os.close(fd)
         os.replace(tmp, path)
@@ -187,8 +196,10 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)  # libyaml when availabl
 
 def _without_images(content: Any) -> Any:
     if isinstance(content, list):
-        return [{"type": "image_url", "image_url": "[image]"} if isinstance(p, dict) and p.get("type") == "image_url"
-                else p for p in content]
+        return [
+            {"type": "image_url", "image_url": "[image]"} if isinstance(p, dict) and p.get("type") == "image_url" else p
+            for p in content
+        ]
     return content
 
 

@@ -49,7 +49,9 @@ def import_target(path: str, *, search_dir: Path | None = None) -> Any:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise ConfigError(f"cannot import agent module {module_name!r} (looked in {search_dir or 'sys.path'})") from None
+            raise ConfigError(
+                f"cannot import agent module {module_name!r} (looked in {search_dir or 'sys.path'})"
+            ) from None
         raise
     target: Any = module
     for part in attr.split("."):
@@ -229,13 +231,12 @@ class TurnAgent:
             new_session = append_exchange(session, prompt, result, images)
         return result, new_session
 
-
     def _partial_result(self, before: dict[str, Any]) -> str:
         """What an interrupted turn had said so far: the last assistant text it added, or ``""``."""
         current = getattr(self.agent, "current_session", None) if self.keeps_session else None
         if not isinstance(current, dict) or not isinstance(current.get("messages"), list):
             return ""
-        added = current["messages"][len(before.get("messages") or []):]
+        added = current["messages"][len(before.get("messages") or []) :]
         for message in reversed(added):
             if not isinstance(message, dict) or message.get("role") != "assistant":
                 continue

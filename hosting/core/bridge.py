@@ -34,12 +34,12 @@ import logging
 import os
 import re
 import socket
-import time
 import uuid
 from typing import Any
 
 from common.errors import HostError
 from hosting.core.bridged_hub import BridgedHub
+from hosting.core.layer_calls import CALL_TIMEOUT, LayerCalls
 
 log = logging.getLogger("connectonion.bridge")
 
@@ -48,8 +48,6 @@ EVENT, ANSWER = "bridge.event", "bridge.answer"
 STEER, STEERED = "bridge.steer", "bridge.steered"
 PUMP_IDLE = 5.0  # a pump with nothing to send checks whether its turn still runs this often
 RETRY = (0.5, 1.0, 2.0, 5.0, 10.0)
-PAUSE = 5.0  # after a failed send or group change, skip the channel layer this long (one warning per outage)
-CALL_TIMEOUT = 2.0  # a send or group change Redis has not answered by then failed (a frozen Redis: FI5)
 STEER_WAIT = 2 * CALL_TIMEOUT  # no answer from the runner by then: the runtime input was not taken
 GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,80}$")  # what channels accepts (session ids are UUIDs)
 
@@ -60,6 +58,7 @@ class Bridge:
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
+        self.calls = LayerCalls(layer)
         self.hub: BridgedHub | None = None
         self.turns: Any = None  # the runtime's TurnManager (its ``active`` turns)
         self.origin = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -70,11 +69,15 @@ class Bridge:
         self._turn_groups: dict[str, _GroupTurns] = {}  # one join or leave of ``turn.<id>`` at a time, per session
         self._tasks: set[asyncio.Task[Any]] = set()
         self._receiver: asyncio.Task[None] | None = None
-        self.sent = 0
         self.received = 0
-        self.failures = 0
-        self._paused_until = 0.0
-        self._down = False
+
+    @property
+    def sent(self) -> int:
+        return self.calls.sent
+
+    @property
+    def failures(self) -> int:
+        return self.calls.failures
 
     # -- lifecycle ------------------------------------------------------------------------------------
     def bind(self, hub: BridgedHub, turns: Any) -> None:
@@ -122,8 +125,10 @@ class Bridge:
                     if session_id in self.turns.active:
                         continue
                     break
-                await self._send(f"session.{session_id}",
-                                 {"type": EVENT, "origin": self.origin, "session_id": session_id, "event": event})
+                await self._send(
+                    f"session.{session_id}",
+                    {"type": EVENT, "origin": self.origin, "session_id": session_id, "event": event},
+                )
                 if event.get("type") in TERMINAL and queue.empty():
                     break
         finally:
@@ -178,15 +183,30 @@ class Bridge:
                 del self._turn_groups[session_id]
 
     # -- answers from viewers on other workers --------------------------------------------------------
-    async def forward(self, session_id: str, message: dict[str, Any], *, signer: str | None,
-                      kind: str | None = None, request_id: str | None = None) -> bool:
+    async def forward(
+        self,
+        session_id: str,
+        message: dict[str, Any],
+        *,
+        signer: str | None,
+        kind: str | None = None,
+        request_id: str | None = None,
+    ) -> bool:
         """Send an answer / INTERRUPT / custom frame to the process running ``session_id``'s turn."""
         if not GROUP_NAME.match(session_id):
             return False
-        return await self._send(f"turn.{session_id}", {
-            "type": ANSWER, "origin": self.origin, "session_id": session_id, "message": message,
-            "signer": signer, "kind": kind, "request_id": request_id,
-        })
+        return await self._send(
+            f"turn.{session_id}",
+            {
+                "type": ANSWER,
+                "origin": self.origin,
+                "session_id": session_id,
+                "message": message,
+                "signer": signer,
+                "kind": kind,
+                "request_id": request_id,
+            },
+        )
 
     def _deliver(self, envelope: dict[str, Any]) -> None:
         turn = self.turns.active.get(envelope.get("session_id") or "")
@@ -217,9 +237,18 @@ class Bridge:
         self._steers[reply_id] = waiter
         try:
             await asyncio.wait_for(self._ready.wait(), CALL_TIMEOUT)
-            sent = await self._send(f"turn.{session_id}", {
-                "type": STEER, "origin": self.origin, "session_id": session_id, "signer": signer,
-                "prompt": prompt, "reply_to": self.channel, "reply_id": reply_id})
+            sent = await self._send(
+                f"turn.{session_id}",
+                {
+                    "type": STEER,
+                    "origin": self.origin,
+                    "session_id": session_id,
+                    "signer": signer,
+                    "prompt": prompt,
+                    "reply_to": self.channel,
+                    "reply_id": reply_id,
+                },
+            )
             return await asyncio.wait_for(waiter, STEER_WAIT) if sent else None
         except TimeoutError:
             return None
@@ -236,20 +265,22 @@ class Bridge:
             return
         turn = self.turns.active.get(session_id)
         prompt, taken = message.get("prompt"), None
-        if (turn is not None and turn.owner == message.get("signer") and isinstance(prompt, str)
-                and turn.io.accepts_runtime_input):
+        if (
+            turn is not None
+            and turn.owner == message.get("signer")
+            and isinstance(prompt, str)
+            and turn.io.accepts_runtime_input
+        ):
             with contextlib.suppress(HostError):
                 taken = turn.steer(prompt)
         reply_to = message.get("reply_to")
         if isinstance(reply_to, str):
-            self._spawn(self._reply(reply_to, {"type": STEERED, "origin": self.origin,
-                                               "reply_id": message.get("reply_id"), "id": taken}), "bridge-steered")
-
-    async def _reply(self, channel: str, message: dict[str, Any]) -> None:
-        try:
-            await asyncio.wait_for(self.layer.send(channel, message), CALL_TIMEOUT)
-        except Exception as exc:
-            self._failed(f"send to {channel}", exc)
+            self._spawn(
+                self.calls.send(
+                    reply_to, {"type": STEERED, "origin": self.origin, "reply_id": message.get("reply_id"), "id": taken}
+                ),
+                "bridge-steered",
+            )
 
     def _steered(self, message: dict[str, Any]) -> None:
         waiter = self._steers.get(str(message.get("reply_id")))
@@ -280,12 +311,16 @@ class Bridge:
                 attempt = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:
-                self.failures += 1
+            except Exception as exc:  # noqa: BLE001 - the listener reconnects after any failure
+                self.calls.failures += 1
                 delay = RETRY[min(attempt, len(RETRY) - 1)]
                 attempt += 1
-                log.warning("bridge: receiving from the channel layer failed (%s); viewers on this worker "
-                            "poll the event log; retrying in %.1f s", exc, delay)
+                log.warning(
+                    "bridge: receiving from the channel layer failed (%s); viewers on this worker "
+                    "poll the event log; retrying in %.1f s",
+                    exc,
+                    delay,
+                )
                 await asyncio.sleep(delay)
                 continue
             try:
@@ -310,48 +345,18 @@ class Bridge:
 
     # -- channel layer calls that never raise ---------------------------------------------------------
     async def _send(self, group: str, message: dict[str, Any]) -> bool:
-        if self._paused():
-            return False
-        try:
-            await asyncio.wait_for(self.layer.group_send(group, message), CALL_TIMEOUT)
-        except Exception as exc:
-            self._failed(f"group_send to {group}", exc)
-            return False
-        self._ok()
-        self.sent += 1
-        return True
+        return await self.calls.group_send(group, message)
 
     async def _group(self, action: str, group: str) -> bool:
-        if self._paused():
+        if self.calls.paused():
             return False
         try:
             await asyncio.wait_for(self._ready.wait(), 10)
-            assert self.channel is not None
-            if action == "add":
-                await asyncio.wait_for(self.layer.group_add(group, self.channel), CALL_TIMEOUT)
-            else:
-                await asyncio.wait_for(self.layer.group_discard(group, self.channel), CALL_TIMEOUT)
-        except Exception as exc:
-            self._failed(f"group_{action} {group}", exc)
+        except TimeoutError as exc:
+            self.calls.failed(f"group_{action} {group}", exc)
             return False
-        self._ok()
-        return True
-
-    def _paused(self) -> bool:
-        return self._down and time.monotonic() < self._paused_until
-
-    def _failed(self, what: str, exc: BaseException) -> None:
-        self.failures += 1
-        self._paused_until = time.monotonic() + PAUSE
-        if not self._down:
-            self._down = True
-            log.warning("bridge: %s failed (%s); live events cross workers through the event log until the "
-                        "channel layer answers again (next try in %.0f s)", what, exc, PAUSE)
-
-    def _ok(self) -> None:
-        if self._down:
-            self._down = False
-            log.info("bridge: the channel layer answers again; live events cross workers through it")
+        assert self.channel is not None
+        return await self.calls.group_change(action, group, self.channel)
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.get_running_loop().create_task(coro, name=name)

@@ -7,10 +7,8 @@ This is the only module that reads ``os.environ`` or ``.env`` files; ``hosting.c
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -26,6 +24,7 @@ from hosting.core.hostyaml import (
     read_host_yaml,
     shown,
 )
+from hosting.core.project import find_project_dir, load_env_files, secret_key
 from trust.decision import TrustSettings, trust_settings
 
 ARGS_ENV = "CONNECTONION_HOST_ARGS"
@@ -72,7 +71,9 @@ class HostConfig:
     max_turns_per_ip: int = 32
     max_ws_per_ip: int = 256
     header_timeout: float = 30.0
-    body_timeout: float = 30.0  # then 1 s more per 500 bytes received (hosting.serving.asgi_limits.BODY_MIN_RATE); then 408
+    body_timeout: float = (
+        30.0  # then 1 s more per 500 bytes received (hosting.serving.asgi_limits.BODY_MIN_RATE); then 408
+    )
     max_connections_per_ip: int = 512
     bodies_in_flight_mb: float | None = None  # None: derived from max_request_mb (see load_config)
     ws_send_buffer_mb: float = 16.0  # bytes a socket may owe a client that does not read; then close 4413
@@ -141,8 +142,19 @@ class HostConfig:
         """Serialise for child processes (paths and tuples become JSON types)."""
         data = asdict(self)
         data["project_dir"] = str(self.project_dir)
-        for secret in ("api_key", "admin_token", "secret_key", "machine_dir", "loaded_env_files", "warnings",
-                       "environment", "public_domain", "trust_explicit", "worker", "trust_settings"):
+        for secret in (
+            "api_key",
+            "admin_token",
+            "secret_key",
+            "machine_dir",
+            "loaded_env_files",
+            "warnings",
+            "environment",
+            "public_domain",
+            "trust_explicit",
+            "worker",
+            "trust_settings",
+        ):
             data.pop(secret, None)  # re-read from the environment in each worker, never passed around
         return json.dumps(data)
 
@@ -150,79 +162,11 @@ class HostConfig:
 _TUPLE_FIELDS = {f.name for f in fields(HostConfig) if str(f.type).startswith("tuple")}
 
 
-def find_project_dir(start: Path | None = None) -> Path:
-    """Walk up to the first folder holding ``.co/`` (stopping at home or a repo root); else cwd.
-
-    The filesystem root is never a project: a stray ``/.co`` would otherwise capture every host started in a
-    folder outside home and outside any repository (``/tmp/anything``).
-    """
-    start = (start or Path.cwd()).resolve()
-    home = Path.home().resolve()
-    for folder in (start, *start.parents):
-        if folder == folder.parent and folder != start:
-            break
-        if (folder / ".co").is_dir() and folder != home:
-            return folder
-        if folder == home or (folder / ".git").exists():
-            break
-    return start
-
-
-def load_env_files(project_dir: Path, environ: dict[str, str]) -> tuple[str, ...]:
-    """Load ``<project>/.env`` then ``<AGENT_CONFIG_PATH or ~/.co>/keys.env``; the process env wins."""
-    from dotenv import dotenv_values
-
-    loaded = []
-    machine = Path(environ.get("AGENT_CONFIG_PATH") or Path.home() / ".co")
-    for path in (project_dir / ".env", machine / "keys.env"):
-        if path.is_file():
-            for key, value in dotenv_values(path).items():
-                if value is not None and key not in environ:
-                    environ[key] = value
-            loaded.append(str(path))
-    return tuple(loaded)
-
-
 def _derive_request_cap(cfg: HostConfig) -> float:
     # Files and images at their limits, base64-inflated, plus 1 MiB of JSON (PROTOCOL D24).
     from hosting.core.uploads import max_request_bytes
 
     return max_request_bytes(cfg.max_file_size, cfg.max_files_per_request) / MB
-
-
-def _secret_key(co_dir: Path, environ: dict[str, str]) -> str:
-    """Django's SECRET_KEY: from the environment, else generated once into ``.co/secret_key`` (0600)."""
-    if environ.get("DJANGO_SECRET_KEY"):
-        return environ["DJANGO_SECRET_KEY"]
-    path = co_dir / "secret_key"
-    if path.is_file():
-        return path.read_text(encoding="ascii").strip()
-    if not co_dir.is_dir():
-        co_dir.mkdir(parents=True, exist_ok=True)
-        _made_here.append(co_dir)
-    key = secrets.token_urlsafe(64)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another worker won the race
-        return path.read_text(encoding="ascii").strip()
-    with os.fdopen(fd, "w", encoding="ascii") as fh:
-        fh.write(key)
-    _made_here.append(path)
-    return key
-
-
-_made_here: list[Path] = []  # what loading the settings created in this process (a new .co/, its secret_key)
-
-
-def discard_unused_co_dir() -> None:
-    """Remove the ``.co/`` that loading the settings just made, when nothing else was put in it.
-
-    A command that fails before doing anything (``agentkey`` in a folder without a key) leaves no empty project.
-    """
-    for made in reversed(_made_here):
-        with contextlib.suppress(OSError):  # rmdir refuses a folder someone has written to since: kept
-            made.unlink() if made.is_file() else made.rmdir()
-    _made_here.clear()
 
 
 def use_settings_module(name: str) -> None:
@@ -240,8 +184,9 @@ def export_args(given: dict[str, Any]) -> bool:
     return True
 
 
-def _environment_values(env: Mapping[str, str], environment: str | None, args: dict[str, Any],
-                        yaml_values: dict[str, Any]) -> dict[str, Any]:
+def _environment_values(
+    env: Mapping[str, str], environment: str | None, args: dict[str, Any], yaml_values: dict[str, Any]
+) -> dict[str, Any]:
     """What the environment sets: above the defaults, below host.yaml (except D6's trust) and the arguments."""
     values: dict[str, Any] = {}
     if "trust" not in args and environment in ENV_TRUST:
@@ -265,9 +210,7 @@ def _environment_values(env: Mapping[str, str], environment: str | None, args: d
     return values
 
 
-def load_config(
-    args: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None
-) -> HostConfig:
+def load_config(args: dict[str, Any] | None = None, *, environ: dict[str, str] | None = None) -> HostConfig:
     """Build the config. ``args`` are the explicitly given options (CLI or ``host()``).
 
     Without ``args``, the JSON in ``CONNECTONION_HOST_ARGS`` is used (set by ``runhost`` for workers).
@@ -318,7 +261,7 @@ def load_config(
         public_domain=env.get("AGENT_PUBLIC_DOMAIN") or None,
         api_key=env.get("OPENONION_API_KEY") or None,
         admin_token=env.get("CONNECTONION_ADMIN_TOKEN") or None,
-        secret_key=_secret_key(cfg.co_dir, env),
+        secret_key=secret_key(cfg.co_dir, env),
         machine_dir=Path(env.get("AGENT_CONFIG_PATH") or Path.home() / ".co"),
         loaded_env_files=loaded,
         worker=_worker_index(env),
@@ -349,8 +292,10 @@ def _bodies_budget(cfg: HostConfig) -> HostConfig:
     if cfg.bodies_in_flight_mb is None:
         return replace(cfg, bodies_in_flight_mb=max(DEFAULT_BODIES_IN_FLIGHT_MB, cfg.max_request_mb))
     if cfg.bodies_in_flight_mb and cfg.bodies_in_flight_mb < cfg.max_request_mb:
-        raise ConfigError(f"bodies_in_flight_mb must be at least the request cap of {cfg.max_request_mb:.1f} MB, "
-                          f"or 0 for no budget (got {shown(cfg.bodies_in_flight_mb)})")
+        raise ConfigError(
+            f"bodies_in_flight_mb must be at least the request cap of {cfg.max_request_mb:.1f} MB, "
+            f"or 0 for no budget (got {shown(cfg.bodies_in_flight_mb)})"
+        )
     return cfg
 
 
@@ -358,8 +303,10 @@ def _validate(cfg: HostConfig) -> None:
     if cfg.store not in STORES:
         raise ConfigError(f"store must be one of {', '.join(STORES)} (got {shown(cfg.store)})")
     if cfg.store == "postgres" and not (cfg.database_url or "").startswith(("postgres://", "postgresql://")):
-        raise ConfigError("store: postgres needs a PostgreSQL database_url (host.yaml database_url, --database-url "
-                          "or DATABASE_URL=postgres://...)")
+        raise ConfigError(
+            "store: postgres needs a PostgreSQL database_url (host.yaml database_url, --database-url "
+            "or DATABASE_URL=postgres://...)"
+        )
     if cfg.replay_log not in REPLAY_LOGS:
         raise ConfigError(f"replay_log must be one of {', '.join(REPLAY_LOGS)} (got {shown(cfg.replay_log)})")
     if cfg.replay_log == "redis" and not cfg.redis_url:

@@ -200,8 +200,13 @@ NO_APPROVER = "no interactive client: approvals need a WebSocket connection"
 def _refusal(pending: PendingRequest | None) -> dict[str, Any]:
     """HTTP turns have nobody to ask: questions get no answer, approvals are refused."""
     if pending is not None and pending.kind == "approval_needed":
-        return {"type": "APPROVAL_RESPONSE", "approved": False, "scope": "once", "mode": "reject_soft",
-                "feedback": NO_APPROVER}
+        return {
+            "type": "APPROVAL_RESPONSE",
+            "approved": False,
+            "scope": "once",
+            "mode": "reject_soft",
+            "feedback": NO_APPROVER,
+        }
     return {"type": "ASK_USER_RESPONSE", "answer": None}
 
 

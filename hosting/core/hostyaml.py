@@ -85,8 +85,9 @@ def _str_list(key: str, value: Any) -> tuple[str, ...]:
 def address_list(key: str, value: Any) -> tuple[str, ...]:
     """Like ``_str_list``, but an unquoted ``0x...`` address that YAML read as an integer is restored."""
     if isinstance(value, list | tuple):
-        value = [f"0x{v:064x}" if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**256 else v
-                 for v in value]
+        value = [
+            f"0x{v:064x}" if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**256 else v for v in value
+        ]
     elif isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**256:
         value = f"0x{value:064x}"
     return _str_list(key, value)
@@ -173,6 +174,8 @@ YAML_KEYS: dict[str, Any] = {
     "permissions": lambda k, v: v,
     "directory": _str_or_none,
 }
+
+
 def read_host_yaml(path: Path) -> dict[str, Any]:
     """Parse and validate ``.co/host.yaml``; unknown keys become warnings with a suggestion."""
     if not path.is_file():

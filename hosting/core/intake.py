@@ -54,11 +54,15 @@ class Submission:
     traceparent: str | None = None  # the client's W3C trace context
 
     @classmethod
-    def of(cls, admission: Any, caller: Caller, *, payload: dict[str, Any] | None = None,
-           **fields: Any) -> Submission:
+    def of(cls, admission: Any, caller: Caller, *, payload: dict[str, Any] | None = None, **fields: Any) -> Submission:
         """From a gate ``Admission``: its signer and level, and its payload unless the door names another."""
-        return cls(payload=admission.payload if payload is None else payload, signer=admission.signer,
-                   level=admission.level, caller=caller, **fields)
+        return cls(
+            payload=admission.payload if payload is None else payload,
+            signer=admission.signer,
+            level=admission.level,
+            caller=caller,
+            **fields,
+        )
 
 
 @dataclass(frozen=True)
@@ -73,8 +77,9 @@ class Steered:
 class Intake:
     """The one core entry of a turn (see the module docstring for the order)."""
 
-    def __init__(self, *, turns: TurnManager, throttle: Throttle, config: HostConfig,
-                 bridge: Bridge | None = None) -> None:
+    def __init__(
+        self, *, turns: TurnManager, throttle: Throttle, config: HostConfig, bridge: Bridge | None = None
+    ) -> None:
         self.turns = turns
         self.throttle = throttle
         self.config = config
@@ -102,8 +107,13 @@ class Intake:
             release()
             raise
         # From here the turn manager owns ``release``: it calls it when the turn ends or does not start.
-        return await self.turns.start(request, interactive=submission.interactive, release=release,
-                                      transport=submission.transport, traceparent=submission.traceparent)
+        return await self.turns.start(
+            request,
+            interactive=submission.interactive,
+            release=release,
+            transport=submission.transport,
+            traceparent=submission.traceparent,
+        )
 
     async def _steer(self, turn: Turn, submission: Submission) -> Steered:
         """An INPUT while the session's turn runs and its agent takes runtime input (PROTOCOL §4 INPUT row): the
@@ -150,8 +160,9 @@ class Intake:
             raise result.error
         return result
 
-    async def run_admitting(self, admit: Callable[[], Any], *, address: str | None, transport: str = "http",
-                            traceparent: str | None = None) -> tuple[Any, TurnResult]:
+    async def run_admitting(
+        self, admit: Callable[[], Any], *, address: str | None, transport: str = "http", traceparent: str | None = None
+    ) -> tuple[Any, TurnResult]:
         """``run`` for a door whose gate has not run yet: ``admit()`` is the gate's blocking check (a ``trust.gate``
         ``Admission``), ``address`` the client's. Returns the admission and the result; raises the refusal or
         the turn's error. The door names no session up front, so nothing is steered.
@@ -188,8 +199,13 @@ class Intake:
 
     def read(self, submission: Submission) -> TurnRequest:
         """The validated ``TurnRequest`` (``read_input``), with the door's session when the input has none."""
-        request = read_input(submission.payload, config=self.config, owner=submission.signer,
-                             level=submission.level, session_id=submission.session_id)
+        request = read_input(
+            submission.payload,
+            config=self.config,
+            owner=submission.signer,
+            level=submission.level,
+            session_id=submission.session_id,
+        )
         if request.session is None and submission.client_session is not None:
             request = replace(request, session=submission.client_session)
         return request
@@ -197,5 +213,4 @@ class Intake:
 
 def _admitted(admission: Any, address: str | None, transport: str, traceparent: str | None) -> Submission:
     """The submission of an admitted request: counted against its signer, or its client address."""
-    return Submission.of(admission, Caller.of(admission.signer, address), transport=transport,
-                         traceparent=traceparent)
+    return Submission.of(admission, Caller.of(admission.signer, address), transport=transport, traceparent=traceparent)

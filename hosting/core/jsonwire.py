@@ -58,7 +58,11 @@ def loads_object(raw: str | bytes, *, what: str = "request body", detailed: bool
     try:
         return _loads_object(raw, what=what)
     except InvalidJSON as exc:
-        if detailed or exc.message.startswith(("Invalid JSON: duplicate", "Invalid JSON: nesting")) or not exc.message.startswith("Invalid JSON"):
+        if (
+            detailed
+            or exc.message.startswith(("Invalid JSON: duplicate", "Invalid JSON: nesting"))
+            or not exc.message.startswith("Invalid JSON")
+        ):
             raise
         raise InvalidJSON() from None
 

@@ -101,7 +101,11 @@ class InputSerializer(serializers.Serializer):
 
 
 def read_input(
-    payload: dict[str, Any], *, config: HostConfig, owner: str | None, level: str = "stranger",
+    payload: dict[str, Any],
+    *,
+    config: HostConfig,
+    owner: str | None,
+    level: str = "stranger",
     session_id: str | None = None,
 ) -> TurnRequest:
     """Validate one input object and check the upload limits; raises ``BadRequest`` subclasses."""
@@ -146,7 +150,11 @@ def _check_content(session: dict[str, Any]) -> None:
             for key, value in node.items():
                 stack.append((f"{path} key", key))
                 stack.append((f"{path}.{key}", value))
-                if key in ("url", "image_url", "file_url") and isinstance(value, str) and not value[:5].lower() == "data:":
+                if (
+                    key in ("url", "image_url", "file_url")
+                    and isinstance(value, str)
+                    and not value[:5].lower() == "data:"
+                ):
                     raise serializers.ValidationError(f"{path}.{key} must be a data URL")
         elif isinstance(node, list):
             stack.extend((f"{path}[{i}]", item) for i, item in enumerate(node))

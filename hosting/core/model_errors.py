@@ -13,7 +13,7 @@ import traceback
 # Library error class name -> the cause a user reads. Texts hold no secret: only what to fix.
 _CAUSES = {
     "MissingAmbientAPIKey": "OPENONION_API_KEY is not set (run `co auth`, or give the agent a model whose "
-                            "provider key is set)",
+    "provider key is set)",
     "LLMAuthenticationError": "the model's API refused the API key",
     "AuthenticationError": "the model's API refused the API key",
     "PermissionDeniedError": "the model's API refused the API key",

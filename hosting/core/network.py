@@ -32,10 +32,10 @@ def local_addresses() -> tuple[str, ...]:
 
 def allowed_hosts(cfg: HostConfig) -> list[str]:
     """Loopback names, LAN addresses when bound beyond loopback, and the public domain (D22)."""
-    hosts = list(LOOPBACK_NAMES) + ["testserver"]
+    hosts = [*LOOPBACK_NAMES, "testserver"]
     if cfg.bind not in ("127.0.0.1", "localhost", "::1"):
         hosts.extend(local_addresses())
-        if cfg.bind not in ("0.0.0.0", "::"):  # noqa: S104 - comparing, not binding
+        if cfg.bind not in ("0.0.0.0", "::"):
             hosts.append(cfg.bind)
     if cfg.public_domain:
         hosts.append(cfg.public_domain)

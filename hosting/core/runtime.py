@@ -165,15 +165,9 @@ def _eventlog(config: HostConfig, namespace: str) -> Any:
     return EventLog(config.co_dir / "events.sqlite3")
 
 
-def _build() -> Runtime:
-    from django.conf import settings
-
-    from trust.audit import record_decision
-    from trust.gate import build_gate
-    from trust.identity import load_identity
-
-    config: HostConfig = settings.HOST
-    config.co_dir.mkdir(parents=True, exist_ok=True)
+def _agent(config: HostConfig) -> tuple[AgentSource, Any]:
+    """The agent's source (the embedding program's factory, else ``config.agent``) and its description; an agent
+    that cannot be built fails the start with one clear line instead of a traceback."""
     global _loading_agent_module
     if _agent_override is not None:
         source = AgentSource(_agent_override)
@@ -184,12 +178,24 @@ def _build() -> Runtime:
         finally:
             _loading_agent_module = False
     try:
-        info = source.describe()
-    except Exception as exc:  # a clear start-up line instead of a traceback
+        return source, source.describe()
+    except Exception as exc:
         cause = model_unavailable_cause(exc)
         if cause is not None:
             raise ConfigError(f"agent model unavailable: {cause}") from exc
         raise ConfigError(f"the agent factory failed at start-up: {exc.__class__.__name__}: {exc}") from exc
+
+
+def _build() -> Runtime:
+    from django.conf import settings
+
+    from trust.audit import record_decision
+    from trust.gate import build_gate
+    from trust.identity import load_identity
+
+    config: HostConfig = settings.HOST
+    config.co_dir.mkdir(parents=True, exist_ok=True)
+    source, info = _agent(config)
     store, liveness = _store(config)
     identity = load_identity(config.co_dir, machine_dir=config.machine_dir)
     eventlog = _eventlog(config, identity.address)
@@ -200,17 +206,39 @@ def _build() -> Runtime:
     turns = TurnManager(config=config, source=source, store=store, eventlog=eventlog, hub=hub, pools=pools)
     if bridge is not None:
         bridge.bind(hub, turns)
-    gate = build_gate(config, identity, trust=_trust_agent, settings=config.trust_settings,
-                      recorder=record_decision)
-    activity.configure(config.logs_dir, config.name or info.name, secrets=(
-        config.api_key or "", config.admin_token or "", config.secret_key or "",
-        bytes(identity.signing_key).hex()))
+    gate = build_gate(config, identity, trust=_trust_agent, settings=config.trust_settings, recorder=record_decision)
+    activity.configure(
+        config.logs_dir,
+        config.name or info.name,
+        secrets=(
+            config.api_key or "",
+            config.admin_token or "",
+            config.secret_key or "",
+            bytes(identity.signing_key).hex(),
+        ),
+    )
     throttle = Throttle(config, namespace=identity.address, pool=pools.bookkeeping)
     if config.tracing:
         from hosting.observability import tracing
 
-        tracing.start(endpoint=config.otlp_endpoint, service_name=config.name or info.name,
-                      content=config.trace_content)
+        tracing.start(
+            endpoint=config.otlp_endpoint, service_name=config.name or info.name, content=config.trace_content
+        )
     intake = Intake(turns=turns, throttle=throttle, config=config, bridge=bridge)
-    return Runtime(config, source, info, store, eventlog, hub, pools, turns, identity, gate, throttle,
-                   time.monotonic(), liveness, intake, bridge)
+    return Runtime(
+        config,
+        source,
+        info,
+        store,
+        eventlog,
+        hub,
+        pools,
+        turns,
+        identity,
+        gate,
+        throttle,
+        time.monotonic(),
+        liveness,
+        intake,
+        bridge,
+    )

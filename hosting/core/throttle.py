@@ -113,12 +113,15 @@ class RedisBuckets:
             return self.fallback.take(key, rate)
         try:
             wait = float(self._script(keys=[self.prefix + key], args=[repr(rate.per_second), rate.burst]))
-        except Exception as exc:  # any Redis failure: per-worker limits, never a lock-out
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: per-worker limits, never a lock-out
             self._paused_until = time.monotonic() + REDIS_PAUSE
             if not self._outage:
                 self._outage = True
-                log.warning("rate limits: Redis unavailable (%s: %s); using per-worker limits until it answers",
-                            exc.__class__.__name__, exc)
+                log.warning(
+                    "rate limits: Redis unavailable (%s: %s); using per-worker limits until it answers",
+                    exc.__class__.__name__,
+                    exc,
+                )
             return self.fallback.take(key, rate)
         if self._outage:
             self._outage = False
@@ -262,13 +265,17 @@ class Throttle:
     """The turn limits of one process, built from the config (0 = unlimited for every cap)."""
 
     def __init__(self, config: HostConfig, *, namespace: str = "", pool: WorkPool | None = None) -> None:
-        self.rate = (Rate(config.rate_limit_per_minute / 60.0, config.rate_limit_burst)
-                     if config.rate_limit_per_minute > 0 else None)
+        self.rate = (
+            Rate(config.rate_limit_per_minute / 60.0, config.rate_limit_burst)
+            if config.rate_limit_per_minute > 0
+            else None
+        )
         self.per_identity = config.max_turns_per_identity
         self.per_address = config.max_turns_per_ip
         self.buckets: LocalBuckets | RedisBuckets = (
             RedisBuckets(config.redis_url, prefix=f"connectonion:rate:{namespace}:")
-            if config.redis_url and self.rate is not None else LocalBuckets()
+            if config.redis_url and self.rate is not None
+            else LocalBuckets()
         )
         self.trusted_proxies = parse_networks(config.trusted_proxies)
         self.turns = Counter()
@@ -278,8 +285,9 @@ class Throttle:
 
     def request_address(self, request: HttpRequest) -> str:
         """The client address of a Django request (see ``client_address``)."""
-        return client_address(request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"),
-                              self.trusted_proxies)
+        return client_address(
+            request.META.get("REMOTE_ADDR"), request.META.get("HTTP_X_FORWARDED_FOR"), self.trusted_proxies
+        )
 
     def socket_address(self, scope: dict) -> str:
         """The client address of a WebSocket (see ``scope_address``)."""
@@ -319,4 +327,3 @@ class Throttle:
             metrics.refused("turns")
             raise RateLimited(retry_after=BUSY_RETRY_AFTER)
         return release
-

@@ -118,8 +118,13 @@ class Launch:
 
 
 def output_fields(result: TurnResult) -> dict[str, Any]:
-    fields = {"result": result.result, "session_id": result.session_id, "duration_ms": result.duration_ms,
-              "session": result.session, "chat_items": chat_items(result.session)}
+    fields = {
+        "result": result.result,
+        "session_id": result.session_id,
+        "duration_ms": result.duration_ms,
+        "session": result.session,
+        "chat_items": chat_items(result.session),
+    }
     if result.server_newer:
         fields["server_newer"] = True
     if result.input_id:

@@ -1,4 +1,4 @@
-"""The agent thread's part of a turn once its ``running`` record is written: the agent call, then the one terminal
+"""The agent thread's part of a turn: its ``running`` record (``begin``), the agent call, then the one terminal
 record (``done``, ``cancelled`` or ``failed``), the history file and the terminal frame, in that order, so a turn is
 durable before anyone sees its answer. ``hosting.core.turns.TurnManager`` runs it inside the turn's one pool task.
 """
@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common.errors import AgentFailed, HostError, ModelUnavailable, TurnTimedOut
+from common.errors import AgentFailed, HostError, ModelUnavailable, SessionBusy, SessionNotFound, TurnTimedOut
 from hosting.core import activity as history
 from hosting.core import uploads
 from hosting.core.agents import AgentSource, append_exchange
@@ -19,9 +19,10 @@ from hosting.core.config import HostConfig
 from hosting.core.events import AnswerTimeout, TurnInterrupted
 from hosting.core.model_errors import model_unavailable_cause
 from hosting.core.turndata import Turn, TurnRequest, TurnResult, one_line, output_fields
-from sessions_app.records import DoesNotExist
+from hosting.observability.turn import TurnWatch
+from sessions_app.records import LIVE_STATUSES, DoesNotExist
 from sessions_app.store import SessionStore
-from sessions_app.transcript import normalize_session
+from sessions_app.transcript import merge_sessions, normalize_session
 
 log = logging.getLogger("connectonion.turns")
 activity = logging.getLogger("connectonion.activity")
@@ -34,8 +35,9 @@ class TurnRunner:
     frame so a client that answers ``OUTPUT`` with its next ``INPUT`` at once finds the session free.
     """
 
-    def __init__(self, *, config: HostConfig, source: AgentSource, store: SessionStore,
-                 on_terminal: Callable[[Turn], None]) -> None:
+    def __init__(
+        self, *, config: HostConfig, source: AgentSource, store: SessionStore, on_terminal: Callable[[Turn], None]
+    ) -> None:
         self.config = config
         self.source = source
         self.store = store
@@ -44,6 +46,39 @@ class TurnRunner:
     @property
     def agent_name(self) -> str:
         return self.config.name or self.source.describe().name  # (describe() builds the agent once, lazily)
+
+    def begin(self, request: TurnRequest, session_id: str, watch: TurnWatch) -> tuple[dict[str, Any], bool, int]:
+        """The turn's start: ownership, busy check, merge with the stored copy, the ``running`` record; the merged
+        session, whether the server's copy was newer, and the turn's number."""
+        try:
+            record = self.store.get(session_id)
+        except DoesNotExist:
+            record = None
+        if record is not None:
+            if record.owner != request.owner:
+                raise SessionNotFound()
+            if record.status in LIVE_STATUSES:  # its worker runs it, or the sweeper will soon say it died
+                raise SessionBusy()
+        stored_session = record.session if record is not None else None
+        session, server_newer = merge_sessions(stored_session, request.session)
+        previous_turn = session.get("turn") if isinstance(session.get("turn"), int) else 0
+        session["session_id"] = session_id
+        if request.owner:
+            session["requester"] = {"address": request.owner, "level": request.level}
+        else:
+            session.pop("requester", None)
+        traced = watch.record_fields()  # {"trace_id": ...} when tracing is on: record, trace and log line join
+        self.store.create(
+            session_id=session_id, prompt=request.prompt, owner=request.owner, input_id=request.input_id, **traced
+        )
+        activity.info(
+            "[%s] input %s%s: %s",
+            self.source.describe().name,
+            session_id[:8],
+            f" (trace {traced['trace_id']})" if traced else "",
+            one_line(request.prompt),
+        )
+        return session, server_newer, int(previous_turn or 0) + 1
 
     def run(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
         """The agent call and the terminal record; every failure ends as a result (never raised)."""
@@ -76,32 +111,59 @@ class TurnRunner:
         if not request.files:
             return session
         saved = uploads.save_files(list(request.files), self.config.uploads_dir)
-        session["messages"] = list(session.get("messages") or []) + [uploads.reminder_message(saved)]
+        session["messages"] = [*(session.get("messages") or []), uploads.reminder_message(saved)]
         files = uploads.client_file_list(saved)
         turn.io.send({"type": "files_received", "files": files, "turn": turn.number})
         session.setdefault("trace", [])
-        session["trace"] = list(session["trace"]) + [{"type": "files_received", "files": files}]
+        session["trace"] = [*session["trace"], {"type": "files_received", "files": files}]
         return session
 
-    def _end_done(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool,
-                  result_text: str, new_session: dict[str, Any], started: float) -> TurnResult:
+    def _end_done(
+        self,
+        turn: Turn,
+        request: TurnRequest,
+        session: dict[str, Any],
+        server_newer: bool,
+        result_text: str,
+        new_session: dict[str, Any],
+        started: float,
+    ) -> TurnResult:
         new_session = normalize_session(new_session, session_id=turn.session_id, previous_turn=turn.number - 1)
         if "requester" in session:
             new_session["requester"] = session["requester"]
         new_session["updated"] = time.time()
         duration = int((time.perf_counter() - started) * 1000)
-        result = TurnResult(turn.session_id, "done", result_text, duration, new_session, server_newer,
-                            input_id=turn.input_id)
-        self.store.update(turn.session_id, status="done", result=result_text, duration_ms=duration,
-                          session=new_session, prompt=request.prompt)
-        activity.info("[%s] result %s (%d ms): %s", self.source.describe().name, turn.session_id[:8],
-                      duration, one_line(result_text))
+        result = TurnResult(
+            turn.session_id, "done", result_text, duration, new_session, server_newer, input_id=turn.input_id
+        )
+        self.store.update(
+            turn.session_id,
+            status="done",
+            result=result_text,
+            duration_ms=duration,
+            session=new_session,
+            prompt=request.prompt,
+        )
+        activity.info(
+            "[%s] result %s (%d ms): %s",
+            self.source.describe().name,
+            turn.session_id[:8],
+            duration,
+            one_line(result_text),
+        )
         self.write_history(turn.session_id, new_session)
         self.terminal(turn, {"type": "OUTPUT", **output_fields(result)})
         return result
 
-    def _end_cancelled(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool,
-                       partial: str, started: float) -> TurnResult:
+    def _end_cancelled(
+        self,
+        turn: Turn,
+        request: TurnRequest,
+        session: dict[str, Any],
+        server_newer: bool,
+        partial: str,
+        started: float,
+    ) -> TurnResult:
         """PROTOCOL D29: an interrupted turn ends like a finished one, with ``OUTPUT`` ``status: cancelled``, its
         partial result and the session (the prompt and that partial answer appended), so the conversation goes
         on from it; the record reads ``cancelled``."""
@@ -109,14 +171,24 @@ class TurnRunner:
         if turn.done.done():  # the watchdog already answered the client
             return self.failure_result(turn, session, TurnTimedOut())
         images = [i.data_url for i in request.images]
-        new_session = normalize_session(append_exchange(session, request.prompt, partial, images),
-                                        session_id=turn.session_id, previous_turn=turn.number - 1)
+        new_session = normalize_session(
+            append_exchange(session, request.prompt, partial, images),
+            session_id=turn.session_id,
+            previous_turn=turn.number - 1,
+        )
         new_session["updated"] = time.time()
-        result = TurnResult(turn.session_id, "cancelled", partial, duration, new_session, server_newer,
-                            input_id=turn.input_id)
+        result = TurnResult(
+            turn.session_id, "cancelled", partial, duration, new_session, server_newer, input_id=turn.input_id
+        )
         try:
-            self.store.update(turn.session_id, status="cancelled", result=partial, duration_ms=duration,
-                              session=new_session, prompt=request.prompt)
+            self.store.update(
+                turn.session_id,
+                status="cancelled",
+                result=partial,
+                duration_ms=duration,
+                session=new_session,
+                prompt=request.prompt,
+            )
         except (HostError, DoesNotExist):
             log.error("could not store the cancelled record of %s", turn.session_id)
         activity.info("[%s] cancelled %s (%d ms)", self.source.describe().name, turn.session_id[:8], duration)
@@ -124,8 +196,9 @@ class TurnRunner:
         self.terminal(turn, {"type": "OUTPUT", "status": "cancelled", **output_fields(result)})
         return result
 
-    def _end_badly(self, turn: Turn, session: dict[str, Any], error: HostError, status: str,
-                   started: float) -> TurnResult:
+    def _end_badly(
+        self, turn: Turn, session: dict[str, Any], error: HostError, status: str, started: float
+    ) -> TurnResult:
         """Store and send the public message only: the exception's own text went to the log (issue 15.11)."""
         duration = int((time.perf_counter() - started) * 1000)
         if turn.done.done():  # the watchdog already answered the client
@@ -134,8 +207,9 @@ class TurnRunner:
             self.store.update(turn.session_id, status=status, error=error.message, duration_ms=duration)
         except HostError:
             log.error("could not store the %s record of %s", status, turn.session_id)
-        self.terminal(turn, error.as_frame(session_id=turn.session_id, **(
-            {"input_id": turn.input_id} if turn.input_id else {})))
+        self.terminal(
+            turn, error.as_frame(session_id=turn.session_id, **({"input_id": turn.input_id} if turn.input_id else {}))
+        )
         result = self.failure_result(turn, session, error)
         result.duration_ms = duration
         result.status = status
@@ -165,8 +239,13 @@ class TurnRunner:
                 created = self.store.get(session_id).created
             except DoesNotExist:
                 created = None
-            history.write_session_yaml(self.config.co_dir / "sessions", name=self.agent_name,
-                                       session_id=session_id, session=session, created=created)
+            history.write_session_yaml(
+                self.config.co_dir / "sessions",
+                name=self.agent_name,
+                session_id=session_id,
+                session=session,
+                created=created,
+            )
         except (OSError, ValueError, TypeError):
             log.exception("could not write the history of %s", session_id)
 

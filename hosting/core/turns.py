@@ -1,6 +1,6 @@
 """A turn: prompt in → events out → result stored. Written once; every transport calls it.
 
-A turn is **one task** of the agents pool (``TurnManager._task``): the ``running`` record (``_prepare``), the agent
+A turn is **one task** of the agents pool (``TurnManager._task``): the ``running`` record, the agent
 and its terminal record (``hosting.core.turnrun``) run in that one thread, and for ``POST /input`` the gate's
 admission, the limits and the input's validation before them (``launch``). The loop hears of the turn twice,
 through ``call_soon_threadsafe``: when it started (the turn timeout's watchdog is armed, ``start()`` returns) and
@@ -25,7 +25,6 @@ from common.errors import (
     RuntimeInputRejected,
     ServiceUnavailable,
     SessionBusy,
-    SessionNotFound,
     TurnTimedOut,
 )
 from hosting.core import activity as history
@@ -33,16 +32,16 @@ from hosting.core.agents import AgentSource
 from hosting.core.config import HostConfig
 from hosting.core.events import Hub, PendingRequest, TurnIO
 from hosting.core.pools import Pools
-from hosting.core.turndata import Launch, Release, Take, Turn, TurnRequest, TurnResult, one_line
+from hosting.core.turndata import Launch, Release, Take, Turn, TurnRequest, TurnResult
 from hosting.core.turnrun import TurnRunner
 from hosting.observability.turn import TurnWatch
 from sessions_app.eventlog import EventLog
 from sessions_app.records import LIVE_STATUSES, DoesNotExist
 from sessions_app.store import SessionStore
-from sessions_app.transcript import merge_sessions
 
 log = logging.getLogger("connectonion.turns")
 activity = logging.getLogger("connectonion.activity")
+
 
 class TurnManager:
     """Starts turns and keeps track of the ones running in this process."""
@@ -70,9 +69,15 @@ class TurnManager:
         self.closing = False  # set on SIGTERM: new turns get 503 while running ones finish
 
     # -- loop ------------------------------------------------------------------------------------------
-    async def start(self, request: TurnRequest, *, interactive: bool,
-                    release: Release | None = None, transport: str = "http",
-                    traceparent: str | None = None) -> Turn:
+    async def start(
+        self,
+        request: TurnRequest,
+        *,
+        interactive: bool,
+        release: Release | None = None,
+        transport: str = "http",
+        traceparent: str | None = None,
+    ) -> Turn:
         """Check the session, write the ``running`` record and launch the agent; returns once the record exists.
 
         ``release`` (a concurrency slot of ``hosting.core.throttle``) is called once when the agent thread is
@@ -85,9 +90,17 @@ class TurnManager:
         loop = asyncio.get_running_loop()
         session_id = _session_id(request)
         watch = self._watch(session_id, request, transport, traceparent)
-        launch = Launch(loop, loop.create_future(), started=loop.create_future(), request=request,
-                        release=release, interactive=interactive, transport=transport,
-                        traceparent=traceparent, watch=watch)
+        launch = Launch(
+            loop,
+            loop.create_future(),
+            started=loop.create_future(),
+            request=request,
+            release=release,
+            interactive=interactive,
+            transport=transport,
+            traceparent=traceparent,
+            watch=watch,
+        )
         launch.started.add_done_callback(_retrieve)
         try:
             self._reserve(session_id)
@@ -119,8 +132,9 @@ class TurnManager:
         loop before the running record (the bridge's group join)."""
         return not self.hub.joins_turns and self.pools.agents.has_free_thread()
 
-    def launch(self, take: Take, *, transport: str = "http",
-               traceparent: str | None = None) -> asyncio.Future[TurnResult]:
+    def launch(
+        self, take: Take, *, transport: str = "http", traceparent: str | None = None
+    ) -> asyncio.Future[TurnResult]:
         """Run a whole turn, its request included, as one pool task; the future gets its result, or the refusal
         ``take`` or the session check raised (then ``take``'s slot is given back).
 
@@ -257,45 +271,26 @@ class TurnManager:
                 launch.session_id = session_id
             request, session_id = launch.request, launch.session_id
             assert request is not None and session_id is not None and launch.watch is not None
-            session, server_newer, turn_number, first_seq = self._prepare(request, session_id, launch.watch)
-        except BaseException as exc:
+            session, server_newer, turn_number = self.runner.begin(request, session_id, launch.watch)
+            first_seq = self.eventlog.last_seq(session_id)
+        except BaseException as exc:  # noqa: BLE001 - a refusal of any kind is reported to the door that waits
             self._post(launch, self._on_refused, launch, exc)
             return None
         io = self._io(launch, session_id, turn_number, first_seq)
-        turn = Turn(session_id, turn_number, request.owner, request.prompt, io, launch.done,
-                    input_id=request.input_id, watch=launch.watch)
+        turn = Turn(
+            session_id,
+            turn_number,
+            request.owner,
+            request.prompt,
+            io,
+            launch.done,
+            input_id=request.input_id,
+            watch=launch.watch,
+        )
         with self._active_lock:
             self.active[session_id] = turn  # (over this launch's own reservation)
         launch.watch.started()
         return turn, request, session, server_newer
-
-    def _prepare(self, request: TurnRequest, session_id: str,
-                 watch: TurnWatch) -> tuple[dict[str, Any], bool, int, int]:
-        """Ownership, busy check, merge with the stored copy, the ``running`` record."""
-        try:
-            record = self.store.get(session_id)
-        except DoesNotExist:
-            record = None
-        if record is not None:
-            if record.owner != request.owner:
-                raise SessionNotFound()
-            if record.status in LIVE_STATUSES:  # its worker runs it, or the sweeper will soon say it died
-                raise SessionBusy()
-        stored_session = record.session if record is not None else None
-        session, server_newer = merge_sessions(stored_session, request.session)
-        previous_turn = session.get("turn") if isinstance(session.get("turn"), int) else 0
-        session["session_id"] = session_id
-        if request.owner:
-            session["requester"] = {"address": request.owner, "level": request.level}
-        else:
-            session.pop("requester", None)
-        traced = watch.record_fields()  # {"trace_id": ...} when tracing is on: record, trace and log line join
-        self.store.create(session_id=session_id, prompt=request.prompt, owner=request.owner,
-                          input_id=request.input_id, **traced)
-        activity.info("[%s] input %s%s: %s", self.source.describe().name, session_id[:8],
-                      f" (trace {traced['trace_id']})" if traced else "", one_line(request.prompt))
-        first_seq = self.eventlog.last_seq(session_id)
-        return session, server_newer, int(previous_turn or 0) + 1, first_seq
 
     def _io(self, launch: Launch, session_id: str, turn_number: int, first_seq: int) -> TurnIO:
         """The turn's IO: each event to the replay log, the activity log, the watch and (if watched) the hub."""
@@ -315,8 +310,14 @@ class TurnManager:
             elif pending is None:
                 self.runner.checkpoint(session_id, "running")
 
-        return TurnIO(session_id=session_id, first_seq=first_seq, emit=emit, interactive=launch.interactive,
-                      answer_timeout=self.config.answer_timeout, on_pending=on_pending)
+        return TurnIO(
+            session_id=session_id,
+            first_seq=first_seq,
+            emit=emit,
+            interactive=launch.interactive,
+            answer_timeout=self.config.answer_timeout,
+            on_pending=on_pending,
+        )
 
     def _execute(self, turn: Turn, request: TurnRequest, session: dict[str, Any], server_newer: bool) -> TurnResult:
         self.executing.add(turn)
@@ -330,8 +331,13 @@ class TurnManager:
                 turn.watch.left_thread()
 
     def _watch(self, session_id: str, request: TurnRequest, transport: str, traceparent: str | None) -> TurnWatch:
-        return TurnWatch(transport=transport, session_id=session_id, traceparent=traceparent,
-                         agent=self.agent_name, prompt=request.prompt)
+        return TurnWatch(
+            transport=transport,
+            session_id=session_id,
+            traceparent=traceparent,
+            agent=self.agent_name,
+            prompt=request.prompt,
+        )
 
     @property
     def agent_name(self) -> str:

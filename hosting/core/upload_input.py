@@ -109,9 +109,7 @@ def _check_limits(images: list[str], files: list[dict], *, max_file_size_mb: int
         size = _estimated_size(item["data"])
         if size > limit:
             shown = displayable(item["name"])
-            raise UploadRejected(
-                f"File too large: {shown} ({size / MB:.1f}MB, max: {max_file_size_mb}MB). {hint_size}"
-            )
+            raise UploadRejected(f"File too large: {shown} ({size / MB:.1f}MB, max: {max_file_size_mb}MB). {hint_size}")
     if len(images) > max_files:
         raise UploadRejected(f"Too many images: {len(images)} (max: {max_files}). {hint_count}")
     for index, text in enumerate(images):

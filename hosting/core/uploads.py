@@ -19,6 +19,7 @@ from hosting.core.upload_input import MB, FileInput, ImageInput, decode_chunks, 
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class SavedFile:
     """A file written by ``save_files``: the name it was stored under and its absolute path."""

@@ -33,8 +33,7 @@ def start(*, endpoint: str | None, service_name: str, content: bool = False) -> 
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError as exc:
-        log.warning("tracing is on but OpenTelemetry is not installed (pip install -r requirements-otel.txt): %s",
-                    exc)
+        log.warning("tracing is on but OpenTelemetry is not installed (pip install -r requirements-otel.txt): %s", exc)
         return False
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
     exporter = OTLPSpanExporter(endpoint=_traces_url(endpoint)) if endpoint else OTLPSpanExporter()
@@ -84,8 +83,9 @@ def begin_turn(*, session_id: str, transport: str, traceparent: Any, agent: str,
             "connectonion.transport": transport,
         }
         if _content:
-            attributes["gen_ai.input.messages"] = json.dumps([{"role": "user", "parts": [
-                {"type": "text", "content": prompt}]}], ensure_ascii=False)
+            attributes["gen_ai.input.messages"] = json.dumps(
+                [{"role": "user", "parts": [{"type": "text", "content": prompt}]}], ensure_ascii=False
+            )
         span = tracer.start_span(f"invoke_agent {agent}", context=parent, kind=SpanKind.SERVER, attributes=attributes)
         return TurnSpan(span, trace.set_span_in_context(span))
     except Exception:
@@ -131,8 +131,11 @@ def on_event(turn: TurnSpan, event: dict[str, Any]) -> None:
         if kind in ("llm_call", "tool_call"):
             if tool:
                 name = str(event.get("name") or "unknown")
-                attributes = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": name,
-                              "gen_ai.tool.call.id": key[1]}
+                attributes = {
+                    "gen_ai.operation.name": "execute_tool",
+                    "gen_ai.tool.name": name,
+                    "gen_ai.tool.call.id": key[1],
+                }
                 if _content:
                     attributes["gen_ai.tool.call.arguments"] = _text(event.get("args"))
                 title = f"execute_tool {name}"
@@ -140,8 +143,13 @@ def on_event(turn: TurnSpan, event: dict[str, Any]) -> None:
                 model = str(event.get("model") or "unknown")
                 attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": model}
                 title = f"chat {model}"
-            turn.children[key] = _tracer.start_span(title, context=turn.context, kind=SpanKind.INTERNAL if tool
-                                                    else SpanKind.CLIENT, attributes=attributes, start_time=stamp)
+            turn.children[key] = _tracer.start_span(
+                title,
+                context=turn.context,
+                kind=SpanKind.INTERNAL if tool else SpanKind.CLIENT,
+                attributes=attributes,
+                start_time=stamp,
+            )
             return
         span = turn.children.pop(key, None)
     if span is None:
@@ -152,8 +160,10 @@ def on_event(turn: TurnSpan, event: dict[str, Any]) -> None:
             span.set_attribute("gen_ai.tool.call.result", _text(event.get("result")))
     else:
         usage = event.get("usage") if isinstance(event.get("usage"), dict) else {}
-        for attribute, field in (("gen_ai.usage.input_tokens", "input_tokens"),
-                                 ("gen_ai.usage.output_tokens", "output_tokens")):
+        for attribute, field in (
+            ("gen_ai.usage.input_tokens", "input_tokens"),
+            ("gen_ai.usage.output_tokens", "output_tokens"),
+        ):
             if isinstance(usage.get(field), int):
                 span.set_attribute(attribute, usage[field])
         if event.get("model"):

@@ -18,16 +18,18 @@ from hosting.observability import logs, tracing
 class TurnWatch:
     """Counters, histograms and the span of one turn (thread-safe: events arrive on the agent thread)."""
 
-    def __init__(self, *, transport: str, session_id: str, traceparent: Any = None, agent: str = "agent",
-                 prompt: str = "") -> None:
+    def __init__(
+        self, *, transport: str, session_id: str, traceparent: Any = None, agent: str = "agent", prompt: str = ""
+    ) -> None:
         self.transport = metrics.transport_label(transport)
         self.session_id = session_id
         self.started_at = time.monotonic()
         self._first_event = False
         self._state = "new"  # new -> queued -> running -> ended
         self._lock = threading.Lock()
-        self.span = tracing.begin_turn(session_id=session_id, transport=self.transport, traceparent=traceparent,
-                                       agent=agent, prompt=prompt)
+        self.span = tracing.begin_turn(
+            session_id=session_id, transport=self.transport, traceparent=traceparent, agent=agent, prompt=prompt
+        )
 
     @property
     def trace_id(self) -> str | None:
@@ -113,7 +115,7 @@ def watch_turn(**kwargs: Any) -> TurnWatch | None:
     """A ``TurnWatch``, or ``None`` if even that failed (the turn goes on unobserved)."""
     try:
         return TurnWatch(**kwargs)
-    except Exception:
+    except Exception:  # noqa: BLE001 - observing must never stop a turn
         metrics.log.exception("metrics: could not observe a turn")
         return None
 

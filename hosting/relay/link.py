@@ -104,8 +104,14 @@ class RelayLink:
         self._ws: Any = None
         self._refused = False
         self._last_timestamp = 0
-        self.routes = Routes(send=self._send, conversation_factory=conversation_factory, legacy_input=legacy_input,
-                             max_conversations=max_conversations, idle_timeout=idle_timeout, inbox_size=inbox_size)
+        self.routes = Routes(
+            send=self._send,
+            conversation_factory=conversation_factory,
+            legacy_input=legacy_input,
+            max_conversations=max_conversations,
+            idle_timeout=idle_timeout,
+            inbox_size=inbox_size,
+        )
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
 
@@ -242,8 +248,7 @@ class RelayLink:
                 self.backoff[-1],
             )
         else:
-            logger.debug("relay: %s (%s); attempt %d in %.1f s", reason, self.relay_base, self.failures + 1,
-                         delay)
+            logger.debug("relay: %s (%s); attempt %d in %.1f s", reason, self.relay_base, self.failures + 1, delay)
 
     # -- one connection ------------------------------------------------------------------------------
 

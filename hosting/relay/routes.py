@@ -130,9 +130,7 @@ class Routes:
         try:
             route.inbox.put_nowait(frame)
         except asyncio.QueueFull:
-            logger.warning(
-                "relay: conversation %s is not keeping up; dropped a %r frame", key, frame.get("type")
-            )
+            logger.warning("relay: conversation %s is not keeping up; dropped a %r frame", key, frame.get("type"))
             await self._send(ws, route.tag(FrameDropped().as_frame()))
 
     async def _serve(self, route: _Route) -> None:
@@ -205,9 +203,7 @@ class Routes:
         if self._full():
             await self._send(ws, _legacy_output(input_id, TooManyConversations.message, False))
             return
-        task = asyncio.create_task(
-            self._run_legacy(ws, input_id, prompt), name=f"relay-legacy-{input_id[:8]}"
-        )
+        task = asyncio.create_task(self._run_legacy(ws, input_id, prompt), name=f"relay-legacy-{input_id[:8]}")
         self._legacy.add(task)
         task.add_done_callback(self._legacy.discard)
 
@@ -223,9 +219,7 @@ class Routes:
             logger.exception("relay: legacy INPUT %s failed", input_id)
             await self._send(ws, _legacy_output(input_id, AgentFailed.message, False))
             return
-        await self._send(
-            ws, _legacy_output(input_id, result if isinstance(result, str) else str(result), True)
-        )
+        await self._send(ws, _legacy_output(input_id, result if isinstance(result, str) else str(result), True))
 
 
 def tag(data: dict[str, Any], conn_id: str | None, session_id: str | None) -> dict[str, Any]:

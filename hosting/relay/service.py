@@ -19,6 +19,7 @@ from common import metrics
 from hosting.relay.link import RelayLink, SendFrame
 
 log = logging.getLogger("connectonion")
+_STARTING: set[asyncio.Task[None]] = set()
 LEGACY_CALLER = "relay-legacy"  # who an untagged relay INPUT (D12) is counted as by the rate and turn limits
 
 
@@ -35,12 +36,16 @@ def wiring(runtime: Any) -> dict[str, Any]:
 
     async def legacy_input(prompt: str, input_id: str) -> str:
         # D12: a one-shot anonymous turn, trust permitting.
-        admission = await runtime.pools.bookkeeping.run(runtime.gate.admit, None, require_to=False, prompt=prompt,
-                                                        transport="relay")
+        admission = await runtime.pools.bookkeeping.run(
+            runtime.gate.admit, None, require_to=False, prompt=prompt, transport="relay"
+        )
         # A legacy frame names no client, so every legacy INPUT counts against one anonymous caller.
         caller = Caller.of(admission.signer, None, anonymous=LEGACY_CALLER)
-        result = await runtime.intake.run(Submission.of(
-            admission, caller, payload={"prompt": prompt}, transport="relay", session_id=str(uuid.uuid4())))
+        result = await runtime.intake.run(
+            Submission.of(
+                admission, caller, payload={"prompt": prompt}, transport="relay", session_id=str(uuid.uuid4())
+            )
+        )
         return result.result or ""
 
     info = runtime.info
@@ -76,8 +81,13 @@ def state_reporter(runtime: Any, relay_base: str | None) -> Any:
 def build_link(runtime: Any, **options: Any) -> RelayLink:
     parts = wiring(runtime)
     link = RelayLink.from_config(
-        runtime.config, parts["identity"], conversation_factory=parts["factory"], legacy_input=parts["legacy"],
-        summary=parts["summary"], profile=parts["profile"], **options,
+        runtime.config,
+        parts["identity"],
+        conversation_factory=parts["factory"],
+        legacy_input=parts["legacy"],
+        summary=parts["summary"],
+        profile=parts["profile"],
+        **options,
     )
     report = state_reporter(runtime, link.relay_base)
     runtime.relay_state = link.state
@@ -93,7 +103,9 @@ def start_link(runtime: Any) -> RelayLink | None:
         return None
     link = build_link(runtime)
     loop = asyncio.get_event_loop()  # daphne set the reactor's loop as current before ready_callable
-    loop.create_task(link.start())
+    starting = loop.create_task(link.start())
+    _STARTING.add(starting)  # the loop holds tasks weakly: keep this one until it has run
+    starting.add_done_callback(_STARTING.discard)
     _stop_with_reactor(link, loop)
     return link
 

@@ -321,9 +321,7 @@ def _announce_fields(message: Any, now: float, window: float) -> tuple[str, floa
     return address, timestamp, summary, endpoints, relay, features
 
 
-def verify_announce(
-    message: Any, now: float, window: float, *, this_relay: str | None = None
-) -> dict[str, Any]:
+def verify_announce(message: Any, now: float, window: float, *, this_relay: str | None = None) -> dict[str, Any]:
     """Check an ANNOUNCE as our relay does (PROTOCOL §8.2) and return the fields it stores.
 
     ``this_relay`` is this relay's own URL: the signed ``relay`` field must name it (D28), so an ANNOUNCE
@@ -337,16 +335,12 @@ def verify_announce(
     """
     address, timestamp, summary, endpoints, relay, features = _announce_fields(message, now, window)
     unsigned = {k: v for k, v in message.items() if k != "signature"}
-    if not signature_valid(
-        address, (announce_text(unsigned), compact_text(unsigned)), message.get("signature")
-    ):
+    if not signature_valid(address, (announce_text(unsigned), compact_text(unsigned)), message.get("signature")):
         raise AnnounceRejected(INVALID_SIGNATURE)
     profile = message.get("profile")
     if profile is not None:
         forms = (compact_text(profile), compact_text(profile, ascii_only=False))
-        if not isinstance(profile, dict) or not signature_valid(
-            address, forms, message.get("profile_signature")
-        ):
+        if not isinstance(profile, dict) or not signature_valid(address, forms, message.get("profile_signature")):
             raise AnnounceRejected(INVALID_SIGNATURE)
     if this_relay is not None and not same_relay(relay, this_relay):
         shown = repr(relay[:200]) if isinstance(relay, str) else repr(relay)

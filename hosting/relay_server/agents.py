@@ -115,9 +115,7 @@ class AnnounceConsumer(RelaySocket):
                 continue
             if self.address is not None:
                 await self.registry.unregister(self.address, self.channel_name)
-                logger.info(
-                    "relay: agent %s expired (no ANNOUNCE for %.0f s)", self.address, self.options.agent_ttl
-                )
+                logger.info("relay: agent %s expired (no ANNOUNCE for %.0f s)", self.address, self.options.agent_ttl)
             self.expiry = None
             return
 

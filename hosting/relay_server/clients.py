@@ -94,8 +94,15 @@ class InputConsumer(RelaySocket):
         await self.send_json(frame)
         await self.close(code=code)
         if agent is not None and code != 1000:  # closed by us for its conduct: its agent hears of it now
-            await self.post(agent, {"type": "relay.client_closed", "conn_id": self.conn_id,
-                                    "session_id": self.session_id, "reply": self.channel_name})
+            await self.post(
+                agent,
+                {
+                    "type": "relay.client_closed",
+                    "conn_id": self.conn_id,
+                    "session_id": self.session_id,
+                    "reply": self.channel_name,
+                },
+            )
 
     async def relay_agent_frame(self, event: dict[str, Any]) -> None:
         if not self.closing:

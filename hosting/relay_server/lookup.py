@@ -25,9 +25,7 @@ class LookupConsumer(RelaySocket):
             address = frame.get("address")
             record = await self.registry.lookup(address) if wire.is_address(address) else None
             if record is None:
-                await self.send_json(
-                    {"type": "AGENT_INFO", "agent": None, "error": "Agent not found or offline"}
-                )
+                await self.send_json({"type": "AGENT_INFO", "agent": None, "error": "Agent not found or offline"})
             else:
                 await self.send_json({"type": "AGENT_INFO", "agent": record.public()})
         elif kind == "FIND":
@@ -78,6 +76,4 @@ class RelayHealthView(_JsonHttp):
 class NotFoundView(_JsonHttp):
     async def handle(self, body: bytes) -> None:
         path = self.scope.get("path", "")
-        await self.respond(
-            404, {"error": "agent not found" if path.startswith("/api/agents") else "not found"}
-        )
+        await self.respond(404, {"error": "agent not found" if path.startswith("/api/agents") else "not found"})

@@ -162,7 +162,16 @@ class _Body:
 async def _reply(send: Any, status: int, message: str) -> None:
     body = json.dumps({"error": message}).encode()
     extra = [(b"retry-after", b"1")] if status == 503 else []
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close"), *extra]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *extra,
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

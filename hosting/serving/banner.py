@@ -34,13 +34,18 @@ def project_line(cfg: HostConfig, cwd: Path | None = None) -> str:
     return line
 
 
-def banner_text(cfg: HostConfig, *, name: str, model: str, tools: int, address: str, shared: bool,
-                relay_line: str) -> str:
-    lines = [f"INFO: Loaded environment: {path}" if path.endswith(".env") and "keys.env" not in path
-             else f"INFO: Loaded global keys: {path}" for path in cfg.loaded_env_files]
+def banner_text(
+    cfg: HostConfig, *, name: str, model: str, tools: int, address: str, shared: bool, relay_line: str
+) -> str:
+    lines = [
+        f"INFO: Loaded environment: {path}"
+        if path.endswith(".env") and "keys.env" not in path
+        else f"INFO: Loaded global keys: {path}"
+        for path in cfg.loaded_env_files
+    ]
     if lines:
         lines.append("")
-    url_host = "localhost" if cfg.bind in ("127.0.0.1", "localhost", "0.0.0.0") else cfg.bind  # noqa: S104
+    url_host = "localhost" if cfg.bind in ("127.0.0.1", "localhost", "0.0.0.0") else cfg.bind
     lines += [
         f"[agent] {RULE}",
         f"        {name}",
@@ -64,7 +69,9 @@ def banner_text(cfg: HostConfig, *, name: str, model: str, tools: int, address: 
     replay = "Redis Streams (shared)" if cfg.replay_log == "redis" else "SQLite in .co/"
     lines.append(f"        results: {results} · replay log: {replay}")
     if cfg.workers > 1:
-        scale = "Redis channel layer" if cfg.redis_url else "no Redis: live events cross workers by polling the event log"
+        scale = (
+            "Redis channel layer" if cfg.redis_url else "no Redis: live events cross workers by polling the event log"
+        )
         lines.append(f"        {cfg.workers} workers · {scale}")
     lines += [
         "",
@@ -75,8 +82,10 @@ def banner_text(cfg: HostConfig, *, name: str, model: str, tools: int, address: 
     ]
     lines += [f"WARNING: {w}" for w in cfg.warnings]
     if cfg.api_key and not cfg.admin_token:
-        lines.append("WARNING: OPENONION_API_KEY opens /admin/*; a separate CONNECTONION_ADMIN_TOKEN is safer "
-                     "(the API key is also a billing key)")
+        lines.append(
+            "WARNING: OPENONION_API_KEY opens /admin/*; a separate CONNECTONION_ADMIN_TOKEN is safer "
+            "(the API key is also a billing key)"
+        )
     lines.append("Waiting for tasks... (Ctrl-C to stop)")
     return "\n".join(lines)
 
@@ -88,8 +97,15 @@ def print_banner(cfg: HostConfig, out: TextIO | None = None) -> None:
     info = runtime.info
     # The link connects after the banner: the "✓ relay" line (or the reason) follows in the log.
     relay_line = f"↻ relay (connecting to {cfg.relay_url})" if cfg.relay_url else "no relay"
-    text = banner_text(cfg, name=cfg.name or info.name, model=info.model, tools=len(info.tools),
-                       address=runtime.address, shared=info.shared, relay_line=relay_line)
+    text = banner_text(
+        cfg,
+        name=cfg.name or info.name,
+        model=info.model,
+        tools=len(info.tools),
+        address=runtime.address,
+        shared=info.shared,
+        relay_line=relay_line,
+    )
     stream = out or sys.stdout
     stream.write(text + "\n")
     stream.flush()

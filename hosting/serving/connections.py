@@ -46,8 +46,12 @@ class _Discard:
 
 
 TOO_LARGE = (413, b"Request Entity Too Large", "request body too large")
-BUSY = (503, b"Service Unavailable", "server busy: too many request bodies in flight, retry later",
-        ((b"retry-after", b"1"),))
+BUSY = (
+    503,
+    b"Service Unavailable",
+    "server busy: too many request bodies in flight, retry later",
+    ((b"retry-after", b"1"),),
+)
 INTERNAL_ERROR = (500, b"Internal Server Error", "internal error")
 
 
@@ -170,8 +174,7 @@ class LimitedWebRequest(http_protocol.WebRequest):
         if connection is not None:
             connection.body_received()  # answered: its body's clock stops
         self.content = _Discard()
-        answer_and_close(self.channel.transport if self.channel is not None else None, status, reason, message,
-                         headers)
+        answer_and_close(self.channel.transport if self.channel is not None else None, status, reason, message, headers)
 
 
 @implementer(IProtocolNegotiationFactory)
@@ -234,8 +237,12 @@ class LimitedConnection(ProtocolWrapper):
 
             self.refused = True
             Protocol.makeConnection(self, transport)
-            warn_once("connections", "refusing connections from %s: %d open (max_connections_per_ip)", address,
-                       active().max_connections_per_ip)
+            warn_once(
+                "connections",
+                "refusing connections from %s: %d open (max_connections_per_ip)",
+                address,
+                active().max_connections_per_ip,
+            )
             # Answered once the request's head is in (or after a moment without one): a client that is still
             # writing its request when the answer and the close arrive may report the close, not the 429.
             self._deadline = reactor.callLater(REFUSAL_WAIT_SECONDS, self._answer_refusal)
@@ -259,8 +266,13 @@ class LimitedConnection(ProtocolWrapper):
 
     def _answer_refusal(self) -> None:
         self._cancel()
-        answer_and_close(self.transport, 429, b"Too Many Requests", "too many connections from this address",
-                         ((b"retry-after", b"1"),))
+        answer_and_close(
+            self.transport,
+            429,
+            b"Too Many Requests",
+            "too many connections from this address",
+            ((b"retry-after", b"1"),),
+        )
 
     def connectionLost(self, reason: Any) -> None:
         self._cancel()
@@ -313,8 +325,13 @@ class LimitedConnection(ProtocolWrapper):
         self._body_start = None
         if self.transport is None or self.disconnecting or self.wrappedProtocol is not self.http:
             return
-        warn_once("slow-body", "closing a connection from %s: request body slower than %g s + 1 s per %d bytes "
-                   "(body_timeout)", self.counted or "a client", active().body_timeout, BODY_MIN_RATE)
+        warn_once(
+            "slow-body",
+            "closing a connection from %s: request body slower than %g s + 1 s per %d bytes (body_timeout)",
+            self.counted or "a client",
+            active().body_timeout,
+            BODY_MIN_RATE,
+        )
         self._time_out(BODY_TOO_SLOW)
 
     def _time_out(self, message: str) -> None:
@@ -331,8 +348,12 @@ class LimitedConnection(ProtocolWrapper):
         if not self._heard:
             self.transport.loseConnection()  # an idle connection (kept alive, or never used): close quietly
             return
-        warn_once("slow", "closing a connection from %s: headers not complete within %g s (header_timeout)",
-                   self.counted or "a client", active().header_timeout)
+        warn_once(
+            "slow",
+            "closing a connection from %s: headers not complete within %g s (header_timeout)",
+            self.counted or "a client",
+            active().header_timeout,
+        )
         self._time_out("request headers took too long")
 
 

@@ -82,9 +82,18 @@ def host(
     if os.environ.get(WORKER_ENV) is not None:
         return  # a worker process importing the user's script for its factory: the server already runs
     trust_value, trust_agent = _trust_value(trust)
-    args = _given(trust=trust_value, blacklist=blacklist, whitelist=whitelist, port=port, workers=workers,
-                  result_ttl=result_ttl, relay_url=relay_url, reload=reload, max_file_size=max_file_size,
-                  max_files_per_request=max_files_per_request)
+    args = _given(
+        trust=trust_value,
+        blacklist=blacklist,
+        whitelist=whitelist,
+        port=port,
+        workers=workers,
+        result_ttl=result_ttl,
+        relay_url=relay_url,
+        reload=reload,
+        max_file_size=max_file_size,
+        max_files_per_request=max_files_per_request,
+    )
     path, search_dir = _import_path(create_agent)
     if path is not None:
         args["agent"] = path

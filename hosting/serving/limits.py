@@ -69,12 +69,15 @@ class ServingLimits:
         from hosting.core.config import MB
         from hosting.core.throttle import parse_networks
 
-        return cls(max_body_bytes=cfg.max_request_bytes, header_timeout=cfg.header_timeout,
-                   body_timeout=cfg.body_timeout,
-                   max_connections_per_ip=cfg.max_connections_per_ip,
-                   bodies_in_flight_bytes=int((cfg.bodies_in_flight_mb or 0) * MB),
-                   uncounted=parse_networks(cfg.trusted_proxies),
-                   ws_max_frames_per_second=cfg.ws_max_frames_per_second)
+        return cls(
+            max_body_bytes=cfg.max_request_bytes,
+            header_timeout=cfg.header_timeout,
+            body_timeout=cfg.body_timeout,
+            max_connections_per_ip=cfg.max_connections_per_ip,
+            bodies_in_flight_bytes=int((cfg.bodies_in_flight_mb or 0) * MB),
+            uncounted=parse_networks(cfg.trusted_proxies),
+            ws_max_frames_per_second=cfg.ws_max_frames_per_second,
+        )
 
 
 def install(limits: ServingLimits) -> None:
@@ -107,8 +110,9 @@ _limits = ServingLimits()
 BUDGET = Budget()  # bodies held on this process's connections, against bodies_in_flight_bytes
 
 
-def answer_and_close(transport: Any, status: int, reason: bytes, message: str,
-                     headers: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+def answer_and_close(
+    transport: Any, status: int, reason: bytes, message: str, headers: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     """Write a complete JSON answer straight to the socket, then close it lingering (see the module doc)."""
     from twisted.internet import reactor
 
@@ -116,8 +120,10 @@ def answer_and_close(transport: Any, status: int, reason: bytes, message: str,
         return
     body = json.dumps({"error": message}).encode()
     extra = b"".join(b"%s: %s\r\n" % pair for pair in headers)
-    transport.write(b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
-                    b"connection: close\r\n%s\r\n%s" % (status, reason, len(body), extra, body))
+    transport.write(
+        b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n%s\r\n%s" % (status, reason, len(body), extra, body)
+    )
     try:
         transport.loseWriteConnection()
     except (AttributeError, NotImplementedError):  # a transport that cannot half-close
@@ -146,5 +152,3 @@ def warn_once(kind: str, message: str, *args: Any) -> None:
     if now - _last_warning.get(kind, -WARN_EVERY) >= WARN_EVERY:
         _last_warning[kind] = now
         log.warning(message, *args)
-
-

@@ -200,8 +200,9 @@ def _abandon_stuck_turns(runtime: Any) -> None:
         return
     with runtime.store.write_lock():  # held until exit: an agent thread finishing now cannot write after us
         marked = runtime.turns.interrupt_remaining()
-        log.warning("stopped with %d turn(s) still running; recorded %d as interrupted",
-                    len(runtime.turns.executing), marked)
+        log.warning(
+            "stopped with %d turn(s) still running; recorded %d as interrupted", len(runtime.turns.executing), marked
+        )
         runtime.eventlog.flush(timeout=2.0)  # the replay events queued so far (atexit will not run)
         logging.shutdown()
         os._exit(0)
@@ -279,11 +280,14 @@ def _supervise(cfg: HostConfig, sock: socket.socket) -> None:
     metrics.prepare_directory(cfg.co_dir, os.environ)
 
     def spawn(index: int) -> subprocess.Popen[bytes]:
-        env = dict(os.environ, **{WORKER_ENV: str(index), ANNOUNCER_ENV: "1" if index == 0 else "0",
-                                  "PYTHONPATH": search_path})
+        env = dict(
+            os.environ, **{WORKER_ENV: str(index), ANNOUNCER_ENV: "1" if index == 0 else "0", "PYTHONPATH": search_path}
+        )
         return subprocess.Popen(
             [sys.executable, "-m", "hosting.serving.worker", str(sock.fileno())],
-            pass_fds=[sock.fileno()], env=env, cwd=str(Path.cwd()),
+            pass_fds=[sock.fileno()],
+            env=env,
+            cwd=str(Path.cwd()),
         )
 
     def stop(signum: int, frame: object) -> None:

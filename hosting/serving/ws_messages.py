@@ -28,7 +28,7 @@ class LimitedWebSocketProtocol(ws_protocol.WebSocketProtocol):
     _frames: FrameBudget | None = None
     _flooded = False
 
-    def onMessage(self, payload: bytes, isBinary: bool) -> None:  # noqa: N802, N803 - autobahn's names
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._flooded:
             return
         rate = active().ws_max_frames_per_second

@@ -50,7 +50,7 @@ def tail(path: Path, lines: int, *, max_bytes: int = MAX_TAIL_BYTES) -> bytes:
     data = b"".join(reversed(chunks))
     if position > 0:  # we started mid-file: drop the partial first line
         cut = data.find(b"\n")
-        data = data[cut + 1:] if cut >= 0 else b""
+        data = data[cut + 1 :] if cut >= 0 else b""
     kept = data.splitlines(keepends=True)[-lines:]
     return b"".join(kept)
 
@@ -88,7 +88,7 @@ def _moment(value: Any) -> float:
     if isinstance(value, datetime):
         return value.timestamp() if value.tzinfo else value.replace(tzinfo=None).timestamp()
     if isinstance(value, date):
-        return datetime(value.year, value.month, value.day).timestamp()
+        return datetime(value.year, value.month, value.day).timestamp()  # noqa: DTZ001 - local midnight, as naive
     if isinstance(value, str):
         try:
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
@@ -126,31 +126,48 @@ ADMIN_ERRORS = {
     403: OpenApiResponse(ERROR, description="no admin secret configured, or the signer is not an admin"),
     429: OpenApiResponse(ERROR, description="too many wrong tokens from this address"),
 }
-TRUST_RESULT = inline_serializer("TrustChange", {
-    "success": serializers.BooleanField(required=False),
-    "message": serializers.CharField(required=False),
-    "error": serializers.CharField(required=False),
-    "level": serializers.ChoiceField(["stranger", "contact", "whitelist", "blocked"], required=False),
-})
-SIGNED_BODY = inline_serializer("SignedAdminRequest", {
-    "payload": serializers.DictField(help_text="includes method, path, timestamp and client_id / admin_id"),
-    "from": serializers.CharField(),
-    "signature": serializers.CharField(),
-})
+TRUST_RESULT = inline_serializer(
+    "TrustChange",
+    {
+        "success": serializers.BooleanField(required=False),
+        "message": serializers.CharField(required=False),
+        "error": serializers.CharField(required=False),
+        "level": serializers.ChoiceField(["stranger", "contact", "whitelist", "blocked"], required=False),
+    },
+)
+SIGNED_BODY = inline_serializer(
+    "SignedAdminRequest",
+    {
+        "payload": serializers.DictField(help_text="includes method, path, timestamp and client_id / admin_id"),
+        "from": serializers.CharField(),
+        "signature": serializers.CharField(),
+    },
+)
 
 
 # -- views -------------------------------------------------------------------------------------------
+
 
 class AdminLogsView(APIView):
     authentication_classes = [AdminCredentials]
 
     @extend_schema(
-        summary="Tail of the agent's activity log", auth=BEARER,
-        parameters=[OpenApiParameter("lines", {"type": "integer", "minimum": 1, "maximum": MAX_LINES},
-                                     description=f"lines to return (1-{MAX_LINES})",
-                                     default=DEFAULT_LINES)],
-        responses={(200, "text/plain"): OpenApiTypes.STR, 400: ERROR, **ADMIN_ERRORS,
-                   404: OpenApiResponse(ERROR, description="no log file yet")},
+        summary="Tail of the agent's activity log",
+        auth=BEARER,
+        parameters=[
+            OpenApiParameter(
+                "lines",
+                {"type": "integer", "minimum": 1, "maximum": MAX_LINES},
+                description=f"lines to return (1-{MAX_LINES})",
+                default=DEFAULT_LINES,
+            )
+        ],
+        responses={
+            (200, "text/plain"): OpenApiTypes.STR,
+            400: ERROR,
+            **ADMIN_ERRORS,
+            404: OpenApiResponse(ERROR, description="no log file yet"),
+        },
     )
     def get(self, request: Request) -> HttpResponse:
         runtime = get_runtime()
@@ -167,17 +184,30 @@ class AdminSessionsView(APIView):
     authentication_classes = [AdminCredentials]
 
     @extend_schema(
-        summary="Saved conversations from .co/evals and .co/sessions", auth=BEARER,
-        responses={200: inline_serializer("AdminSessions", {"sessions": serializers.ListField(
-            child=inline_serializer("AdminSession", {
-                "name": serializers.CharField(required=False),
-                "session_id": serializers.CharField(required=False),
-                "created": serializers.CharField(required=False),
-                "updated": serializers.CharField(required=False),
-                "total_cost": serializers.FloatField(required=False),
-                "total_tokens": serializers.IntegerField(required=False),
-                "turns": serializers.ListField(child=serializers.DictField(), required=False),
-            }))}), **ADMIN_ERRORS},
+        summary="Saved conversations from .co/evals and .co/sessions",
+        auth=BEARER,
+        responses={
+            200: inline_serializer(
+                "AdminSessions",
+                {
+                    "sessions": serializers.ListField(
+                        child=inline_serializer(
+                            "AdminSession",
+                            {
+                                "name": serializers.CharField(required=False),
+                                "session_id": serializers.CharField(required=False),
+                                "created": serializers.CharField(required=False),
+                                "updated": serializers.CharField(required=False),
+                                "total_cost": serializers.FloatField(required=False),
+                                "total_tokens": serializers.IntegerField(required=False),
+                                "turns": serializers.ListField(child=serializers.DictField(), required=False),
+                            },
+                        )
+                    )
+                },
+            ),
+            **ADMIN_ERRORS,
+        },
     )
     def get(self, request: Request) -> Response:
         runtime = get_runtime()
@@ -201,8 +231,9 @@ class _SignedAdminView(APIView):
         runtime = get_runtime()
         if not isinstance(request.data, dict):
             raise BadRequest("request body must be a JSON object")
-        admission = runtime.gate.admit_admin(request.data, method=request.method, path=request.path,
-                                             super_admin=self.super_admin)
+        admission = runtime.gate.admit_admin(
+            request.data, method=request.method, path=request.path, super_admin=self.super_admin
+        )
         return admission.payload
 
 
@@ -232,8 +263,11 @@ def _change(action: str, client_id: str) -> dict[str, Any]:
 class TrustChangeView(_SignedAdminView):
     action = "promote"
 
-    @extend_schema(summary="Change a client's trust level (signed admin request)", request=SIGNED_BODY,
-                   responses={200: TRUST_RESULT, 400: ERROR, 401: ERROR, 403: ERROR})
+    @extend_schema(
+        summary="Change a client's trust level (signed admin request)",
+        request=SIGNED_BODY,
+        responses={200: TRUST_RESULT, 400: ERROR, 401: ERROR, 403: ERROR},
+    )
     def post(self, request: Request) -> Response:
         payload = self.admitted(request)
         client_id = _client_id(payload)
@@ -251,11 +285,20 @@ class TrustChangeView(_SignedAdminView):
 class TrustLevelView(APIView):
     authentication_classes = [SignedAdmin]
 
-    @extend_schema(summary="A client's trust level (signed admin headers)",
-                   responses={200: inline_serializer("TrustLevel", {
-                       "client_id": serializers.CharField(),
-                       "level": serializers.ChoiceField(["stranger", "contact", "whitelist", "blocked"])}),
-                       401: ERROR, 403: ERROR})
+    @extend_schema(
+        summary="A client's trust level (signed admin headers)",
+        responses={
+            200: inline_serializer(
+                "TrustLevel",
+                {
+                    "client_id": serializers.CharField(),
+                    "level": serializers.ChoiceField(["stranger", "contact", "whitelist", "blocked"]),
+                },
+            ),
+            401: ERROR,
+            403: ERROR,
+        },
+    )
     def get(self, request: Request, address: str) -> Response:
         runtime = get_runtime()
         return Response({"client_id": address, "level": runtime.gate.lists.level_of(address)})
@@ -265,10 +308,18 @@ class SuperAdminView(_SignedAdminView):
     super_admin = True
     action = "add"
 
-    @extend_schema(summary="Add or remove an admin (signed by the agent's own key)", request=SIGNED_BODY,
-                   responses={200: inline_serializer("SuperAdminResult", {
-                       "success": serializers.BooleanField(), "message": serializers.CharField()}),
-                       400: ERROR, 401: ERROR, 403: ERROR})
+    @extend_schema(
+        summary="Add or remove an admin (signed by the agent's own key)",
+        request=SIGNED_BODY,
+        responses={
+            200: inline_serializer(
+                "SuperAdminResult", {"success": serializers.BooleanField(), "message": serializers.CharField()}
+            ),
+            400: ERROR,
+            401: ERROR,
+            403: ERROR,
+        },
+    )
     def post(self, request: Request) -> Response:
         admin_id = _client_id(self.admitted(request), "admin_id")
         lists = get_runtime().gate.lists

@@ -29,8 +29,13 @@ limiter = FailureWindow(FAILURES_ALLOWED, FAILURE_WINDOW)  # wrong tokens per cl
 def _admit_headers(request: Request, *, admin: bool) -> Any:
     extra = {"legacy_ok": True, "admin": True} if admin else {}
     return get_runtime().gate.admit_headers(
-        method=request.method, path=request.path, query_string=request.META.get("QUERY_STRING", ""),
-        body=request.body, headers=request.headers, **extra)
+        method=request.method,
+        path=request.path,
+        query_string=request.META.get("QUERY_STRING", ""),
+        body=request.body,
+        headers=request.headers,
+        **extra,
+    )
 
 
 class SignedReader(BaseAuthentication):

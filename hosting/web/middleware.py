@@ -100,6 +100,7 @@ class StaticFilesMiddleware(_DualMiddleware):
 
 # --- Django's middleware, without thread hand-offs where none is needed ------------------------------------
 
+
 class _Inline:
     """For stock middleware whose hooks are pure computation (headers, redirects): call them on the loop."""
 
@@ -136,8 +137,9 @@ class _BrowserSessionOnly:
         return self.get_response(request)
 
 
-async def browser_request_started(sender: Any, scope: dict[str, Any] | None = None, environ: Any = None,
-                                  **kwargs: Any) -> None:
+async def browser_request_started(
+    sender: Any, scope: dict[str, Any] | None = None, environ: Any = None, **kwargs: Any
+) -> None:
     """``request_started`` for Django admin requests: reset the query log and retire stale database connections
     in the thread that will run the admin's synchronous views (see ``HostingConfig.ready``)."""
     from asgiref.sync import sync_to_async

@@ -20,8 +20,10 @@ urlpatterns = [
     path("asyncapi.json", views.asyncapi_json, name="asyncapi"),
     path("admin/logs", admin_api.AdminLogsView.as_view(), name="admin-logs"),
     path("admin/sessions", admin_api.AdminSessionsView.as_view(), name="admin-sessions"),
-    *[path(f"admin/trust/{action}", admin_api.TrustChangeView.as_view(action=action), name=f"admin-trust-{action}")
-      for action in ("promote", "demote", "block", "unblock")],
+    *[
+        path(f"admin/trust/{action}", admin_api.TrustChangeView.as_view(action=action), name=f"admin-trust-{action}")
+        for action in ("promote", "demote", "block", "unblock")
+    ],
     path("admin/trust/level/<str:address>", admin_api.TrustLevelView.as_view(), name="admin-trust-level"),
     path("superadmin/add", admin_api.SuperAdminView.as_view(action="add"), name="superadmin-add"),
     path("superadmin/remove", admin_api.SuperAdminView.as_view(action="remove"), name="superadmin-remove"),

@@ -59,7 +59,7 @@ class LoopAPIView(AsyncAPIView):
             response = (handler or self.http_method_not_allowed)(request, *args, **kwargs)
             if inspect.isawaitable(response):
                 response = await response
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - DRF's dispatch: handle_exception renders every error
             response = self.handle_exception(exc)
         self.response = self.finalize_response(request, response, *args, **kwargs)
         return _rendered(self.response)
@@ -85,8 +85,10 @@ class InputView(LoopAPIView):
             raise InvalidJSON()  # HARDENING H1: an empty body is not an empty object
         admission, result = await runtime.intake.run_admitting(
             functools.partial(runtime.gate.admit, request.data, transport="http"),
-            address=runtime.throttle.request_address(request), transport="http",
-            traceparent=request.headers.get("traceparent"))
+            address=runtime.throttle.request_address(request),
+            transport="http",
+            traceparent=request.headers.get("traceparent"),
+        )
         return Response(result.as_response(), headers=_trust_headers(runtime, admission))
 
 
@@ -150,8 +152,11 @@ class PreparedView(LoopAPIView):
 
     async def async_dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         meta = request.META
-        if (request.method in ("GET", "HEAD") and not meta.get("QUERY_STRING")
-                and meta.get("HTTP_ACCEPT") in PLAIN_ACCEPT):
+        if (
+            request.method in ("GET", "HEAD")
+            and not meta.get("QUERY_STRING")
+            and meta.get("HTTP_ACCEPT") in PLAIN_ACCEPT
+        ):
             return self.prepared(get_runtime())
         return await super().async_dispatch(request, *args, **kwargs)
 
@@ -161,8 +166,12 @@ class PreparedView(LoopAPIView):
     def prepared(self, runtime: Runtime) -> HttpResponse:
         sources, values = self.changes(runtime)
         cached = type(self)._prepared
-        if (cached is None or cached[1] != values or len(cached[0]) != len(sources)
-                or any(a is not b for a, b in zip(cached[0], sources, strict=True))):
+        if (
+            cached is None
+            or cached[1] != values
+            or len(cached[0]) != len(sources)
+            or any(a is not b for a, b in zip(cached[0], sources, strict=True))
+        ):
             cached = type(self)._prepared = (sources, values, CompactJSONRenderer().render(self.body(runtime)))
         response = HttpResponse(cached[2], content_type=CompactJSONRenderer.media_type)
         response["Allow"] = ", ".join(self.allowed_methods)
@@ -180,8 +189,14 @@ class HealthView(PreparedView):
         return (runtime,), (runtime.uptime(), runtime.relay_state)  # uptime: whole seconds
 
     def body(self, runtime: Runtime) -> dict[str, Any]:
-        body = {"status": "healthy", "agent": runtime.info.name, "uptime": runtime.uptime(),
-                "relay": runtime.relay_state, "store": runtime.store.kind, "replay_log": runtime.eventlog.kind}
+        body = {
+            "status": "healthy",
+            "agent": runtime.info.name,
+            "uptime": runtime.uptime(),
+            "relay": runtime.relay_state,
+            "store": runtime.store.kind,
+            "replay_log": runtime.eventlog.kind,
+        }
         if runtime.config.worker is not None:  # --workers N: which worker answered (an index, not a pid)
             body["worker"] = runtime.config.worker
         return body
@@ -210,8 +225,14 @@ class IndexView(PreparedView):
         return (), ()
 
     def body(self, runtime: Runtime) -> dict[str, Any]:
-        return {"docs": "/docs", "info": "/info", "health": "/health", "input": "POST /input",
-                "websocket": "/ws", "openapi": "/openapi.json"}
+        return {
+            "docs": "/docs",
+            "info": "/info",
+            "health": "/health",
+            "input": "POST /input",
+            "websocket": "/ws",
+            "openapi": "/openapi.json",
+        }
 
 
 def agent_info(runtime: Runtime) -> dict[str, Any]:

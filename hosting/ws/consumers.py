@@ -42,7 +42,6 @@ class AgentConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
     # so 1,000 idle sockets cost no channel-layer bookkeeping.
     channel_layer_alias = "no-layer-for-agent-sockets"
 
-
     async def connect(self) -> None:
         await self.accept(subprotocol=worker_subprotocol(self.scope))
         runtime = get_runtime()
@@ -51,8 +50,12 @@ class AgentConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
         self.transport = self.scope.get(TRANSPORT_KEY)
         self.send_limit = int(config.ws_send_buffer_mb * 1024 * 1024)
         self.shut = False
-        self.conversation = Conversation(runtime=runtime, send=self._send_frame, close=self._close_code,
-                                         address=runtime.throttle.socket_address(self.scope))
+        self.conversation = Conversation(
+            runtime=runtime,
+            send=self._send_frame,
+            close=self._close_code,
+            address=runtime.throttle.socket_address(self.scope),
+        )
         await self.conversation.start()
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
@@ -109,9 +112,13 @@ class AgentConsumer(DirectDispatchMixin, AsyncWebsocketConsumer):
             await self.conversation.close()
 
     def _warn_stalled(self) -> None:
-        log.warning("closing a WebSocket from %s: over %d bytes unsent and none read for %.0f s "
-                    "(ws_send_buffer_mb); its turn goes on",
-                    self.conversation.address or "an unknown address", self.send_limit, SEND_STALL_SECONDS)
+        log.warning(
+            "closing a WebSocket from %s: over %d bytes unsent and none read for %.0f s "
+            "(ws_send_buffer_mb); its turn goes on",
+            self.conversation.address or "an unknown address",
+            self.send_limit,
+            SEND_STALL_SECONDS,
+        )
 
     async def _shut(self, code: int) -> None:
         """Close with ``code`` and stop this socket's conversation (not its turn). autobahn drops the

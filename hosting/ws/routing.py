@@ -72,8 +72,11 @@ def _warn_host(host: str) -> None:
     now = time.monotonic()
     if now - _last_host_warning >= WARN_EVERY:
         _last_host_warning = now
-        log.warning("refusing a WebSocket upgrade for Host %r: not in ALLOWED_HOSTS (set AGENT_PUBLIC_DOMAIN "
-                    "or bind to the address clients use)", host[:100])
+        log.warning(
+            "refusing a WebSocket upgrade for Host %r: not in ALLOWED_HOSTS (set AGENT_PUBLIC_DOMAIN "
+            "or bind to the address clients use)",
+            host[:100],
+        )
 
 
 def _warn_refused(address: str, cap: int) -> None:

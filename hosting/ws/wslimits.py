@@ -48,8 +48,11 @@ def warn_flood(address: Any, rate: float) -> None:
     now = time.monotonic()
     if now - _last_warning >= WARN_EVERY:  # one line a minute, whatever the flood
         _last_warning = now
-        log.warning("closing a WebSocket from %s: more than %g frames a second (ws_max_frames_per_second)",
-                    address or "an unknown address", rate)
+        log.warning(
+            "closing a WebSocket from %s: more than %g frames a second (ws_max_frames_per_second)",
+            address or "an unknown address",
+            rate,
+        )
 
 
 class SocketTransport:
@@ -60,8 +63,9 @@ class SocketTransport:
     waits while its transport is full (``waits``), so such a client stalls the sender instead.
     """
 
-    def __init__(self, unsent: Callable[[], int], *, waits: bool = False, abort: Callable[[], None] | None = None
-                 ) -> None:
+    def __init__(
+        self, unsent: Callable[[], int], *, waits: bool = False, abort: Callable[[], None] | None = None
+    ) -> None:
         self.unsent = unsent
         self.waits = waits  # the server's send waits for the client to read (uvicorn's flow control)
         self.abort = abort or (lambda: None)

@@ -4,39 +4,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='WorkerLease',
+            name="WorkerLease",
             fields=[
-                ('token', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('expires', models.FloatField()),
+                ("token", models.CharField(max_length=64, primary_key=True, serialize=False)),
+                ("expires", models.FloatField()),
             ],
             options={
-                'db_table': 'sessions_app_lease',
+                "db_table": "sessions_app_lease",
             },
         ),
         migrations.CreateModel(
-            name='SessionResult',
+            name="SessionResult",
             fields=[
-                ('session_id', models.CharField(max_length=128, primary_key=True, serialize=False)),
-                ('status', models.CharField(max_length=32)),
-                ('created', models.FloatField()),
-                ('expires', models.FloatField()),
-                ('updated_at', models.FloatField()),
-                ('owner', models.CharField(blank=True, max_length=66, null=True)),
-                ('worker', models.CharField(blank=True, max_length=64, null=True)),
-                ('prompt', models.TextField(blank=True, default='')),
-                ('data', models.TextField()),
+                ("session_id", models.CharField(max_length=128, primary_key=True, serialize=False)),
+                ("status", models.CharField(max_length=32)),
+                ("created", models.FloatField()),
+                ("expires", models.FloatField()),
+                ("updated_at", models.FloatField()),
+                ("owner", models.CharField(blank=True, max_length=66, null=True)),
+                ("worker", models.CharField(blank=True, max_length=64, null=True)),
+                ("prompt", models.TextField(blank=True, default="")),
+                ("data", models.TextField()),
             ],
             options={
-                'db_table': 'sessions_app_result',
-                'indexes': [models.Index(fields=['-created'], name='result_created'), models.Index(fields=['owner', '-created'], name='result_owner_created'), models.Index(condition=models.Q(('status__in', ('running', 'waiting_approval')), _negated=True), fields=['expires'], name='result_expires'), models.Index(condition=models.Q(('status__in', ('running', 'waiting_approval'))), fields=['worker'], name='result_live_worker')],
+                "db_table": "sessions_app_result",
+                "indexes": [
+                    models.Index(fields=["-created"], name="result_created"),
+                    models.Index(fields=["owner", "-created"], name="result_owner_created"),
+                    models.Index(
+                        condition=models.Q(("status__in", ("running", "waiting_approval")), _negated=True),
+                        fields=["expires"],
+                        name="result_expires",
+                    ),
+                    models.Index(
+                        condition=models.Q(("status__in", ("running", "waiting_approval"))),
+                        fields=["worker"],
+                        name="result_live_worker",
+                    ),
+                ],
             },
         ),
     ]

@@ -35,8 +35,13 @@ async def test_the_exception_text_stays_in_the_log(failing):
         await ws.send({"type": "ATTACH", "session_id": ws_sid, "last_msg_id": "0"})
         replay = await ws.until(("OUTPUT", "ERROR"))
         assert replay[-1]["type"] == "ERROR"
-    seen = [record.text, httpx.get(failing.url + "/sessions", timeout=10).text,
-            httpx.get(f"{failing.url}/sessions/{ws_sid}", timeout=10).text, str(error), str(replay),
-            (failing.project / ".co" / "session_results.jsonl").read_text()]
+    seen = [
+        record.text,
+        httpx.get(failing.url + "/sessions", timeout=10).text,
+        httpx.get(f"{failing.url}/sessions/{ws_sid}", timeout=10).text,
+        str(error),
+        str(replay),
+        (failing.project / ".co" / "session_results.jsonl").read_text(),
+    ]
     assert not [text for text in seen if SECRET in text]
     assert SECRET in failing.output()  # the operator still sees what went wrong

@@ -15,8 +15,14 @@ from tests.conftest import MANAGE, HostProcess, free_port, host_env
 
 
 def run_host_expecting_failure(folder, timeout: float = 40) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(MANAGE), "runhost", "--no-relay", "--port", str(free_port())],
-                          cwd=folder, env=host_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(MANAGE), "runhost", "--no-relay", "--port", str(free_port())],
+        cwd=folder,
+        env=host_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def assert_no_traceback(text: str) -> None:
@@ -39,11 +45,15 @@ def test_f1_corrupt_key_refuses_to_start_and_is_never_replaced(tmp_path, size):
     assert hashlib.sha256(key.read_bytes()).hexdigest() == before
 
 
-@pytest.mark.parametrize(("yaml", "key_line"), [
-    ('port: "abc"\n', "host.yaml: port must be an integer"),
-    ("max_file_size: -1\n", "host.yaml: max_file_size must be at least 1"),
-    ("trust: 5\n", "host.yaml: trust must be a trust level"),
-], ids=["F4 port abc", "F4 max_file_size -1", "F4 trust 5"])
+@pytest.mark.parametrize(
+    ("yaml", "key_line"),
+    [
+        ('port: "abc"\n', "host.yaml: port must be an integer"),
+        ("max_file_size: -1\n", "host.yaml: max_file_size must be at least 1"),
+        ("trust: 5\n", "host.yaml: trust must be a trust level"),
+    ],
+    ids=["F4 port abc", "F4 max_file_size -1", "F4 trust 5"],
+)
 def test_f4_wrong_types_exit_2_with_one_line_naming_the_key(tmp_path, yaml, key_line):
     (tmp_path / ".co").mkdir()
     (tmp_path / ".co" / "host.yaml").write_text(yaml)
@@ -62,11 +72,15 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
-@pytest.mark.parametrize(("yaml", "needle"), [
-    ("port: [unclosed\n  : : :\n", "host.yaml: not valid YAML"),
-    ("- just\n- a list\n", "host.yaml: must be a mapping of settings"),
-    (BOMB + "trust: *i\n", "host.yaml: YAML anchors and aliases are not allowed"),
-], ids=["F6 not YAML", "F6 not a mapping", "F6 alias bomb"])
+@pytest.mark.parametrize(
+    ("yaml", "needle"),
+    [
+        ("port: [unclosed\n  : : :\n", "host.yaml: not valid YAML"),
+        ("- just\n- a list\n", "host.yaml: must be a mapping of settings"),
+        (BOMB + "trust: *i\n", "host.yaml: YAML anchors and aliases are not allowed"),
+    ],
+    ids=["F6 not YAML", "F6 not a mapping", "F6 alias bomb"],
+)
 def test_f6_broken_host_yaml_is_a_clear_error(tmp_path, yaml, needle):
     (tmp_path / ".co").mkdir()
     (tmp_path / ".co" / "host.yaml").write_text(yaml)
@@ -96,10 +110,10 @@ def test_f7_f8_damaged_jsonl_is_skipped_with_a_warning_and_records_stay_readable
         host.stop()
     jsonl = tmp_path / ".co" / "session_results.jsonl"
     with open(jsonl, "ab") as fh:
-        fh.write(b"\x00\xff\xfe binary junk\n")                  # F8 binary junk
-        fh.write(b"[1, 2, 3]\n")                                  # F8 not an object
-        fh.write(b'"just a string"\n')                            # F8 not an object
-        fh.write(b'{"no_session_id": true}\n')                    # F8 no session_id
+        fh.write(b"\x00\xff\xfe binary junk\n")  # F8 binary junk
+        fh.write(b"[1, 2, 3]\n")  # F8 not an object
+        fh.write(b'"just a string"\n')  # F8 not an object
+        fh.write(b'{"no_session_id": true}\n')  # F8 no session_id
         fh.write(b'{"session_id": "' + first.encode() + b'", "sta')  # F7 torn last line
     host = HostProcess(tmp_path).start()
     try:

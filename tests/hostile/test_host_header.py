@@ -14,8 +14,10 @@ from tests.hosting.serving.test_entry_points import serve
 from tests.support.net import exchange
 
 REQUEST = "GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n"
-UPGRADE = ("Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-           "Sec-WebSocket-Version: 13\r\n")
+UPGRADE = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+    "Sec-WebSocket-Version: 13\r\n"
+)
 
 
 def _exchange(port: int, path: str, host: str, extra: str) -> bytes:
@@ -47,8 +49,11 @@ def ws_close_code(port: int, host: str, origin: str | None = None) -> int | None
     return int.from_bytes(frames[2:4], "big")
 
 
-CASES = [("forged", "evil.example:8000", None), ("forged with its Origin", "evil.example:8000",
-          "http://evil.example:8000"), ("empty", "", None)]
+CASES = [
+    ("forged", "evil.example:8000", None),
+    ("forged with its Origin", "evil.example:8000", "http://evil.example:8000"),
+    ("empty", "", None),
+]
 
 
 def _check_both_doors(port: int) -> None:
@@ -68,8 +73,9 @@ def test_runhost_checks_host_at_both_doors(start_host):
 def test_create_app_checks_host_at_both_doors(tmp_path, server):
     folder = tmp_path / "user"
     folder.mkdir()
-    (folder / "userapp.py").write_text("from hosting import create_app\nfrom tests.agents import echo_factory\n"
-                                       "app = create_app(echo_factory)\n")
+    (folder / "userapp.py").write_text(
+        "from hosting import create_app\nfrom tests.agents import echo_factory\napp = create_app(echo_factory)\n"
+    )
     port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "userapp:app", "--port", str(port), "--log-level", "warning"]
     with serve(cmd, folder, port):

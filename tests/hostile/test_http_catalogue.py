@@ -46,28 +46,52 @@ BODY_ROWS = [
     ("H3 depth 65", nest(65), JSON, 400, "Invalid JSON: nesting deeper than 64"),
     ("H3 depth 1001", nest(1001), JSON, 400, "Invalid JSON: nesting deeper than 64"),
     ("H3 depth 100000", nest(100_000), JSON, 400, "Invalid JSON: nesting deeper than 64"),
-    ("H3 depth 65 objects", b'{"prompt":"a","x":' + b'{"a":' * 64 + b"1" + b"}" * 64 + b"}", JSON, 400,
-     "Invalid JSON: nesting deeper than 64"),
+    (
+        "H3 depth 65 objects",
+        b'{"prompt":"a","x":' + b'{"a":' * 64 + b"1" + b"}" * 64 + b"}",
+        JSON,
+        400,
+        "Invalid JSON: nesting deeper than 64",
+    ),
     ("H4 NaN", b'{"prompt":"a","x":NaN}', JSON, 400, "Invalid JSON"),
     ("H4 Infinity", b'{"prompt":"a","x":Infinity}', JSON, 400, "Invalid JSON"),
     ("H4 5000-digit int", b'{"prompt":"a","x":' + b"9" * 5000 + b"}", JSON, 400, "Invalid JSON"),
     ("H5 duplicate key", b'{"prompt":"a","prompt":"b"}', JSON, 400, "Invalid JSON: duplicate key 'prompt'"),
-    ("H5 duplicate key in payload", b'{"prompt":"a","payload":{"prompt":"a","prompt":"b"}}', JSON, 400,
-     "Invalid JSON: duplicate key 'prompt'"),
-    ("H6 over cap with Content-Length", b'{"prompt":"' + b"a" * 5_000_000 + b'"}', JSON, 413,
-     "request body too large"),
+    (
+        "H5 duplicate key in payload",
+        b'{"prompt":"a","payload":{"prompt":"a","prompt":"b"}}',
+        JSON,
+        400,
+        "Invalid JSON: duplicate key 'prompt'",
+    ),
+    ("H6 over cap with Content-Length", b'{"prompt":"' + b"a" * 5_000_000 + b'"}', JSON, 413, "request body too large"),
     ("H6 over cap chunked", lambda: chunks(5_000_000), JSON, 413, "request body too large"),
     ("H8 text/plain", b'{"prompt":"a"}', {"Content-Type": "text/plain"}, 415, "Unsupported media type"),
     ("H8 form", b"prompt=a", {"Content-Type": "application/x-www-form-urlencoded"}, 415, "Unsupported media type"),
-    ("H8 multipart", b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na\r\n--x--\r\n',
-     {"Content-Type": "multipart/form-data; boundary=x"}, 415, "Unsupported media type"),
+    (
+        "H8 multipart",
+        b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\na\r\n--x--\r\n',
+        {"Content-Type": "multipart/form-data; boundary=x"},
+        415,
+        "Unsupported media type",
+    ),
     # twisted parsed multipart itself and answered a malformed one with a bare 400 (issue 15.9)
     ("H8 multipart without boundary", b"xx", {"Content-Type": "multipart/form-data"}, 415, "Unsupported media type"),
-    ("H8 malformed multipart", b"not multipart", {"Content-Type": "multipart/form-data; boundary=abc"}, 415,
-     "Unsupported media type"),
+    (
+        "H8 malformed multipart",
+        b"not multipart",
+        {"Content-Type": "multipart/form-data; boundary=abc"},
+        415,
+        "Unsupported media type",
+    ),
     ("H8 missing Content-Type", b'{"prompt":"a"}', {}, 415, "Unsupported media type"),
-    ("H9 Content-Encoding gzip", b'{"prompt":"a"}', {**JSON, "Content-Encoding": "gzip"}, 415,
-     "Unsupported media type"),
+    (
+        "H9 Content-Encoding gzip",
+        b'{"prompt":"a"}',
+        {**JSON, "Content-Encoding": "gzip"},
+        415,
+        "Unsupported media type",
+    ),
 ]
 
 FIELD_ROWS = [
@@ -82,30 +106,71 @@ FIELD_ROWS = [
     ("H17 session string", {"prompt": "a", "session": "abc"}, 400, "session must be an object"),
     ("H17 session list", {"prompt": "a", "session": []}, 400, "session must be an object"),
     ("H17 session number", {"prompt": "a", "session": 5}, 400, "session must be an object"),
-    ("H18 messages 5", {"prompt": "a", "session": {"messages": 5}}, 400,
-     "session.messages must be a list of message objects"),
-    ("H18 messages [1,2]", {"prompt": "a", "session": {"messages": [1, 2]}}, 400,
-     "session.messages must be a list of message objects"),
-    ("H18 role root", {"prompt": "a", "session": {"messages": [{"role": "root", "content": "x"}]}}, 400,
-     "session.messages must be a list of message objects"),
+    (
+        "H18 messages 5",
+        {"prompt": "a", "session": {"messages": 5}},
+        400,
+        "session.messages must be a list of message objects",
+    ),
+    (
+        "H18 messages [1,2]",
+        {"prompt": "a", "session": {"messages": [1, 2]}},
+        400,
+        "session.messages must be a list of message objects",
+    ),
+    (
+        "H18 role root",
+        {"prompt": "a", "session": {"messages": [{"role": "root", "content": "x"}]}},
+        400,
+        "session.messages must be a list of message objects",
+    ),
     ("H19 turn -4", {"prompt": "a", "session": {"turn": -4}}, 400, "session.turn must be a non-negative integer"),
     ("H19 turn 1.5", {"prompt": "a", "session": {"turn": 1.5}}, 400, "session.turn must be a non-negative integer"),
-    ("H19 turn 1e308", {"prompt": "a", "session": {"turn": 1e308}}, 400,
-     "session.turn must be a non-negative integer"),
+    ("H19 turn 1e308", {"prompt": "a", "session": {"turn": 1e308}}, 400, "session.turn must be a non-negative integer"),
     ("H19 turn true", {"prompt": "a", "session": {"turn": True}}, 400, "session.turn must be a non-negative integer"),
-    ("H21 session_id traversal", {"prompt": "a", "session": {"session_id": "../../x"}}, 400,
-     "session.session_id must be a UUID"),
-    ("H21 session_id 10 KB", {"prompt": "a", "session": {"session_id": "a" * 10_000}}, 400,
-     "session.session_id must be a UUID"),
-    ("H21 session_id empty", {"prompt": "a", "session": {"session_id": ""}}, 400,
-     "session.session_id must be a UUID"),
-    ("H18b lone surrogate in a message", {"prompt": "a", "session": {"messages": [
-        {"role": "user", "content": "a\ud800"}]}}, 400, "session.messages[0].content is not valid Unicode"),
-    ("H18c http image_url in a message", {"prompt": "a", "session": {"messages": [{"role": "user", "content": [
-        {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data/"}}]}]}}, 400,
-     "session.messages[0].content[0].image_url.url must be a data URL"),
-    ("H21 session_id not a UUID", {"prompt": "a", "session": {"session_id": "not-a-uuid"}}, 400,
-     "session.session_id must be a UUID"),
+    (
+        "H21 session_id traversal",
+        {"prompt": "a", "session": {"session_id": "../../x"}},
+        400,
+        "session.session_id must be a UUID",
+    ),
+    (
+        "H21 session_id 10 KB",
+        {"prompt": "a", "session": {"session_id": "a" * 10_000}},
+        400,
+        "session.session_id must be a UUID",
+    ),
+    ("H21 session_id empty", {"prompt": "a", "session": {"session_id": ""}}, 400, "session.session_id must be a UUID"),
+    (
+        "H18b lone surrogate in a message",
+        {"prompt": "a", "session": {"messages": [{"role": "user", "content": "a\ud800"}]}},
+        400,
+        "session.messages[0].content is not valid Unicode",
+    ),
+    (
+        "H18c http image_url in a message",
+        {
+            "prompt": "a",
+            "session": {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data/"}}
+                        ],
+                    }
+                ]
+            },
+        },
+        400,
+        "session.messages[0].content[0].image_url.url must be a data URL",
+    ),
+    (
+        "H21 session_id not a UUID",
+        {"prompt": "a", "session": {"session_id": "not-a-uuid"}},
+        400,
+        "session.session_id must be a UUID",
+    ),
 ]
 
 
@@ -113,8 +178,9 @@ def post(host, content, headers, timeout: float = 60) -> httpx.Response:
     return httpx.post(host.url + "/input", content=content, headers=headers, timeout=timeout)
 
 
-@pytest.mark.parametrize(("content", "headers", "status", "error"),
-                         [pytest.param(*row[1:], id=row[0]) for row in BODY_ROWS])
+@pytest.mark.parametrize(
+    ("content", "headers", "status", "error"), [pytest.param(*row[1:], id=row[0]) for row in BODY_ROWS]
+)
 def test_body_rows(small_host, content, headers, status, error):
     snap = Snapshot(small_host)
     response = post(small_host, content() if callable(content) else content, headers)
@@ -190,8 +256,11 @@ def test_h23_forged_requester_is_ignored(small_host):
     sid = response.json()["session_id"]
     record = httpx.get(f"{small_host.url}/sessions/{sid}", timeout=10)
     assert record.status_code == 200  # anonymous owner: readable by id, so not owned by the forged admin
-    lines = [json.loads(line) for line in
-             (small_host.project / ".co" / "session_results.jsonl").read_bytes().splitlines() if line.strip()]
+    lines = [
+        json.loads(line)
+        for line in (small_host.project / ".co" / "session_results.jsonl").read_bytes().splitlines()
+        if line.strip()
+    ]
     mine = [rec for rec in lines if rec.get("session_id") == sid]
     assert mine and all("ad" * 32 not in json.dumps(rec.get("owner")) for rec in mine)
     Snapshot(small_host).assert_healthy()
@@ -199,8 +268,12 @@ def test_h23_forged_requester_is_ignored(small_host):
 
 # -- G rows ----------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/sessions/..%2F..%2Fetc%2Fpasswd", "/sessions/" + "a" * 10_000,
-                                  "/sessions/not-a-uuid"], ids=["G1 traversal", "G1 10 KB id", "G1 non-UUID"])
+
+@pytest.mark.parametrize(
+    "path",
+    ["/sessions/..%2F..%2Fetc%2Fpasswd", "/sessions/" + "a" * 10_000, "/sessions/not-a-uuid"],
+    ids=["G1 traversal", "G1 10 KB id", "G1 non-UUID"],
+)
 def test_g1_bad_session_ids_are_404(small_host, path):
     response = httpx.get(small_host.url + path, timeout=10)
     assert (response.status_code, error_of(response)) == (404, "not found")
@@ -223,10 +296,13 @@ def test_g2_other_signers_session_and_unknown_id_give_identical_404s(small_host)
     Snapshot(small_host).assert_healthy()
 
 
-@pytest.mark.parametrize(("headers", "status", "error"), [
-    pytest.param({"Host": "evil.example"}, 400, "bad request", id="G4 Host evil.example"),
-    pytest.param({"Origin": "https://evil.example"}, 403, "forbidden: origin not allowed", id="G5 Origin evil"),
-])
+@pytest.mark.parametrize(
+    ("headers", "status", "error"),
+    [
+        pytest.param({"Host": "evil.example"}, 400, "bad request", id="G4 Host evil.example"),
+        pytest.param({"Origin": "https://evil.example"}, 403, "forbidden: origin not allowed", id="G5 Origin evil"),
+    ],
+)
 def test_g4_g5_host_and_origin(small_host, headers, status, error):
     snap = Snapshot(small_host)
     response = post(small_host, json.dumps({"prompt": "calculate 1+1"}), {**JSON, **headers})
@@ -247,8 +323,11 @@ def test_g6_wrong_method_is_405(small_host, method):
     snap.assert_healthy()
 
 
-@pytest.mark.parametrize("path", ["/no-such-route", "/admin/../x", "/no-such-route?debug=1"],
-                         ids=["G7 unknown", "G7 admin dotdot", "G7 debug query"])
+@pytest.mark.parametrize(
+    "path",
+    ["/no-such-route", "/admin/../x", "/no-such-route?debug=1"],
+    ids=["G7 unknown", "G7 admin dotdot", "G7 debug query"],
+)
 def test_g7_unknown_paths_are_json_404(small_host, path):
     response = httpx.get(small_host.url + path, timeout=10)
     assert (response.status_code, error_of(response)) == (404, "not found")

@@ -28,7 +28,8 @@ def strict_host(tmp_path_factory) -> Iterator[HostProcess]:
     (folder / ".co" / "host.yaml").write_text("trust: strict\n")
     # F9: CRLF line ends, comments, an uppercase copy of the address
     (folder / ".co" / "blacklist.txt").write_bytes(
-        b"# blocked callers\r\n\r\n" + ("0x" + BLOCKED_ADDRESS[2:].upper()).encode() + b"  # rogue\r\n")
+        b"# blocked callers\r\n\r\n" + ("0x" + BLOCKED_ADDRESS[2:].upper()).encode() + b"  # rogue\r\n"
+    )
     (folder / ".co" / "whitelist.txt").write_text(address_of(LISTED.verify_key) + "\n")
     host = HostProcess(folder).start()
     yield host
@@ -40,8 +41,7 @@ def production_host(tmp_path_factory) -> Iterator[HostProcess]:
     folder = tmp_path_factory.mktemp("prod")
     (folder / ".co").mkdir()
     (folder / ".co" / "whitelist.txt").write_text(address_of(LISTED.verify_key) + "\n")  # production is strict
-    host = HostProcess(folder, "tests.agents:failing_factory",
-                       env={"CONNECTONION_ENV": "production"}).start()
+    host = HostProcess(folder, "tests.agents:failing_factory", env={"CONNECTONION_ENV": "production"}).start()
     yield host
     host.stop()
 
@@ -72,11 +72,21 @@ BODY = b'{"prompt":"calculate 1+1"}'
 
 SMUGGLING = [
     ("H7 Content-Length 10, 1 MB sent", REQUEST + b"Content-Length: 10\r\n\r\n" + b"x" * 1_000_000),
-    ("H7 Content-Length and chunked", REQUEST + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
-     + f"{len(BODY):x}\r\n".encode() + BODY + b"\r\n0\r\n\r\n"),
+    (
+        "H7 Content-Length and chunked",
+        REQUEST
+        + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + f"{len(BODY):x}\r\n".encode()
+        + BODY
+        + b"\r\n0\r\n\r\n",
+    ),
     ("H7 two Content-Length", REQUEST + f"Content-Length: {len(BODY)}\r\nContent-Length: 3\r\n\r\n".encode() + BODY),
-    ("G8 501 headers", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-     + b"".join(f"X-H{i}: v\r\n".encode() for i in range(501)) + b"\r\n"),
+    (
+        "G8 501 headers",
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + b"".join(f"X-H{i}: v\r\n".encode() for i in range(501))
+        + b"\r\n",
+    ),
     ("G8 17 KiB of headers", b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * (17 * 1024) + b"\r\n\r\n"),
 ]
 
@@ -123,8 +133,11 @@ def test_s15_unsigned_at_strict_is_401(strict_host):
     snap.assert_healthy()
 
 
-@pytest.mark.parametrize("signature", ["garbage", None, "valid"], ids=["S13 garbage signature", "S13 unsigned",
-                                                                       "S13+F9 valid signature, uppercase in list"])
+@pytest.mark.parametrize(
+    "signature",
+    ["garbage", None, "valid"],
+    ids=["S13 garbage signature", "S13 unsigned", "S13+F9 valid signature, uppercase in list"],
+)
 def test_s13_f9_blacklisted_sender_is_403(strict_host, signature):
     snap = Snapshot(strict_host)
     to = httpx.get(strict_host.url + "/info", timeout=10).json()["address"]
@@ -162,8 +175,9 @@ def test_p2_p3_production_mode_json_errors_and_headers(production_host):
         assert response.headers["cross-origin-opener-policy"] == "same-origin"
         assert response.headers["x-frame-options"] == "DENY"
     assert httpx.get(production_host.url + "/no-such-route", timeout=10).json() == {"error": "not found"}
-    bad = httpx.post(production_host.url + "/input", content=b"{", headers={"Content-Type": "application/json"},
-                     timeout=10)
+    bad = httpx.post(
+        production_host.url + "/input", content=b"{", headers={"Content-Type": "application/json"}, timeout=10
+    )
     assert (bad.status_code, error_of(bad)) == (400, "Invalid JSON")
     secret = production_host.project / ".co" / "secret_key"
     candidates = [p for p in (production_host.project / ".co").iterdir() if "secret" in p.name.lower()]

@@ -49,13 +49,13 @@ async def test_r13_hostile_frames_through_our_relay_to_a_real_host(relay_process
     relay = relay_process("--max-message-bytes", str(1024 * 1024))
     project = tmp_path / "project"
     project.mkdir()
-    host = await asyncio.to_thread(
-        HostProcess(project, "tests.agents:echo_factory", "--relay-url", relay.base).start
-    )
+    host = await asyncio.to_thread(HostProcess(project, "tests.agents:echo_factory", "--relay-url", relay.base).start)
     try:
         address = (await asyncio.to_thread(wait_listed, relay.http, _address(host)))["address"]
-        async with client_socket(relay, {"type": "CONNECT", "to": address}) as other, \
-                client_socket(relay, {"type": "CONNECT", "to": address}) as client:
+        async with (
+            client_socket(relay, {"type": "CONNECT", "to": address}) as other,
+            client_socket(relay, {"type": "CONNECT", "to": address}) as client,
+        ):
             for ws in (other, client):
                 assert (await _next(ws, "CONNECTED"))["type"] == "CONNECTED"
             await client.send(deep(type="INPUT", prompt="x"))
@@ -86,4 +86,3 @@ async def _next(ws, kind: str, timeout: float = 20) -> dict:
         frame = await recv_json(ws, timeout)
         if frame.get("type") in (kind, "ERROR"):
             return frame
-

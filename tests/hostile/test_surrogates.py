@@ -19,16 +19,23 @@ def lone(template: str) -> str:
     """``template`` with each ``@`` replaced by a JSON string holding a lone surrogate."""
     return template.replace("@", LONE)
 
+
 HTTP_BODIES = [
     ("input_id", lone('{"prompt": "hi", "input_id": @}'), "input_id is not valid Unicode"),
-    ("file name", lone('{"prompt": "hi", "files": [{"name": @, "data": "data:text/plain;base64,aGk="}]}'),
-     "files[0].name is not valid Unicode"),
+    (
+        "file name",
+        lone('{"prompt": "hi", "files": [{"name": @, "data": "data:text/plain;base64,aGk="}]}'),
+        "files[0].name is not valid Unicode",
+    ),
     ("unknown field", lone('{"prompt": "hi", "note": @}'), "note is not valid Unicode"),
     ("a key", lone('{"prompt": "hi", @: 1}'), "a key is not valid Unicode"),
     ("session key", lone('{"prompt": "hi", "session": {@: 1}}'), "session key is not valid Unicode"),
     ("prompt", lone('{"prompt": @}'), "prompt is not valid Unicode"),
-    ("signed payload", lone('{"payload": {"prompt": @, "to": "0x00", "timestamp": 1}, "from": "0x00", '
-                       '"signature": "00"}'), "payload.prompt is not valid Unicode"),
+    (
+        "signed payload",
+        lone('{"payload": {"prompt": @, "to": "0x00", "timestamp": 1}, "from": "0x00", "signature": "00"}'),
+        "payload.prompt is not valid Unicode",
+    ),
 ]
 
 
@@ -44,10 +51,12 @@ def test_http_refuses_a_lone_surrogate_in_any_field(ws_host, body, message):
 
 WS_FRAMES = [
     ("INPUT input_id", lone('{"type": "INPUT", "prompt": "hi", "input_id": @}'), "input_id is not valid Unicode"),
-    ("INPUT file name", lone('{"type": "INPUT", "prompt": "hi", "files": [{"name": @, "data": "data:text/plain;base64,aGk="}]}'),
-     "files[0].name is not valid Unicode"),
-    ("custom field", lone('{"type": "INPUT", "prompt": "hi", "extra": {"x": [@]}}'),
-     "extra.x[0] is not valid Unicode"),
+    (
+        "INPUT file name",
+        lone('{"type": "INPUT", "prompt": "hi", "files": [{"name": @, "data": "data:text/plain;base64,aGk="}]}'),
+        "files[0].name is not valid Unicode",
+    ),
+    ("custom field", lone('{"type": "INPUT", "prompt": "hi", "extra": {"x": [@]}}'), "extra.x[0] is not valid Unicode"),
     ("ASK_USER_RESPONSE", lone('{"type": "ASK_USER_RESPONSE", "answer": @}'), "answer is not valid Unicode"),
     ("type", lone('{"type": @}'), "type is not valid Unicode"),
 ]

@@ -69,6 +69,9 @@ async def test_files_received_never_carries_a_server_path(relay_process, tmp_pat
             events, output = await _turn(ws, project)
             _assert_no_path(project, events, output["session"])
         assert sorted(p.name for p in (project / ".co" / "uploads").iterdir()) == [
-            "report-1.txt", "report-2.txt", "report.txt"]
+            "report-1.txt",
+            "report-2.txt",
+            "report.txt",
+        ]
     finally:
         await asyncio.to_thread(host.stop)

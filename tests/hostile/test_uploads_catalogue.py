@@ -27,7 +27,9 @@ def outside_files(host) -> set[str]:
     """Every file in the project folder outside .co/uploads (the H33 filesystem diff)."""
     found = set()
     for root, _dirs, names in os.walk(host.project):
-        if root.endswith((os.path.join(".co", "uploads"), os.path.join(".co", "logs"), os.path.join(".co", "sessions"))):
+        if root.endswith(
+            (os.path.join(".co", "uploads"), os.path.join(".co", "logs"), os.path.join(".co", "sessions"))
+        ):
             continue  # uploads land in uploads/; sessions/ holds one <uuid>.yaml per turn (checked below)
         found.update(os.path.join(root, n) for n in names)
     return {f for f in found if not f.endswith(("session_results.jsonl", ".sqlite3", "-wal", "-shm", ".log"))}
@@ -49,17 +51,31 @@ REJECTED = [
     ("H27 bad padding", {"images": ["data:image/png;base64,iVBORw0KGgo="[:-1] + "=="]}, "invalid base64 in image 0"),
     ("H27 no comma", {"images": ["data:image/png;base64"]}, "invalid base64 in image 0"),
     ("H27 empty", {"images": ["data:image/png;base64,"]}, "invalid base64 in image 0"),
-    ("H28 image 10 MiB + 1", {"images": [png_url(10 * MB + 1)]},
-     f"Image too large: image 0 (10.0MB, max: 10MB). {TOO_BIG}"),
+    (
+        "H28 image 10 MiB + 1",
+        {"images": [png_url(10 * MB + 1)]},
+        f"Image too large: image 0 (10.0MB, max: 10MB). {TOO_BIG}",
+    ),
     ("H30 files not a list", {"files": "x"}, "files must be a list of objects"),
     ("H30 file without name", {"files": [{"data": "aGk="}]}, "files[0].name required"),
     ("H30 file without data", {"files": [{"name": "a.txt"}]}, "files[0].data required"),
     ("H30 name not a string", {"files": [{"name": 5, "data": "aGk="}]}, "files[0].name must be a string"),
-    ("H31 11 files", {"files": [file_item(f"f{i}.txt") for i in range(11)]},
-     f"Too many files: 11 (max: 10). {TOO_MANY}"),
-    ("H32 third file 10 MiB + 1", {"files": [file_item("a.txt"), file_item("b.txt"),
-                                            file_item("c.bin", b"\x00" * (10 * MB + 1), "application/octet-stream")]},
-     f"File too large: c.bin (10.0MB, max: 10MB). {TOO_BIG}"),
+    (
+        "H31 11 files",
+        {"files": [file_item(f"f{i}.txt") for i in range(11)]},
+        f"Too many files: 11 (max: 10). {TOO_MANY}",
+    ),
+    (
+        "H32 third file 10 MiB + 1",
+        {
+            "files": [
+                file_item("a.txt"),
+                file_item("b.txt"),
+                file_item("c.bin", b"\x00" * (10 * MB + 1), "application/octet-stream"),
+            ]
+        },
+        f"File too large: c.bin (10.0MB, max: 10MB). {TOO_BIG}",
+    ),
     ("H34 NUL in name", {"files": [file_item("a\x00.txt")]}, "invalid file name"),
 ]
 
@@ -81,7 +97,9 @@ def test_h28_image_exactly_at_the_limit_is_accepted_and_one_byte_more_is_not(sma
     snap = Snapshot(small_host)
     over = httpx.post(small_host.url + "/input", json={"prompt": "hello", "images": [png_url(MB + 1)]}, timeout=60)
     assert (over.status_code, error_of(over)) == (
-        400, "Image too large: image 0 (1.0MB, max: 1MB). Increase max_file_size in host.yaml")
+        400,
+        "Image too large: image 0 (1.0MB, max: 1MB). Increase max_file_size in host.yaml",
+    )
     snap.assert_nothing_recorded()
     snap.assert_healthy()
 
@@ -95,8 +113,22 @@ def test_h29_png_declaring_huge_dimensions_is_not_a_5xx(big_host):
     Snapshot(big_host).assert_healthy()
 
 
-@pytest.mark.parametrize("name", ["../../x.txt", "/etc/passwd", "a/../../b", "..", ".", "", "dir/", "..\\..\\x",
-                                  "n\nl\r.txt", "\u202eevil.txt", "<script>.txt"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../x.txt",
+        "/etc/passwd",
+        "a/../../b",
+        "..",
+        ".",
+        "",
+        "dir/",
+        "..\\..\\x",
+        "n\nl\r.txt",
+        "\u202eevil.txt",
+        "<script>.txt",
+    ],
+)
 def test_h33_h37_traversal_and_odd_names_land_in_uploads(big_host, name):
     uploads = big_host.project / ".co" / "uploads"
     before_outside = outside_files(big_host)
@@ -129,8 +161,9 @@ def test_h35_long_names_are_shortened_keeping_the_extension(big_host, size):
 def test_h36_same_names_never_overwrite(big_host):
     uploads = big_host.project / ".co" / "uploads"
     stem = f"dup{uuid.uuid4().hex[:8]}"
-    first = httpx.post(big_host.url + "/input", json={"prompt": "hello", "files": [file_item(f"{stem}.txt", b"one")]},
-                       timeout=60)
+    first = httpx.post(
+        big_host.url + "/input", json={"prompt": "hello", "files": [file_item(f"{stem}.txt", b"one")]}, timeout=60
+    )
     assert first.status_code == 200
     both = [file_item(f"{stem}.txt", b"two"), file_item(f"{stem}.txt", b"three")]
     second = httpx.post(big_host.url + "/input", json={"prompt": "hello", "files": both}, timeout=60)
@@ -147,8 +180,9 @@ def test_h22_naming_another_signers_session_id_never_touches_it(big_host):
     victim = httpx.post(big_host.url + "/input", json=signed, timeout=30).json()["session_id"]
     jsonl = big_host.project / ".co" / "session_results.jsonl"
     victim_lines = [line for line in jsonl.read_bytes().splitlines() if victim.encode() in line]
-    response = httpx.post(big_host.url + "/input",
-                          json={"prompt": "what is my name", "session": {"session_id": victim}}, timeout=30)
+    response = httpx.post(
+        big_host.url + "/input", json={"prompt": "what is my name", "session": {"session_id": victim}}, timeout=30
+    )
     assert response.status_code in (200, 404), response.text
     assert_clean_body(response)
     if response.status_code == 200:
@@ -161,7 +195,8 @@ def test_h38_signed_payload_prompt_wins_over_the_top_level_one(big_host):
     to = httpx.get(big_host.url + "/info", timeout=10).json()["address"]
     signed = sign_payload(key, {"prompt": "calculate 6*7", "to": to, "timestamp": int(time.time())})
     signed["prompt"] = "calculate 1+1"
-    response = httpx.post(big_host.url + "/input", content=json.dumps(signed),
-                          headers={"Content-Type": "application/json"}, timeout=30)
+    response = httpx.post(
+        big_host.url + "/input", content=json.dumps(signed), headers={"Content-Type": "application/json"}, timeout=30
+    )
     assert response.status_code == 200, response.text
     assert response.json()["result"] == "6*7 = 42"

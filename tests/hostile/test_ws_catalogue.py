@@ -42,13 +42,34 @@ BAD_FRAMES = [
     ("W3 type 5", json.dumps({"type": 5}), "unknown message type: 5"),
     ("W3 type NOPE", json.dumps({"type": "NOPE"}), "unknown message type: 'NOPE'"),
     ("W3 type NOPE before CONNECT", json.dumps({"type": "NOPE"}), "authenticate first (send CONNECT)"),
-    ("W4 over the app cap", json.dumps({"type": "INPUT", "prompt": "x" * 20_000}),
-     f"message too large (max {CAP} bytes)"),
-    ("W2b lone surrogate in session.messages", json.dumps({"type": "INPUT", "prompt": "x", "session": {
-        "messages": [{"role": "user", "content": "a\ud800"}]}}), "session.messages[0].content is not valid Unicode"),
-    ("W2c http image_url in session.messages", json.dumps({"type": "INPUT", "prompt": "x", "session": {
-        "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}}]}]}}),
-     "session.messages[0].content[0].image_url.url must be a data URL"),
+    (
+        "W4 over the app cap",
+        json.dumps({"type": "INPUT", "prompt": "x" * 20_000}),
+        f"message too large (max {CAP} bytes)",
+    ),
+    (
+        "W2b lone surrogate in session.messages",
+        json.dumps({"type": "INPUT", "prompt": "x", "session": {"messages": [{"role": "user", "content": "a\ud800"}]}}),
+        "session.messages[0].content is not valid Unicode",
+    ),
+    (
+        "W2c http image_url in session.messages",
+        json.dumps(
+            {
+                "type": "INPUT",
+                "prompt": "x",
+                "session": {
+                    "messages": [
+                        {
+                            "role": "user",
+                            "content": [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/"}}],
+                        }
+                    ]
+                },
+            }
+        ),
+        "session.messages[0].content[0].image_url.url must be a data URL",
+    ),
     ("W18 INTERRUPT idle", json.dumps({"type": "INTERRUPT"}), "interrupt requires an active turn"),
     ("W18 INTERRUPT before CONNECT", json.dumps({"type": "INTERRUPT"}), "authenticate first (send CONNECT)"),
 ]
@@ -58,8 +79,12 @@ BAD_FRAMES = [
 async def test_bad_frames_get_one_error_and_the_socket_stays_open(ws_host, frame, message, request):
     snap = Snapshot(ws_host)
     async with await WS.open(ws_host.ws_url) as ws:
-        if request.node.callspec.id in ("W3 type NOPE", "W18 INTERRUPT idle", "W2b lone surrogate in session.messages",
-                                        "W2c http image_url in session.messages"):
+        if request.node.callspec.id in (
+            "W3 type NOPE",
+            "W18 INTERRUPT idle",
+            "W2b lone surrogate in session.messages",
+            "W2c http image_url in session.messages",
+        ):
             await ws.send({"type": "CONNECT"})
             await ws.until("AGENT_PROFILE")
         await ws.send(frame)
@@ -118,10 +143,17 @@ async def test_w7_input_while_running_and_a_burst_of_1000_inputs(ws_host):
     Snapshot(ws_host).assert_healthy()
 
 
-@pytest.mark.parametrize("answer", [
-    pytest.param({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once"}, id="W8 approval, nothing pending"),
-    pytest.param({"type": "ASK_USER_RESPONSE", "answer": "x", "request_id": "999"}, id="W8 ask_user, nothing pending"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            {"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once"}, id="W8 approval, nothing pending"
+        ),
+        pytest.param(
+            {"type": "ASK_USER_RESPONSE", "answer": "x", "request_id": "999"}, id="W8 ask_user, nothing pending"
+        ),
+    ],
+)
 async def test_w8_answers_to_questions_never_asked_are_stale(ws_host, answer):
     async with await WS.open(ws_host.ws_url) as ws:
         await ws.send({"type": "CONNECT"})
@@ -143,8 +175,11 @@ async def test_w8_wrong_request_id_is_stale_and_the_turn_keeps_waiting(ws_host):
         assert output["type"] == "OUTPUT" and "note saved" in output["result"]
 
 
-@pytest.mark.parametrize("answer", [{"approved": "yes", "scope": "once"}, {"approved": True, "scope": "forever"}],
-                         ids=["W9 approved yes", "W9 scope forever"])
+@pytest.mark.parametrize(
+    "answer",
+    [{"approved": "yes", "scope": "once"}, {"approved": True, "scope": "forever"}],
+    ids=["W9 approved yes", "W9 scope forever"],
+)
 async def test_w9_malformed_approval_is_a_refusal(ws_host, answer):
     async with await WS.open(ws_host.ws_url) as ws:
         await ws.send({"type": "INPUT", "prompt": "save a note: jam"})

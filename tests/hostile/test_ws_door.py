@@ -33,8 +33,9 @@ async def open_as(port: int, host: str, origin: str | None = None) -> websockets
     """A socket to our loopback port whose handshake says ``Host: host`` (what a rebinding browser sends)."""
     sock = socket.create_connection(("127.0.0.1", port))
     headers = {"Origin": origin} if origin else None
-    return await websockets.connect(f"ws://{host}/ws", sock=sock, additional_headers=headers,
-                                    ping_interval=None, open_timeout=10)
+    return await websockets.connect(
+        f"ws://{host}/ws", sock=sock, additional_headers=headers, ping_interval=None, open_timeout=10
+    )
 
 
 async def first_event(ws: websockets.ClientConnection) -> dict | int:
@@ -53,11 +54,14 @@ async def runs_a_turn(ws: websockets.ClientConnection) -> dict:
             return frame
 
 
-@pytest.mark.parametrize(("host", "origin"), [
-    pytest.param("evil.example:{port}", "http://evil.example:{port}", id="W20 Host and Origin both evil"),
-    pytest.param("evil.example:{port}", None, id="W20 evil Host, no Origin"),
-    pytest.param("evil.example", "http://evil.example", id="W20 evil Host without port"),
-])
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        pytest.param("evil.example:{port}", "http://evil.example:{port}", id="W20 Host and Origin both evil"),
+        pytest.param("evil.example:{port}", None, id="W20 evil Host, no Origin"),
+        pytest.param("evil.example", "http://evil.example", id="W20 evil Host without port"),
+    ],
+)
 async def test_w20_a_rebinding_page_is_closed_4003_before_any_frame(ws_host, host, origin):
     port = ws_host.port
     ws = await open_as(port, host.format(port=port), origin.format(port=port) if origin else None)
@@ -70,11 +74,14 @@ async def test_w20_a_rebinding_page_is_closed_4003_before_any_frame(ws_host, hos
     assert "refusing a WebSocket upgrade for Host 'evil.example" in ws_host.output()
 
 
-@pytest.mark.parametrize(("host", "origin"), [
-    pytest.param("127.0.0.1:{port}", "http://127.0.0.1:{port}", id="W20 loopback with its Origin (the /docs UI)"),
-    pytest.param("localhost:{port}", "http://localhost:{port}", id="W20 localhost"),
-    pytest.param("127.0.0.1:{port}", None, id="W20 loopback, no Origin"),
-])
+@pytest.mark.parametrize(
+    ("host", "origin"),
+    [
+        pytest.param("127.0.0.1:{port}", "http://127.0.0.1:{port}", id="W20 loopback with its Origin (the /docs UI)"),
+        pytest.param("localhost:{port}", "http://localhost:{port}", id="W20 localhost"),
+        pytest.param("127.0.0.1:{port}", None, id="W20 loopback, no Origin"),
+    ],
+)
 async def test_w20_allowed_hosts_still_connect(ws_host, host, origin):
     port = ws_host.port
     ws = await open_as(port, host.format(port=port), origin.format(port=port) if origin else None)

@@ -31,7 +31,9 @@ def test_the_loader_refuses_anchors_aliases_and_merge_keys():
         with pytest.raises(safeyaml.AliasRefused, match="YAML anchors and aliases are not allowed"):
             safeyaml.load(text)
     assert safeyaml.load("a: [1, 'two', {c: null}]\nd: '*not an alias*'\n") == {
-        "a": [1, "two", {"c": None}], "d": "*not an alias*"}
+        "a": [1, "two", {"c": None}],
+        "d": "*not an alias*",
+    }
     with pytest.raises(yaml.YAMLError):  # tags stay refused, as with safe_load
         safeyaml.load("!!python/object/apply:os.system ['true']\n")
 

@@ -34,11 +34,18 @@ def test_running_line_then_done_line_with_ttl(start_host, project):
 
 def test_torn_and_garbage_lines_are_skipped_on_start(start_host, project):
     now = int(time.time())
-    good = {"session_id": str(uuid.uuid4()), "status": "done", "result": "kept", "prompt": "p",
-            "created": now, "expires": now + 3600}
+    good = {
+        "session_id": str(uuid.uuid4()),
+        "status": "done",
+        "result": "kept",
+        "prompt": "p",
+        "created": now,
+        "expires": now + 3600,
+    }
     (project / ".co").mkdir()
     (project / ".co/session_results.jsonl").write_text(
-        "this is garbage\n\x00\x01\n" + json.dumps(good) + "\n" + '{"session_id": "torn", "status": "do')
+        "this is garbage\n\x00\x01\n" + json.dumps(good) + "\n" + '{"session_id": "torn", "status": "do'
+    )
     host = start_host("tests.agents:echo_factory")
     assert httpx.get(f"{host.url}/sessions/{good['session_id']}").json()["result"] == "kept"
     assert httpx.get(f"{host.url}/sessions/torn").status_code == 404
@@ -64,17 +71,28 @@ def test_running_record_of_a_killed_host_becomes_interrupted(start_host, project
 
 def test_expired_records_vanish_and_are_compacted_at_start_running_kept(start_host, project):
     now = int(time.time())
-    hold = ("import sys, time; from sessions_app.liveness import FileLiveness as F; f = F(sys.argv[1]); f.start();"
-            " print(f.token, flush=True); time.sleep(60)")
-    other_worker = subprocess.Popen([sys.executable, "-c", hold, str(project / ".co" / "live")],
-                                    stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    hold = (
+        "import sys, time; from sessions_app.liveness import FileLiveness as F; f = F(sys.argv[1]); f.start();"
+        " print(f.token, flush=True); time.sleep(60)"
+    )
+    other_worker = subprocess.Popen(
+        [sys.executable, "-c", hold, str(project / ".co" / "live")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     token = other_worker.stdout.readline().strip()
     other_worker.stdout.close()  # it prints nothing more
     try:
         old_done = {"session_id": "old-done", "status": "done", "created": now - 100, "expires": now - 10}
         # an expired `running` record whose writer (another worker on this machine) is alive: never cleaned
-        old_running = {"session_id": "old-running", "status": "running", "created": now - 100,
-                       "expires": now - 10, "worker": token}
+        old_running = {
+            "session_id": "old-running",
+            "status": "running",
+            "created": now - 100,
+            "expires": now - 10,
+            "worker": token,
+        }
         fresh = {"session_id": "fresh", "status": "done", "created": now, "expires": now + 3600}
         (project / ".co").mkdir(exist_ok=True)
         path = project / ".co/session_results.jsonl"

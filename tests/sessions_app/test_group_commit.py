@@ -22,7 +22,7 @@ def _in_threads(n: int, target) -> list[BaseException | object]:
     def run(i: int) -> None:
         try:
             outcomes[i] = target(i)
-        except BaseException as exc:  # noqa: BLE001 - the test inspects it
+        except BaseException as exc:
             outcomes[i] = exc
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
@@ -118,8 +118,9 @@ print(json.dumps({"outcome": outcome, "batches": store.commit_stats.batches}))
 def test_a_record_too_big_for_the_space_left_fails_its_own_caller_only(tmp_path):
     """The batch of three does not fit; it is rolled back and retried record by record."""
     path = tmp_path / "r.jsonl"
-    done = subprocess.run([sys.executable, "-c", _ONE_TOO_BIG, str(path)], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", _ONE_TOO_BIG, str(path)], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout.splitlines()[-1])
     assert report["outcome"] == {"small-1": "stored", "huge": "refused", "small-2": "stored"}

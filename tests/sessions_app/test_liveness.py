@@ -30,9 +30,13 @@ time.sleep(float(linger))
 
 
 def _worker(tmp_path: Path, sid: str, linger: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "live"), str(tmp_path / "r.jsonl"),
-                             sid, str(linger)], stdout=subprocess.PIPE, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(tmp_path / "live"), str(tmp_path / "r.jsonl"), sid, str(linger)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
     token = proc.stdout.readline().strip()
     proc.stdout.close()  # the worker prints nothing more
     assert token, "the worker did not start"
@@ -87,8 +91,14 @@ def test_a_record_naming_a_live_pid_but_no_lock_is_interrupted(tmp_path):
     """A record of an older version names only a pid; that pid is alive (here, this very process, as a reused
     pid would be): it proves nothing, and the turn is recorded interrupted."""
     now = int(time.time())
-    old = {"session_id": "old", "status": "running", "created": now, "expires": now + 60, "pid": os.getpid(),
-           "host": socket.gethostname()}
+    old = {
+        "session_id": "old",
+        "status": "running",
+        "created": now,
+        "expires": now + 60,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+    }
     (tmp_path / "r.jsonl").write_text(json.dumps(old) + "\n")
     store = _sweeper(tmp_path)
     assert store.recover_interrupted() == 1

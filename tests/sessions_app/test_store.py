@@ -65,7 +65,7 @@ def test_a_second_instance_sees_appends_of_the_first(tmp_path):
 def test_torn_and_garbage_lines_are_skipped(tmp_path):
     path = tmp_path / "r.jsonl"
     good = {"session_id": "ok", "status": "done", "created": int(time.time()), "expires": int(time.time()) + 99}
-    path.write_text("garbage\n[1,2]\n{\"no_id\": 1}\n" + json.dumps(good) + "\n" + '{"session_id": "torn", "sta')
+    path.write_text('garbage\n[1,2]\n{"no_id": 1}\n' + json.dumps(good) + "\n" + '{"session_id": "torn", "sta')
     store = SessionStore(path)
     assert store.get("ok").status == "done"
     assert store.skipped_lines == 3

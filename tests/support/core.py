@@ -44,8 +44,14 @@ def build_core(folder: Path, agent: Any = None, *, layer: Any = None, **config: 
     store = SessionStore(settings.results_path)
     bridge = Bridge(layer) if layer is not None else None
     hub = BridgedHub(bridge, int(settings.ws_send_buffer_mb * 1024 * 1024)) if bridge is not None else Hub()
-    turns = TurnManager(config=settings, source=AgentSource(agent if agent is not None else EchoAgent()),
-                        store=store, eventlog=EventLog(settings.co_dir / "events.sqlite3"), hub=hub, pools=pools)
+    turns = TurnManager(
+        config=settings,
+        source=AgentSource(agent if agent is not None else EchoAgent()),
+        store=store,
+        eventlog=EventLog(settings.co_dir / "events.sqlite3"),
+        hub=hub,
+        pools=pools,
+    )
     if bridge is not None:
         bridge.bind(hub, turns)
     throttle = Throttle(settings, pool=pools.bookkeeping)

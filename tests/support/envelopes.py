@@ -11,8 +11,9 @@ from nacl.signing import SigningKey
 from trust.signing import sign_payload
 
 
-def signed(key: SigningKey, to: str | None, *, timestamp: float | None = None, nonce: bool = False,
-           **fields: Any) -> dict[str, Any]:
+def signed(
+    key: SigningKey, to: str | None, *, timestamp: float | None = None, nonce: bool = False, **fields: Any
+) -> dict[str, Any]:
     """An envelope over ``fields`` plus ``to`` (left out when None) and ``timestamp`` (now when None, as an
     integer); ``nonce=True`` adds a fresh one."""
     payload: dict[str, Any] = dict(fields)

@@ -51,12 +51,16 @@ class FakeModel:
 
 def completion(body: dict[str, Any], content: str) -> bytes:
     """An OpenAI chat-completion response carrying ``content``."""
-    return json.dumps({
-        "id": "chatcmpl-test", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "test"),
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-    }).encode()
+    return json.dumps(
+        {
+            "id": "chatcmpl-test",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.get("model", "test"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        }
+    ).encode()
 
 
 @contextmanager
@@ -65,7 +69,7 @@ def serve_model(model: FakeModel | None = None) -> Iterator[FakeModel]:
     model = model or FakeModel()
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
             status, content = model.answer(body, self.headers.get("Authorization"), self.path)

@@ -86,11 +86,23 @@ class ServerProcess:
         """Start ``cmd`` as its own process group, its output going to ``log_path`` (no readiness check)."""
         self.log_path = log_path
         with open(log_path, mode) as log:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         text=True, start_new_session=True)
+            self.proc = subprocess.Popen(
+                cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True
+            )
 
-    def launch(self, cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, ready_url: str,
-               timeout: float, what: str, mode: str = "w", poll: float = 0.1) -> None:
+    def launch(
+        self,
+        cmd: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        log_path: Path,
+        ready_url: str,
+        timeout: float,
+        what: str,
+        mode: str = "w",
+        poll: float = 0.1,
+    ) -> None:
         """:meth:`spawn`, then wait until ``ready_url`` answers 200 (failing with the output if it exits)."""
         self.spawn(cmd, cwd=cwd, env=env, log_path=log_path, mode=mode)
         deadline = time.monotonic() + timeout
@@ -128,8 +140,14 @@ class ServerProcess:
 class HostProcess(Loopback, ServerProcess):
     """``manage.py runhost`` in a project folder, on a free loopback port."""
 
-    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None, port: int | None = None,
-                 ready_path: str = "/health") -> None:
+    def __init__(
+        self,
+        project: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+        ready_path: str = "/health",
+    ) -> None:
         self.project = project
         self.port = port or free_port()
         self.args = list(args)
@@ -141,8 +159,15 @@ class HostProcess(Loopback, ServerProcess):
         cmd = [sys.executable, str(MANAGE), "runhost", *self.args, "--port", str(self.port)]
         if "--relay-url" not in self.args:
             cmd.append("--no-relay")
-        self.launch(cmd, cwd=self.project, env=self.env, log_path=self.project / "host-output.log",
-                    ready_url=self.url + self.ready_path, timeout=timeout, what="host")
+        self.launch(
+            cmd,
+            cwd=self.project,
+            env=self.env,
+            log_path=self.project / "host-output.log",
+            ready_url=self.url + self.ready_path,
+            timeout=timeout,
+            what="host",
+        )
         if "--workers" in self.args:
             self.wait_for_workers(int(self.args[self.args.index("--workers") + 1]), timeout)
         return self
@@ -216,14 +241,24 @@ class RelayProcess(ServerProcess):
         same_python_flags(env)
         cmd = [sys.executable, str(MANAGE), "runrelay", "--port", str(self.port), *self.args]
         assert self.cwd is not None
-        self.launch(cmd, cwd=self.cwd, env=env, log_path=self.cwd / f"relay-{self.port}.log",
-                    ready_url=self.http + "/health", timeout=timeout, what="relay", mode="a", poll=0.05)
+        self.launch(
+            cmd,
+            cwd=self.cwd,
+            env=env,
+            log_path=self.cwd / f"relay-{self.port}.log",
+            ready_url=self.http + "/health",
+            timeout=timeout,
+            what="relay",
+            mode="a",
+            poll=0.05,
+        )
         return self
 
 
 def wait_listed(relay_http: str, address: str, timeout: float = 30) -> dict:
     """The relay's lookup entry for ``address`` (``GET /api/agents/<address>`` on ``relay_http``) once the
     agent is listed there."""
+
     def lookup() -> dict | None:
         reply = httpx.get(f"{relay_http}/api/agents/{address}", timeout=2)
         return reply.json() if reply.status_code == 200 else None
@@ -251,9 +286,23 @@ class OwnRedis:
         if binary is None:
             pytest.skip("redis-server is not installed (this test needs a Redis of its own to kill or restart)")
         self.proc = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.folder)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.folder),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         wait_for(self.ping, 10, "own redis-server answers PING")
         return self
 

@@ -10,8 +10,14 @@ from typing import Any
 INTERVAL = 0.05
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition", *,
-             interval: float = INTERVAL, ignore: tuple[type[BaseException], ...] = ()) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 15.0,
+    what: str = "condition",
+    *,
+    interval: float = INTERVAL,
+    ignore: tuple[type[BaseException], ...] = (),
+) -> Any:
     """Call ``predicate`` until it returns something truthy and return that; fail naming ``what`` after
     ``timeout`` seconds. Exceptions of the ``ignore`` types count as "not yet"."""
     deadline = time.monotonic() + timeout
@@ -27,8 +33,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "c
         time.sleep(interval)
 
 
-async def wait_until(condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition", *,
-                     interval: float = 0.02) -> Any:
+async def wait_until(
+    condition: Callable[[], Any], timeout: float = 5.0, what: str = "condition", *, interval: float = 0.02
+) -> Any:
     """The async form of :func:`wait_for`: ``condition`` may be sync or return an awaitable."""
     deadline = time.monotonic() + timeout
     while True:

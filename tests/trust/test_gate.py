@@ -79,9 +79,7 @@ def test_s13_blacklisted_from_with_garbage_signature_is_403_before_crypto(build,
 
 def test_s13_blacklisted_unsigned_from_is_403(build):
     gate = build("open", blacklist=(addr(ENEMY).upper().replace("0X", "0x"),))
-    raises_exactly(
-        lambda: gate.admit({"prompt": "x"}, unsigned_from=addr(ENEMY)), 403, "forbidden: blacklisted"
-    )
+    raises_exactly(lambda: gate.admit({"prompt": "x"}, unsigned_from=addr(ENEMY)), 403, "forbidden: blacklisted")
 
 
 def test_blacklisted_valid_signer_is_403(build):
@@ -111,9 +109,7 @@ def test_careful_logs_signature_recommended_for_unsigned(build, caplog):
 
 
 def test_s15_unsigned_at_strict_is_401(build):
-    raises_exactly(
-        lambda: build("strict").admit({"prompt": "hi"}), 401, "unauthorized: signed request required"
-    )
+    raises_exactly(lambda: build("strict").admit({"prompt": "hi"}), 401, "unauthorized: signed request required")
 
 
 @pytest.mark.parametrize("trust", ["open", "careful", "strict"])
@@ -125,9 +121,7 @@ def test_signed_stranger_is_admitted_at_every_level(build, trust):
 
 def test_strict_requires_whitelist_refuses_strangers(build):
     gate = build("strict", strict_requires_whitelist=True, whitelist=(addr(FRIEND),))
-    raises_exactly(
-        lambda: gate.admit(body_for(STRANGER, gate)), 403, "forbidden: not on this agent's whitelist"
-    )
+    raises_exactly(lambda: gate.admit(body_for(STRANGER, gate)), 403, "forbidden: not on this agent's whitelist")
     assert gate.admit(body_for(FRIEND, gate)).reason == "whitelisted"
 
 
@@ -288,15 +282,11 @@ def test_policy_sees_unsigned_callers_as_anonymous(build):
 
 def test_policy_accept_and_reject_through_a_local_model_server(build, fake_model, tmp_path):
     settings = TrustSettings(base_url=fake_model.url, timeout=2)
-    policy = build_policy(
-        "Admit researchers only.", project_dir=tmp_path, settings=settings, judge=HttpJudge(settings)
-    )
+    policy = build_policy("Admit researchers only.", project_dir=tmp_path, settings=settings, judge=HttpJudge(settings))
     gate = build("Admit researchers only.", policy=policy)
     assert gate.admit(body_for(STRANGER, gate, prompt="I study bees")).reason == "policy (model): looks fine"
     fake_model.reply = '{"decision": "REJECT", "reason": "not a researcher"}'
-    raises_exactly(
-        lambda: gate.admit(body_for(FRIEND, gate, prompt="hi")), 403, "forbidden: not a researcher"
-    )
+    raises_exactly(lambda: gate.admit(body_for(FRIEND, gate, prompt="hi")), 403, "forbidden: not a researcher")
     fake_model.reply = "¯\\_(ツ)_/¯"
     raises_exactly(lambda: gate.admit({"prompt": "hi"}), 503, "misconfigured: trust agent unavailable")
     prompts = [r["body"]["messages"][-1]["content"] for r in fake_model.requests]
@@ -306,13 +296,9 @@ def test_policy_accept_and_reject_through_a_local_model_server(build, fake_model
 def test_policy_timeout_is_503_and_nothing_is_admitted(build, fake_model, tmp_path):
     fake_model.delay = 1.0
     settings = TrustSettings(base_url=fake_model.url, timeout=0.2)
-    policy = build_policy(
-        "Admit friends.", project_dir=tmp_path, settings=settings, judge=HttpJudge(settings)
-    )
+    policy = build_policy("Admit friends.", project_dir=tmp_path, settings=settings, judge=HttpJudge(settings))
     gate = build("Admit friends.", policy=policy)
-    raises_exactly(
-        lambda: gate.admit(body_for(STRANGER, gate)), 503, "misconfigured: trust agent unavailable"
-    )
+    raises_exactly(lambda: gate.admit(body_for(STRANGER, gate)), 503, "misconfigured: trust agent unavailable")
 
 
 def test_prompt_argument_is_used_when_the_payload_has_none(build):
@@ -392,9 +378,7 @@ def test_admin_reads(build, host_identity):
 
 
 def admin_body(key, *, method="POST", path="/admin/trust/promote", **args):
-    return sign_payload(
-        key, {"client_id": addr(STRANGER), **args, "method": method, "path": path, "timestamp": NOW}
-    )
+    return sign_payload(key, {"client_id": addr(STRANGER), **args, "method": method, "path": path, "timestamp": NOW})
 
 
 def test_admin_post_is_route_bound_one_use_and_admin_only(build, host_identity):
@@ -468,10 +452,7 @@ def test_every_decision_is_logged(build, caplog):
             gate.admit({"prompt": "x"})
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trust decision")]
     assert f"identity={addr(STRANGER)} level=strict decision=accept" in lines[0]
-    assert (
-        "identity=anonymous level=strict decision=reject reason=unauthorized: signed request required"
-        in lines[1]
-    )
+    assert "identity=anonymous level=strict decision=reject reason=unauthorized: signed request required" in lines[1]
 
 
 def test_attacker_text_in_from_is_not_logged(build, caplog):
@@ -489,9 +470,7 @@ def test_decisions_are_recorded_when_asked(build):
     gate.admit(body_for(STRANGER, gate), transport="ws")
     with pytest.raises(Exception):
         gate.admit({"prompt": "x"})
-    rows = list(
-        TrustDecision.objects.order_by("id").values_list("identity", "level", "decision", "transport")
-    )
+    rows = list(TrustDecision.objects.order_by("id").values_list("identity", "level", "decision", "transport"))
     assert rows == [(addr(STRANGER), "strict", "accept", "ws"), ("anonymous", "strict", "reject", "http")]
 
 

@@ -24,9 +24,7 @@ OURS = address_of(SigningKey(HOST_SEED).verify_key)
 EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 
 
-def headers_for(
-    key, *, method="GET", path="/sessions", query="", body=b"", to=OURS, timestamp=int(NOW), rid="r1"
-):
+def headers_for(key, *, method="GET", path="/sessions", query="", body=b"", to=OURS, timestamp=int(NOW), rid="r1"):
     return sign_headers(
         key, method=method, path=path, query=query, body=body, to=to, timestamp=timestamp, request_id=rid
     )
@@ -83,12 +81,9 @@ def test_method_is_bound(signer):
 def test_body_hash_mismatch_is_invalid_signature(signer):
     headers = headers_for(signer, method="POST", body=b'{"a":1}')
     assert (
-        read(headers, method="POST", body=b'{"a":1}').payload["body_sha256"]
-        == hashlib.sha256(b'{"a":1}').hexdigest()
+        read(headers, method="POST", body=b'{"a":1}').payload["body_sha256"] == hashlib.sha256(b'{"a":1}').hexdigest()
     )
-    raises_exactly(
-        lambda: read(headers, method="POST", body=b'{"a":2}'), 401, "unauthorized: invalid signature"
-    )
+    raises_exactly(lambda: read(headers, method="POST", body=b'{"a":2}'), 401, "unauthorized: invalid signature")
 
 
 def test_query_is_canonicalised_sorted_with_blank_values(signer):
@@ -117,9 +112,7 @@ def test_missing_to_header_is_wrong_recipient(signer):
 
 
 def test_another_recipient_is_wrong_recipient(signer):
-    raises_exactly(
-        lambda: read(headers_for(signer, to="0x" + "cd" * 32)), 401, "unauthorized: wrong recipient"
-    )
+    raises_exactly(lambda: read(headers_for(signer, to="0x" + "cd" * 32)), 401, "unauthorized: wrong recipient")
 
 
 def test_headers_timestamp_window(signer):
@@ -234,9 +227,7 @@ def test_unsigned_command_is_signed_command_required(signer, payload):
     frame = {"type": "INPUT", "prompt": "x", "from": address_of(signer.verify_key), "signature": "00" * 64}
     if payload != "MISSING":
         frame["payload"] = payload
-    raises_exactly(
-        lambda: run(frame, address_of(signer.verify_key)), 401, "unauthorized: signed command required"
-    )
+    raises_exactly(lambda: run(frame, address_of(signer.verify_key)), 401, "unauthorized: signed command required")
 
 
 def test_command_without_to_is_wrong_recipient(signer):

@@ -75,9 +75,7 @@ def test_project_key_wins_over_machine_key(dirs):
     co_dir, machine = dirs
     write_key(co_dir, bytes([1]) * 32)
     write_key(machine, bytes([2]) * 32)
-    assert load_identity(co_dir, machine_dir=machine).address == address_of(
-        SigningKey(bytes([1]) * 32).verify_key
-    )
+    assert load_identity(co_dir, machine_dir=machine).address == address_of(SigningKey(bytes([1]) * 32).verify_key)
 
 
 def test_machine_key_is_used_when_the_project_has_none(dirs):
@@ -110,9 +108,7 @@ def test_unreadable_key_refuses_naming_the_path(dirs):
     assert path.is_dir()
 
 
-@pytest.mark.skipif(
-    os.geteuid() == 0, reason="root reads mode-000 files; the directory case covers unreadable keys"
-)
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files; the directory case covers unreadable keys")
 def test_mode_000_key_refuses(dirs):
     co_dir, machine = dirs
     write_key(co_dir, bytes(32), mode=0)

@@ -126,9 +126,7 @@ def test_released_legacy_get_headers_verify_on_admin_routes(their_keys):
 
 
 def test_released_admin_body_is_route_bound(their_keys):
-    body = co_auth.sign_request_body(
-        their_keys, "POST", "/admin/trust/promote", {"client_id": "0x" + "ab" * 32}
-    )
+    body = co_auth.sign_request_body(their_keys, "POST", "/admin/trust/promote", {"client_id": "0x" + "ab" * 32})
     verified = verify_envelope(body, our_address=OURS, require_to=False)
     assert (verified.payload["method"], verified.payload["path"]) == ("POST", "/admin/trust/promote")
 
@@ -147,8 +145,6 @@ def test_released_client_command_frame_verifies_under_ours(their_keys):
     agent = RemoteAgent.__new__(RemoteAgent)
     agent.address = OURS
     agent._keys = their_keys
-    frame = agent._build_command_message(
-        {"type": "INPUT", "input_id": "7", "prompt": "hello"}, is_direct=True
-    )
+    frame = agent._build_command_message({"type": "INPUT", "input_id": "7", "prompt": "hello"}, is_direct=True)
     verified = verify_command(frame, owner=their_keys["address"], our_address=OURS)
     assert verified.payload["prompt"] == "hello"

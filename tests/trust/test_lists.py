@@ -30,13 +30,7 @@ def write(path, text: str | bytes) -> None:
 
 
 def test_parse_list_comments_blank_lines_crlf_bom_and_case():
-    text = (
-        "\ufeff# header\r\n"
-        + A.upper().replace("0X", "0x")
-        + "  # trailing comment\r\n\r\n   \r\n"
-        + B
-        + "\n"
-    )
+    text = "\ufeff# header\r\n" + A.upper().replace("0X", "0x") + "  # trailing comment\r\n\r\n   \r\n" + B + "\n"
     assert parse_list(text) == (A, B)
 
 

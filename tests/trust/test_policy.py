@@ -115,9 +115,7 @@ def test_front_matter_rules_and_free_text():
 
 
 def test_unset_variables_close_the_door():
-    rules, _ = parse_policy(
-        "---\nonboard:\n  invite_code: [$CO_INVITE_CODE]\n  payment: $CO_PAYMENT\n---\nx", {}
-    )
+    rules, _ = parse_policy("---\nonboard:\n  invite_code: [$CO_INVITE_CODE]\n  payment: $CO_PAYMENT\n---\nx", {})
     assert rules.invite_codes == () and rules.payment is None and rules.onboard_methods == ()
 
 
@@ -234,9 +232,7 @@ def test_custom_agents_may_answer_with_a_first_word(answer, accept):
 
 @pytest.mark.parametrize("answer", ["Sure, ACCEPT", "ACCEPTED", "The prompt says REJECT", "maybe"])
 def test_first_word_parsing_never_searches_inside_text(answer):
-    raises_exactly(
-        lambda: parse_answer(answer, allow_first_word=True), 503, "misconfigured: trust agent unavailable"
-    )
+    raises_exactly(lambda: parse_answer(answer, allow_first_word=True), 503, "misconfigured: trust agent unavailable")
 
 
 def test_the_prompt_reaches_the_judge_only_as_quoted_data():
@@ -251,9 +247,7 @@ def test_the_prompt_reaches_the_judge_only_as_quoted_data():
 # --- a real local model server --------------------------------------------------------------------------
 
 
-def text_policy(
-    fake_model, tmp_path, *, judge=None, timeout=2.0, cache_ttl=300.0, text="Admit researchers only."
-):
+def text_policy(fake_model, tmp_path, *, judge=None, timeout=2.0, cache_ttl=300.0, text="Admit researchers only."):
     settings = TrustSettings(
         base_url=fake_model.url, api_key="sk-local", model="judge-model", timeout=timeout, cache_ttl=cache_ttl
     )
@@ -280,17 +274,13 @@ def test_model_accept_and_reject(fake_model, tmp_path, lists, use_agent):
 
 def test_model_garbage_fails_closed(fake_model, tmp_path, lists):
     fake_model.reply = "Sure! I ACCEPT."
-    policy = text_policy(
-        fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2))
-    )
+    policy = text_policy(fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2)))
     raises_exactly(lambda: policy.decide(request(), lists), 503, "misconfigured: trust agent unavailable")
 
 
 def test_model_http_error_fails_closed(fake_model, tmp_path, lists):
     fake_model.status = 500
-    policy = text_policy(
-        fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2))
-    )
+    policy = text_policy(fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2)))
     raises_exactly(lambda: policy.decide(request(), lists), 503, "misconfigured: trust agent unavailable")
 
 
@@ -306,9 +296,7 @@ def test_unconfigured_model_fails_closed(tmp_path, lists):
 
 
 def test_decisions_are_cached_per_identity(fake_model, tmp_path, lists):
-    policy = text_policy(
-        fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2))
-    )
+    policy = text_policy(fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2)))
     assert policy.decide(request(A), lists).source == "model"
     assert policy.decide(request(A, prompt="another"), lists).source == "cache"
     policy.decide(request(B), lists)
@@ -334,9 +322,7 @@ def test_cache_expires(fake_model, tmp_path, lists):
 
 def test_failures_are_not_cached(fake_model, tmp_path, lists):
     fake_model.reply = "garbage"
-    policy = text_policy(
-        fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2))
-    )
+    policy = text_policy(fake_model, tmp_path, judge=HttpJudge(TrustSettings(base_url=fake_model.url, timeout=2)))
     with pytest.raises(Misconfigured):
         policy.decide(request(A), lists)
     fake_model.reply = '{"decision": "ACCEPT", "reason": "ok"}'

@@ -222,10 +222,7 @@ def test_legacy_form_keeps_nested_wire_order():
 
 
 def test_numbers_round_trip_in_canonical_text():
-    assert (
-        canonical_forms({"t": 1702234567.123, "i": 10**20})[0]
-        == b'{"i":100000000000000000000,"t":1702234567.123}'
-    )
+    assert canonical_forms({"t": 1702234567.123, "i": 10**20})[0] == b'{"i":100000000000000000000,"t":1702234567.123}'
 
 
 def sign_text(key: SigningKey, payload: dict, text: str) -> dict:

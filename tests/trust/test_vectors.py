@@ -77,10 +77,7 @@ def test_seed_era_derivation_is_a_different_address():
     from mnemonic import Mnemonic
 
     seed_era = SigningKey(Mnemonic("english").to_seed(ABANDON)[:32])
-    assert (
-        address_of(seed_era.verify_key)
-        == "0xc5785e1865b708938aff8161d573006496663b1aa10834e396dc566869a2c66a"
-    )
+    assert address_of(seed_era.verify_key) == "0xc5785e1865b708938aff8161d573006496663b1aa10834e396dc566869a2c66a"
     assert address_of(derive_from_mnemonic(ABANDON).verify_key) != address_of(seed_era.verify_key)
 
 

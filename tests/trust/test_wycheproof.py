@@ -10,9 +10,7 @@ import pytest
 
 from trust.signing import signature_valid
 
-VECTORS = json.loads(
-    (Path(__file__).parent.parent / "vectors" / "ed25519_wycheproof_subset.json").read_text()
-)
+VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "ed25519_wycheproof_subset.json").read_text())
 CASES = VECTORS["tests"]
 
 

@@ -26,22 +26,16 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 ("created", models.DateTimeField(auto_now_add=True, db_index=True)),
                 (
                     "identity",
-                    models.CharField(
-                        db_index=True, help_text="Signer address or 'anonymous'.", max_length=66
-                    ),
+                    models.CharField(db_index=True, help_text="Signer address or 'anonymous'.", max_length=66),
                 ),
                 (
                     "level",
-                    models.CharField(
-                        help_text="Trust level in force: open, careful, strict, custom.", max_length=16
-                    ),
+                    models.CharField(help_text="Trust level in force: open, careful, strict, custom.", max_length=16),
                 ),
                 ("decision", models.CharField(db_index=True, max_length=8)),
                 ("reason", models.CharField(blank=True, default="", max_length=300)),
@@ -57,9 +51,7 @@ class Migration(migrations.Migration):
             fields=[
                 (
                     "id",
-                    models.BigAutoField(
-                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
-                    ),
+                    models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID"),
                 ),
                 (
                     "address",
@@ -87,9 +79,7 @@ class Migration(migrations.Migration):
                 "verbose_name": "list entry",
                 "verbose_name_plural": "list entries",
                 "ordering": ["kind", "address"],
-                "constraints": [
-                    models.UniqueConstraint(fields=("address", "kind"), name="trust_listentry_unique")
-                ],
+                "constraints": [models.UniqueConstraint(fields=("address", "kind"), name="trust_listentry_unique")],
             },
         ),
     ]

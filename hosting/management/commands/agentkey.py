@@ -8,7 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from nacl.signing import SigningKey
 
-from hosting.core.config import discard_unused_co_dir
+from hosting.core.project import discard_unused_co_dir
 from trust.identity import KEY_SIZE, IdentityError, derive_from_mnemonic, install_key, load_identity
 
 
@@ -19,9 +19,7 @@ class Command(BaseCommand):
         parser.add_argument("--create", action="store_true", help="create a new identity if none exists")
         source = parser.add_mutually_exclusive_group()
         source.add_argument("--import-key", metavar="PATH", help="install a 32-byte raw Ed25519 seed file")
-        source.add_argument(
-            "--import-phrase", metavar="WORDS", help="install the key of a 12-word recovery phrase"
-        )
+        source.add_argument("--import-phrase", metavar="WORDS", help="install the key of a 12-word recovery phrase")
         parser.add_argument("--force", action="store_true", help="replace an existing key (backed up first)")
         parser.add_argument("--co-dir", metavar="PATH", help="project .co folder (default: the host's)")
         parser.add_argument("--machine-dir", metavar="PATH", help="machine folder (default: ~/.co)")
@@ -54,9 +52,7 @@ class Command(BaseCommand):
             try:
                 raw = path.read_bytes()
             except OSError as exc:
-                raise CommandError(
-                    f"{path}: cannot read it ({exc.strerror or exc.__class__.__name__})"
-                ) from None
+                raise CommandError(f"{path}: cannot read it ({exc.strerror or exc.__class__.__name__})") from None
             if len(raw) != KEY_SIZE:
                 raise CommandError(f"{path}: a key file must hold exactly 32 raw bytes (found {len(raw)})")
             signing_key = SigningKey(raw)

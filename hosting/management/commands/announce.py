@@ -27,20 +27,14 @@ class Command(BaseCommand):
     help = "Announce this agent on its relay and serve relayed conversations until interrupted."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument(
-            "--relay-url", help="relay base or announce URL (default: host.yaml / the public relay)"
-        )
+        parser.add_argument("--relay-url", help="relay base or announce URL (default: host.yaml / the public relay)")
         parser.add_argument("--echo", action="store_true", help="answer with the built-in echo conversation")
         parser.add_argument(
             "--no-endpoints", action="store_true", help="announce no direct endpoints (no local server runs)"
         )
         parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between ANNOUNCEs (60)")
-        parser.add_argument(
-            "--idle-timeout", type=float, default=300.0, help="end a silent conversation after (300)"
-        )
-        parser.add_argument(
-            "--max-conversations", type=int, default=256, help="concurrent relayed conversations (256)"
-        )
+        parser.add_argument("--idle-timeout", type=float, default=300.0, help="end a silent conversation after (300)")
+        parser.add_argument("--max-conversations", type=int, default=256, help="concurrent relayed conversations (256)")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:

@@ -36,9 +36,7 @@ def default_message_cap() -> int:
 
 
 class Command(BaseCommand):
-    help = (
-        "Run a ConnectOnion relay: WS /ws/announce, WS /ws/input, WS /ws/lookup, GET /api/agents/<address>."
-    )
+    help = "Run a ConnectOnion relay: WS /ws/announce, WS /ws/input, WS /ws/lookup, GET /api/agents/<address>."
 
     def add_arguments(self, parser: Any) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -46,18 +44,10 @@ class Command(BaseCommand):
         parser.add_argument(
             "--agent-ttl", type=float, help="seconds an agent stays listed after its last ANNOUNCE (120)"
         )
-        parser.add_argument(
-            "--ping-interval", type=float, help="seconds between PINGs to client sockets (30)"
-        )
-        parser.add_argument(
-            "--signature-window", type=float, help="accepted ANNOUNCE clock skew in seconds (300)"
-        )
-        parser.add_argument(
-            "--announce-min-interval", type=float, help="refuse ANNOUNCEs closer than this (0 = off)"
-        )
-        parser.add_argument(
-            "--redis-url", help="share agents and traffic between relay processes through Redis"
-        )
+        parser.add_argument("--ping-interval", type=float, help="seconds between PINGs to client sockets (30)")
+        parser.add_argument("--signature-window", type=float, help="accepted ANNOUNCE clock skew in seconds (300)")
+        parser.add_argument("--announce-min-interval", type=float, help="refuse ANNOUNCEs closer than this (0 = off)")
+        parser.add_argument("--redis-url", help="share agents and traffic between relay processes through Redis")
         parser.add_argument(
             "--public-url",
             help="the URL agents reach this relay at, e.g. wss://relay.example.com (D28: an ANNOUNCE signed "
@@ -67,15 +57,18 @@ class Command(BaseCommand):
             "--header-timeout", type=float, help="seconds a request's headers may take, else 408 (30; 0 = none)"
         )
         parser.add_argument(
-            "--max-connections-per-ip", type=int,
+            "--max-connections-per-ip",
+            type=int,
             help="open connections per client address, HTTP and WebSocket (512; 0 = unlimited)",
         )
         parser.add_argument(
-            "--max-frames-per-second", type=float,
+            "--max-frames-per-second",
+            type=float,
             help="frames a client socket may send a second, then ERROR and close 4429 (200; 0 = unlimited)",
         )
         parser.add_argument(
-            "--send-buffer-mb", type=float,
+            "--send-buffer-mb",
+            type=float,
             help="MB the relay may owe a socket that does not read, then close 4413 (16; 0 = unlimited)",
         )
         parser.add_argument(
@@ -115,12 +108,12 @@ class Command(BaseCommand):
     @staticmethod
     def _wait_until_ready(child: subprocess.Popen[bytes], host: str, port: int) -> bool:
         """Poll the child's ``/health`` until it answers 200; False if the child exits or time runs out."""
-        address = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)  # noqa: S104
+        address = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
         url = f"http://{address}:{port}/health"
         deadline = time.monotonic() + READY_TIMEOUT
         while time.monotonic() < deadline and child.poll() is None:
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - our own loopback child
+                with urllib.request.urlopen(url, timeout=1) as response:
                     if response.status == 200:
                         return True
             except OSError:

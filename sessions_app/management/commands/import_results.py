@@ -38,8 +38,15 @@ class Command(BaseCommand):
         source = SessionStore(path)
         now = time.time()
         records = [r.data for r in source.all() if r.visible(now)]
-        existing = dict(SessionResult.objects.filter(session_id__in=[d["session_id"] for d in records])
-                        .values_list("session_id", "updated_at")) if len(records) <= 50000 else None
+        existing = (
+            dict(
+                SessionResult.objects.filter(session_id__in=[d["session_id"] for d in records]).values_list(
+                    "session_id", "updated_at"
+                )
+            )
+            if len(records) <= 50000
+            else None
+        )
         rows = []
         for data in records:
             newer = existing.get(data["session_id"]) if existing is not None else None
@@ -48,9 +55,12 @@ class Command(BaseCommand):
             rows.append(_row(data))
         fields = ["status", "created", "expires", "updated_at", "owner", "worker", "prompt", "data"]
         for start in range(0, len(rows), BATCH):
-            SessionResult.objects.bulk_create(rows[start:start + BATCH], update_conflicts=True,
-                                              unique_fields=["session_id"], update_fields=fields)
+            SessionResult.objects.bulk_create(
+                rows[start : start + BATCH], update_conflicts=True, unique_fields=["session_id"], update_fields=fields
+            )
         skipped = len(records) - len(rows)
-        self.stdout.write(f"imported {len(rows)} session(s) from {path}"
-                          + (f"; kept {skipped} newer in the database" if skipped else "")
-                          + (f"; {source.skipped_lines} unreadable line(s) skipped" if source.skipped_lines else ""))
+        self.stdout.write(
+            f"imported {len(rows)} session(s) from {path}"
+            + (f"; kept {skipped} newer in the database" if skipped else "")
+            + (f"; {source.skipped_lines} unreadable line(s) skipped" if source.skipped_lines else "")
+        )

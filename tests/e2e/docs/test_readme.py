@@ -105,15 +105,23 @@ def servers_block(block: Block, project: Path) -> None:
         port = free_port()
         server = ServerProcess()
         with contextlib.ExitStack() as stack:
-            server.launch(["bash", "-c", "exec env " + localised(line, port)], cwd=project, env=run_env(project),
-                          log_path=project / f"server-{block.line}-{number}.log",
-                          ready_url=f"http://127.0.0.1:{port}/health", timeout=60, what=f"{block} line {line!r}")
+            server.launch(
+                ["bash", "-c", "exec env " + localised(line, port)],
+                cwd=project,
+                env=run_env(project),
+                log_path=project / f"server-{block.line}-{number}.log",
+                ready_url=f"http://127.0.0.1:{port}/health",
+                timeout=60,
+                what=f"{block} line {line!r}",
+            )
             stack.callback(server.stop)
 
 
 def test_every_block_says_how_it_runs():
     unmarked = [str(b) for b in readme_blocks() if not b.mode]
-    assert not unmarked, "add a <!-- readme-test: ... --> line above (see tests/e2e/docs/test_readme.py): " + ", ".join(unmarked)
+    assert not unmarked, "add a <!-- readme-test: ... --> line above (see tests/e2e/docs/test_readme.py): " + ", ".join(
+        unmarked
+    )
     for block in readme_blocks():
         assert block.words[0] in ("file", "append", "serve", "servers", "skip"), f"{block}: unknown mode {block.mode!r}"
         if block.words[0] == "skip":

@@ -114,6 +114,7 @@ def test_100_clients_disconnecting_mid_turn_still_get_done_records(start_host, p
 
 async def _hang_up_at(host, seconds: float, http_n: int, ws_n: int) -> None:
     """Clients hang up ``seconds`` after sending, whether or not their turn has started yet."""
+
     async def http_client() -> None:
         async with httpx.AsyncClient(base_url=host.url, timeout=30) as client:
             task = asyncio.create_task(client.post("/input", json={"prompt": "sleep 2"}))

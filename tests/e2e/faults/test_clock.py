@@ -56,8 +56,9 @@ def test_the_ttl_never_drops_a_running_record(tmp_path):
 
 @pytest.mark.parametrize("jump", [JUMP, -JUMP])
 def test_answer_waits_use_a_monotonic_clock(jump):
-    io = TurnIO(session_id="s", first_seq=0, emit=lambda event: None, interactive=True, answer_timeout=1.5,
-                on_pending=None)
+    io = TurnIO(
+        session_id="s", first_seq=0, emit=lambda event: None, interactive=True, answer_timeout=1.5, on_pending=None
+    )
     with time_machine.travel(time.time(), tick=True) as traveller:
         timer = threading.Timer(0.3, traveller.shift, args=(jump,))
         timer.start()

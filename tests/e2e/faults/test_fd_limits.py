@@ -31,10 +31,27 @@ class LimitedHost(HostProcess):
         prlimit = shutil.which("prlimit")
         if prlimit is None:
             pytest.skip("prlimit (util-linux) is not installed")
-        cmd = [prlimit, f"--nofile={self.nofile}", "--", sys.executable, str(MANAGE), "runhost", *self.args,
-               "--port", str(self.port), "--no-relay"]
-        self.launch(cmd, cwd=self.project, env=self.env, log_path=self.log_path, ready_url=self.url + "/health",
-                    timeout=timeout, what="host")
+        cmd = [
+            prlimit,
+            f"--nofile={self.nofile}",
+            "--",
+            sys.executable,
+            str(MANAGE),
+            "runhost",
+            *self.args,
+            "--port",
+            str(self.port),
+            "--no-relay",
+        ]
+        self.launch(
+            cmd,
+            cwd=self.project,
+            env=self.env,
+            log_path=self.log_path,
+            ready_url=self.url + "/health",
+            timeout=timeout,
+            what="host",
+        )
         return self
 
 

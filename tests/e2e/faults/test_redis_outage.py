@@ -25,8 +25,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
 HANG = 6.0  # no request may take longer
 # The per-identity rate stays on (its buckets live in the same Redis) but far above what these clients send.
-LIMITS = ("--rate-limit-per-minute", "600000", "--rate-limit-burst", "100000", "--max-turns-per-identity", "0",
-          "--max-turns-per-ip", "0")
+LIMITS = (
+    "--rate-limit-per-minute",
+    "600000",
+    "--rate-limit-burst",
+    "100000",
+    "--max-turns-per-identity",
+    "0",
+    "--max-turns-per-ip",
+    "0",
+)
 
 
 @dataclass
@@ -82,8 +90,9 @@ async def _health_loop(host: HostProcess, log: Log, t0: float, until: float) -> 
             await asyncio.sleep(0.1)
 
 
-async def _outage(host: HostProcess, fault, repair, *, before: float = 1.5, outage: float = 4.0,
-                  after: float = 4.5) -> tuple[Log, float]:
+async def _outage(
+    host: HostProcess, fault, repair, *, before: float = 1.5, outage: float = 4.0, after: float = 4.5
+) -> tuple[Log, float]:
     log = Log()
     t0 = time.monotonic()
     until = t0 + before + outage + after
@@ -102,8 +111,10 @@ async def _outage(host: HostProcess, fault, repair, *, before: float = 1.5, outa
 
 def _check(host: HostProcess, project, log: Log, back_at: float, pids_before: set[int]) -> None:
     summary = {
-        "http": sorted({o for _, _, o in log.http}), "ws": sorted({o for _, _, o in log.ws}),
-        "slowest_http": max(s for _, s, _ in log.http), "slowest_ws": max(s for _, s, _ in log.ws),
+        "http": sorted({o for _, _, o in log.http}),
+        "ws": sorted({o for _, _, o in log.ws}),
+        "slowest_http": max(s for _, s, _ in log.http),
+        "slowest_ws": max(s for _, s, _ in log.ws),
         "health_max_ms": round(max(s for _, s in log.health) * 1000),
     }
     print(summary)
@@ -123,7 +134,7 @@ def _check(host: HostProcess, project, log: Log, back_at: float, pids_before: se
     # Each worker's bridge logs one warning when it stops using Redis and one line when its next send or
     # group change (after a 5 s pause) goes through again: a little more traffic brings every one back.
     asyncio.run(_until_bridges_resume(host))
-    records, torn = jsonl(project)
+    _records, torn = jsonl(project)
     assert torn == []
     for sid, seq in statuses(project).items():
         assert sum(s in TERMINAL for s in seq) == 1 and seq[-1] in TERMINAL, (sid, seq)

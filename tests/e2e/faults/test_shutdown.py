@@ -38,7 +38,7 @@ def test_sigterm_during_50_turns_drains_or_interrupts_and_exits_0(start_host, pr
     host = start_host("tests.agents:slow_factory", *NO_TURN_LIMITS)
     results, exited_after = asyncio.run(_turns_then_sigterm(host, project, 30, 20))
     assert exited_after < 35, f"exit took {exited_after:.1f} s (grace 30 s)"
-    records, torn = jsonl(project)
+    _records, torn = jsonl(project)
     assert torn == []
     seen = statuses(project)
     assert len(seen) == 50

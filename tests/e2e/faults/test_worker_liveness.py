@@ -41,9 +41,18 @@ def _token_of(pid: int) -> str | None:
 def test_sigkill_one_worker_its_turns_read_interrupted_without_a_restart(start_host, project):
     host = start_host("tests.agents:slow_factory", "--workers", "2", *NO_TURN_LIMITS)
     supervisor = psutil.Process(host.proc.pid)
-    workers = wait_for(lambda: [c.pid for c in supervisor.children() if "hosting.serving.worker" in " ".join(c.cmdline())
-                                and _token_of(c.pid)] if len(supervisor.children()) >= 2 else None,
-                       what="two workers with their locks")
+    workers = wait_for(
+        lambda: (
+            [
+                c.pid
+                for c in supervisor.children()
+                if "hosting.serving.worker" in " ".join(c.cmdline()) and _token_of(c.pid)
+            ]
+            if len(supervisor.children()) >= 2
+            else None
+        ),
+        what="two workers with their locks",
+    )
     tokens = {pid: _token_of(pid) for pid in workers}
     sids: list[str] = []
     threads: list[threading.Thread] = []
@@ -82,12 +91,16 @@ def test_sigkill_one_worker_its_turns_read_interrupted_without_a_restart(start_h
     def status(sid: str) -> str:
         return httpx.get(f"{host.url}/sessions/{sid}", timeout=10).json()["status"]
 
-    wait_for(lambda: all(status(s) == "interrupted" for s in doomed), timeout=20,
-             what="the killed worker's turns read interrupted")
+    wait_for(
+        lambda: all(status(s) == "interrupted" for s in doomed),
+        timeout=20,
+        what="the killed worker's turns read interrupted",
+    )
     assert all(status(s) == "running" for s in kept)  # the live worker's turns are left alone
     counts = {s: [r["status"] for r in jsonl(project)[0] if r["session_id"] == s].count("interrupted") for s in doomed}
     assert set(counts.values()) == {1}, counts  # recorded once, by whichever worker noticed first
-    again = httpx.post(host.url + "/input", json={"prompt": "sleep 0", "session": {"session_id": doomed[0]}},
-                       timeout=30)
+    again = httpx.post(
+        host.url + "/input", json={"prompt": "sleep 0", "session": {"session_id": doomed[0]}}, timeout=30
+    )
     assert again.status_code == 200 and again.json()["status"] == "done", again.text
     host.kill()  # the survivors' 25 s turns need not finish

@@ -11,8 +11,16 @@ from tests.conftest import redis_up
 
 REDIS = ("127.0.0.1", 6379)
 OTHER_IP = "127.0.0.2"  # a second client address on loopback (Linux routes all of 127/8 to lo)
-NO_LIMITS = ("--rate-limit-per-minute", "0", "--max-turns-per-identity", "0", "--max-turns-per-ip", "0",
-             "--max-ws-per-ip", "0")
+NO_LIMITS = (
+    "--rate-limit-per-minute",
+    "0",
+    "--max-turns-per-identity",
+    "0",
+    "--max-turns-per-ip",
+    "0",
+    "--max-ws-per-ip",
+    "0",
+)
 
 
 def need_redis() -> None:

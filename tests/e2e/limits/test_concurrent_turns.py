@@ -15,8 +15,17 @@ SLOW = "tests.agents:slow_factory"
 
 @pytest.fixture
 def host(start_host):
-    return start_host(SLOW, "--trust", "open", "--max-turns-per-identity", "2", "--max-turns-per-ip", "3",
-                      "--rate-limit-per-minute", "0")
+    return start_host(
+        SLOW,
+        "--trust",
+        "open",
+        "--max-turns-per-identity",
+        "2",
+        "--max-turns-per-ip",
+        "3",
+        "--rate-limit-per-minute",
+        "0",
+    )
 
 
 async def _running(url: str, prompt: str, *, connect: dict | None = None) -> WS:

@@ -42,17 +42,32 @@ def test_anonymous_callers_are_limited_per_address_and_recover_after_retry_after
 
 
 def test_forwarded_for_names_the_caller_only_behind_a_trusted_proxy(start_host):
-    host = start_host(ECHO, "--trust", "open", "--rate-limit-per-minute", "1", "--rate-limit-burst", "1",
-                      "--trusted-proxy", "127.0.0.1")
+    host = start_host(
+        ECHO,
+        "--trust",
+        "open",
+        "--rate-limit-per-minute",
+        "1",
+        "--rate-limit-burst",
+        "1",
+        "--trusted-proxy",
+        "127.0.0.1",
+    )
     with httpx.Client(timeout=30) as proxy:
+
         def post(forwarded: str) -> int:
-            return proxy.post(host.url + "/input", json={"prompt": "x"},
-                              headers={"X-Forwarded-For": forwarded}).status_code
+            return proxy.post(
+                host.url + "/input", json={"prompt": "x"}, headers={"X-Forwarded-For": forwarded}
+            ).status_code
 
         assert [post("198.51.100.7"), post("198.51.100.8"), post("6.6.6.6, 198.51.100.7")] == [200, 200, 429]
     with httpx.Client(transport=httpx.HTTPTransport(local_address=OTHER_IP), timeout=30) as direct:
-        codes = [direct.post(host.url + "/input", json={"prompt": "y"}, headers={"X-Forwarded-For": f"10.0.0.{i}"})
-                 .status_code for i in range(2)]
+        codes = [
+            direct.post(
+                host.url + "/input", json={"prompt": "y"}, headers={"X-Forwarded-For": f"10.0.0.{i}"}
+            ).status_code
+            for i in range(2)
+        ]
         assert codes == [200, 429]  # 127.0.0.2 is no trusted proxy: its header is ignored
 
 
@@ -73,9 +88,24 @@ async def test_l9_one_identity_is_limited_across_two_workers_through_redis(tmp_p
     """L9 (shortened): 200 requests in 5 s from one identity at 240/min, burst 10, on 2 workers sharing Redis:
     accepted <= (burst + rate x elapsed) + 10%; the rest 429 + Retry-After; another identity >= 95% served."""
     need_redis()
-    host = HostProcess(tmp_path, ECHO, "--trust", "open", "--workers", "2", "--redis-url",
-                       "redis://127.0.0.1:6379/13", "--rate-limit-per-minute", "240", "--rate-limit-burst", "10",
-                       "--max-turns-per-identity", "0", "--max-turns-per-ip", "0").start()
+    host = HostProcess(
+        tmp_path,
+        ECHO,
+        "--trust",
+        "open",
+        "--workers",
+        "2",
+        "--redis-url",
+        "redis://127.0.0.1:6379/13",
+        "--rate-limit-per-minute",
+        "240",
+        "--rate-limit-burst",
+        "10",
+        "--max-turns-per-identity",
+        "0",
+        "--max-turns-per-ip",
+        "0",
+    ).start()
     try:
         to = agent_address(host)
         greedy, polite = SigningKey.generate(), SigningKey.generate()
@@ -83,8 +113,9 @@ async def test_l9_one_identity_is_limited_across_two_workers_through_redis(tmp_p
         calm = [signed(polite, to, prompt=f"calm {i}") for i in range(20)]  # 4/s: under its own limit
         async with client_from("127.0.0.1", limits=httpx.Limits(max_connections=64)) as client:
             started = time.monotonic()
-            flooded, served = await asyncio.gather(_pace(client, host.url + "/input", flood, 5.0),
-                                                   _pace(client, host.url + "/input", calm, 5.0))
+            flooded, served = await asyncio.gather(
+                _pace(client, host.url + "/input", flood, 5.0), _pace(client, host.url + "/input", calm, 5.0)
+            )
             elapsed = time.monotonic() - started
         codes = [r.status_code for r in flooded]
         accepted = codes.count(200)

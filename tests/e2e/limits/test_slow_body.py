@@ -22,8 +22,10 @@ SLOW = {"error": "request body took too long"}
 def trickle_body(port: int, *, limit: float = 60) -> tuple[int, dict, bytes]:
     """POST /input declaring 1,000 bytes, then one byte every 0.2 s until the server answers."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000\r\n\r\n{")
+        sock.sendall(
+            b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )
         answer = drip_until_answered(sock, b" ", limit=limit)
     head, _, body = answer.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1]) if head else 0

@@ -83,8 +83,11 @@ def test_throttle_caps_turns_per_identity_and_per_address(tmp_path):
 
 
 def test_zero_means_unlimited(tmp_path):
-    throttle = Throttle(HostConfig(project_dir=tmp_path, rate_limit_per_minute=0, max_turns_per_identity=0,
-                                   max_turns_per_ip=0, max_ws_per_ip=0))
+    throttle = Throttle(
+        HostConfig(
+            project_dir=tmp_path, rate_limit_per_minute=0, max_turns_per_identity=0, max_turns_per_ip=0, max_ws_per_ip=0
+        )
+    )
     caller = Caller.of(None, "10.0.0.9")
     for _ in range(500):
         throttle.hold_turn(caller)
@@ -102,16 +105,19 @@ def test_failure_window_counts_failures_only():
     window.check("y")
 
 
-@pytest.mark.parametrize("peer, forwarded, trusted, expected", [
-    ("203.0.113.5", "198.51.100.1", (), "203.0.113.5"),  # no trusted proxy: the header is ignored
-    ("203.0.113.5", "198.51.100.1", ("10.0.0.0/8",), "203.0.113.5"),  # the peer is not a trusted proxy
-    ("10.0.0.2", "198.51.100.1", ("10.0.0.0/8",), "198.51.100.1"),
-    ("10.0.0.2", "6.6.6.6, 198.51.100.1, 10.0.0.3", ("10.0.0.0/8",), "198.51.100.1"),  # rightmost untrusted
-    ("10.0.0.2", "10.0.0.4, 10.0.0.3", ("10.0.0.0/8",), "10.0.0.4"),
-    ("10.0.0.2", "junk, 198.51.100.1", ("10.0.0.2",), "198.51.100.1"),
-    ("10.0.0.2", "198.51.100.1, junk", ("10.0.0.2",), "10.0.0.2"),  # unreadable chain: the proxy itself
-    (None, None, (), "unknown"),
-])
+@pytest.mark.parametrize(
+    "peer, forwarded, trusted, expected",
+    [
+        ("203.0.113.5", "198.51.100.1", (), "203.0.113.5"),  # no trusted proxy: the header is ignored
+        ("203.0.113.5", "198.51.100.1", ("10.0.0.0/8",), "203.0.113.5"),  # the peer is not a trusted proxy
+        ("10.0.0.2", "198.51.100.1", ("10.0.0.0/8",), "198.51.100.1"),
+        ("10.0.0.2", "6.6.6.6, 198.51.100.1, 10.0.0.3", ("10.0.0.0/8",), "198.51.100.1"),  # rightmost untrusted
+        ("10.0.0.2", "10.0.0.4, 10.0.0.3", ("10.0.0.0/8",), "10.0.0.4"),
+        ("10.0.0.2", "junk, 198.51.100.1", ("10.0.0.2",), "198.51.100.1"),
+        ("10.0.0.2", "198.51.100.1, junk", ("10.0.0.2",), "10.0.0.2"),  # unreadable chain: the proxy itself
+        (None, None, (), "unknown"),
+    ],
+)
 def test_client_address_believes_forwarded_for_only_from_trusted_proxies(peer, forwarded, trusted, expected):
     assert client_address(peer, forwarded, parse_networks(trusted)) == expected
 
@@ -142,14 +148,19 @@ def test_redis_buckets_are_shared_between_clients():
         two.close()
 
 
-@pytest.mark.parametrize("yaml_text, message", [
-    ("rate_limit_per_minute: -1\n", "host.yaml: rate_limit_per_minute must be at least 0 (got -1)"),
-    ("rate_limit_burst: 0\n", "host.yaml: rate_limit_burst must be at least 1 (got 0)"),
-    ("max_ws_per_ip: many\n", "host.yaml: max_ws_per_ip must be an integer (got 'many')"),
-    ("max_turns_per_ip: 1.5\n", "host.yaml: max_turns_per_ip must be an integer (got 1.5)"),
-    ("trusted_proxies: [10.0.0.1, proxy.local]\n",
-     "host.yaml: trusted_proxies must list IP addresses or networks (got 'proxy.local')"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, message",
+    [
+        ("rate_limit_per_minute: -1\n", "host.yaml: rate_limit_per_minute must be at least 0 (got -1)"),
+        ("rate_limit_burst: 0\n", "host.yaml: rate_limit_burst must be at least 1 (got 0)"),
+        ("max_ws_per_ip: many\n", "host.yaml: max_ws_per_ip must be an integer (got 'many')"),
+        ("max_turns_per_ip: 1.5\n", "host.yaml: max_turns_per_ip must be an integer (got 1.5)"),
+        (
+            "trusted_proxies: [10.0.0.1, proxy.local]\n",
+            "host.yaml: trusted_proxies must list IP addresses or networks (got 'proxy.local')",
+        ),
+    ],
+)
 def test_bad_limit_settings_stop_the_start(tmp_path, yaml_text, message):
     (tmp_path / ".co").mkdir()
     (tmp_path / ".co/host.yaml").write_text(yaml_text)
@@ -160,18 +171,28 @@ def test_bad_limit_settings_stop_the_start(tmp_path, yaml_text, message):
 
 def test_limit_defaults_and_host_yaml(tmp_path):
     cfg = load_config({"project_dir": tmp_path}, environ={})
-    assert (cfg.rate_limit_per_minute, cfg.rate_limit_burst, cfg.max_turns_per_identity, cfg.max_turns_per_ip,
-            cfg.max_ws_per_ip, cfg.trusted_proxies) == (60.0, 20, 8, 32, 256, ())
+    assert (
+        cfg.rate_limit_per_minute,
+        cfg.rate_limit_burst,
+        cfg.max_turns_per_identity,
+        cfg.max_turns_per_ip,
+        cfg.max_ws_per_ip,
+        cfg.trusted_proxies,
+    ) == (60.0, 20, 8, 32, 256, ())
     (tmp_path / ".co").mkdir(exist_ok=True)
-    (tmp_path / ".co/host.yaml").write_text("rate_limit_per_minute: 0\nmax_ws_per_ip: 4\n"
-                                            "trusted_proxies: 10.0.0.0/8\n")
+    (tmp_path / ".co/host.yaml").write_text("rate_limit_per_minute: 0\nmax_ws_per_ip: 4\ntrusted_proxies: 10.0.0.0/8\n")
     cfg = load_config({"project_dir": tmp_path, "max_ws_per_ip": 9}, environ={})
     assert (cfg.rate_limit_per_minute, cfg.max_ws_per_ip, cfg.trusted_proxies) == (0.0, 9, ("10.0.0.0/8",))
 
 
 def test_runhost_refuses_a_negative_limit(tmp_path):
-    run = subprocess.run([sys.executable, str(MANAGE), "runhost", "--no-relay", "--max-turns-per-ip", "-1",
-                          "--port", str(free_port())], cwd=tmp_path, env=host_env(), capture_output=True,
-                         text=True, timeout=60)
+    run = subprocess.run(
+        [sys.executable, str(MANAGE), "runhost", "--no-relay", "--max-turns-per-ip", "-1", "--port", str(free_port())],
+        cwd=tmp_path,
+        env=host_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode != 0
     assert "max_turns_per_ip must be at least 0 (got -1)" in run.stderr

@@ -107,8 +107,7 @@ class Haproxy(Loopback, ServerProcess):
         self.port = free_port()
         self.folder = folder
         template = (REPO / "deploy" / "haproxy.cfg").read_text()
-        servers = "\n".join(f"    server replica{i} {b} check inter 1s fall 2 rise 1"
-                            for i, b in enumerate(backends))
+        servers = "\n".join(f"    server replica{i} {b} check inter 1s fall 2 rise 1" for i, b in enumerate(backends))
         text = template.split("# -- replicas --")[0].replace("bind :8000", f"bind 127.0.0.1:{self.port}")
         self.cfg = folder / "haproxy.cfg"
         self.cfg.write_text(text + servers + "\n")
@@ -117,6 +116,13 @@ class Haproxy(Loopback, ServerProcess):
         binary = shutil.which("haproxy") or ("/usr/sbin/haproxy" if Path("/usr/sbin/haproxy").exists() else None)
         if binary is None:
             pytest.skip("haproxy is not installed (.ci/run installs Debian's; the replica tests need a balancer)")
-        self.launch([binary, "-db", "-f", str(self.cfg)], cwd=self.folder, env=dict(os.environ),
-                    log_path=self.folder / "haproxy.log", ready_url=self.url + "/health", timeout=15, what="haproxy")
+        self.launch(
+            [binary, "-db", "-f", str(self.cfg)],
+            cwd=self.folder,
+            env=dict(os.environ),
+            log_path=self.folder / "haproxy.log",
+            ready_url=self.url + "/health",
+            timeout=15,
+            what="haproxy",
+        )
         return self

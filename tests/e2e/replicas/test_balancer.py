@@ -86,7 +86,7 @@ def test_a_ws_client_drops_mid_turn_and_resumes_on_another_replica_exactly_once(
             sid = (await ws.recv())["session_id"]
             before = [await ws.recv() for _ in range(4)]
         await asyncio.sleep(0.8)  # events happen while nobody is connected
-        ws, second = await _ws(balancer, not_on=first)
+        ws, _second = await _ws(balancer, not_on=first)
         async with ws:
             await ws.send({"type": "ATTACH", "session_id": sid, "last_msg_id": before[-1]["id"]})
             connected = await ws.recv()
@@ -112,8 +112,7 @@ def test_an_approval_asked_on_one_replica_is_answered_on_another(cluster):
             await viewer.send({"type": "ATTACH", "session_id": sid})
             assert (await viewer.recv())["status"] == "running"
             ask = (await viewer.until("approval_needed"))[-1]
-            await viewer.send({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once",
-                               "request_id": ask["id"]})
+            await viewer.send({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once", "request_id": ask["id"]})
             output = (await runner.until(("OUTPUT", "ERROR"), timeout=30))[-1]
             assert output["type"] == "OUTPUT" and "note saved: milk" in output["result"], output
 
@@ -149,15 +148,20 @@ def test_1000_concurrent_turns_none_lost_none_duplicated(cluster, pg_url):
     async def flood() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
         async with httpx.AsyncClient(base_url=balancer.url, timeout=120, limits=limits) as client:
-            return await asyncio.gather(*(client.post("/input", json={
-                "prompt": f"calculate {i}+1", "session": {"session_id": sid}}) for i, sid in enumerate(ids)))
+            return await asyncio.gather(
+                *(
+                    client.post("/input", json={"prompt": f"calculate {i}+1", "session": {"session_id": sid}})
+                    for i, sid in enumerate(ids)
+                )
+            )
 
     responses = asyncio.run(flood())
     assert [r.status_code for r in responses].count(200) == 1000, {r.status_code for r in responses}
     assert {_served_by(r) for r in responses} == {"replica0", "replica1", "replica2"}
     with psycopg.connect(pg_url) as db:
-        rows = db.execute("SELECT session_id, status, data FROM sessions_app_result WHERE session_id = ANY(%s)",
-                          (ids,)).fetchall()
+        rows = db.execute(
+            "SELECT session_id, status, data FROM sessions_app_result WHERE session_id = ANY(%s)", (ids,)
+        ).fetchall()
     assert len(rows) == 1000 and {r[1] for r in rows} == {"done"}
     assert all('"turn":1,' in r[2] for r in rows)  # each turn ran once: a second run would be turn 2
     for i, sid in enumerate(ids[:50]):
@@ -171,6 +175,7 @@ def test_redis_restarted_under_load_errors_are_clear_and_service_resumes(cluster
 
     async def load() -> None:
         async with httpx.AsyncClient(base_url=balancer.url, timeout=30) as client:
+
             async def one(i: int) -> None:
                 while time.monotonic() < stop:
                     try:
@@ -178,6 +183,7 @@ def test_redis_restarted_under_load_errors_are_clear_and_service_resumes(cluster
                         outcomes.append((r.status_code, r.json()))
                     except httpx.HTTPError as exc:
                         outcomes.append((0, {"error": repr(exc)}))
+
             await asyncio.gather(*(one(i) for i in range(8)))
 
     async def outage() -> None:
@@ -195,8 +201,13 @@ def test_redis_restarted_under_load_errors_are_clear_and_service_resumes(cluster
         assert status == 200 or (status == 503 and body.get("error")), (status, body)
     assert sum(1 for s, _ in outcomes if s == 200) > 0
     for host in group.hosts:  # every replica serves again, without a restart
-        ok = wait_for(lambda h=host: httpx.post(h.url + "/input", json={"prompt": "calculate 1+1"},
-                                                timeout=30).status_code == 200, timeout=30, what="turns again")
+        ok = wait_for(
+            lambda h=host: (
+                httpx.post(h.url + "/input", json={"prompt": "calculate 1+1"}, timeout=30).status_code == 200
+            ),
+            timeout=30,
+            what="turns again",
+        )
         assert ok
 
     async def ws_again() -> None:
@@ -222,10 +233,14 @@ def test_sigkill_a_replica_its_turn_reads_interrupted_within_the_lease_and_takes
     victim = group.hosts[int(where.removeprefix("replica"))]
     os.killpg(victim.proc.pid, signal.SIGKILL)
     survivor = next(h for h in group.hosts if h is not victim)
-    wait_for(lambda: httpx.get(f"{survivor.url}/sessions/{sid}").json()["status"] == "interrupted", timeout=20,
-             what="the dead replica's turn reads interrupted (lease_seconds: 3)")
+    wait_for(
+        lambda: httpx.get(f"{survivor.url}/sessions/{sid}").json()["status"] == "interrupted",
+        timeout=20,
+        what="the dead replica's turn reads interrupted (lease_seconds: 3)",
+    )
     with contextlib.suppress(httpx.HTTPError):  # haproxy notices the dead server within its checks
         wait_for(lambda: httpx.get(balancer.url + "/health", timeout=5).status_code == 200, timeout=10)
-    again = httpx.post(balancer.url + "/input", json={"prompt": "calculate 2+2", "session": {"session_id": sid}},
-                       timeout=30)
+    again = httpx.post(
+        balancer.url + "/input", json={"prompt": "calculate 2+2", "session": {"session_id": sid}}, timeout=30
+    )
     assert again.status_code == 200 and again.json()["status"] == "done", again.text

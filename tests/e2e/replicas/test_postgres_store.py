@@ -63,8 +63,11 @@ def test_sigkill_a_machine_its_turn_reads_interrupted_within_the_lease(machines)
     wait_for(lambda: httpx.get(f"{two.url}/sessions/{sid}").status_code == 200, what="running record visible")
     os.killpg(one.proc.pid, signal.SIGKILL)
     # lease_seconds: 3 (conftest), sweeps every 2 s: well within 20 s even on a loaded machine
-    wait_for(lambda: httpx.get(f"{two.url}/sessions/{sid}").json()["status"] == "interrupted", timeout=20,
-             what="interrupted after the lease lapsed")
+    wait_for(
+        lambda: httpx.get(f"{two.url}/sessions/{sid}").json()["status"] == "interrupted",
+        timeout=20,
+        what="interrupted after the lease lapsed",
+    )
     again = _post(two, "sleep 0", sid)
     assert again.status_code == 200 and again.json()["status"] == "done", again.text
 
@@ -82,17 +85,32 @@ def test_expired_results_vanish_running_ones_stay(machines):
 
 def test_import_results_copies_a_jsonl_file(machines, tmp_path):
     now = int(time.time())
-    records = [{"session_id": "imported-1", "status": "running", "prompt": "p", "created": now, "expires": now + 60},
-               {"session_id": "imported-1", "status": "done", "prompt": "p", "result": "r", "created": now,
-                "expires": now + 3600, "updated_at": now},
-               {"session_id": "old", "status": "done", "created": now - 100, "expires": now - 10}]
+    records = [
+        {"session_id": "imported-1", "status": "running", "prompt": "p", "created": now, "expires": now + 60},
+        {
+            "session_id": "imported-1",
+            "status": "done",
+            "prompt": "p",
+            "result": "r",
+            "created": now,
+            "expires": now + 3600,
+            "updated_at": now,
+        },
+        {"session_id": "old", "status": "done", "created": now - 100, "expires": now - 10},
+    ]
     source = tmp_path / "session_results.jsonl"
     source.write_text("".join(json.dumps(r) + "\n" for r in records) + '{"torn": ')
     env = host_env(DATABASE_URL=machines.pg_url)
     (host,) = machines.start(1, "tests.agents:echo_factory")
     for _ in range(2):  # twice: idempotent
-        out = subprocess.run([sys.executable, str(MANAGE), "import_results", str(source)], cwd=host.project,
-                             env=env, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, str(MANAGE), "import_results", str(source)],
+            cwd=host.project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0, out.stderr
         assert "imported 1 session(s)" in out.stdout, out.stdout
     assert httpx.get(f"{host.url}/sessions/imported-1").json()["result"] == "r"

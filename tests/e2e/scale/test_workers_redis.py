@@ -36,8 +36,9 @@ def host(tmp_path_factory):
     from tests.conftest import HostProcess
 
     folder = tmp_path_factory.mktemp("scale")
-    started = HostProcess(folder, "--workers", "2", "--redis-url", f"redis://{REDIS[0]}:{REDIS[1]}/{REDIS_DB}",
-                          *NO_TURN_LIMITS).start()  # 200 concurrent turns from one address
+    started = HostProcess(
+        folder, "--workers", "2", "--redis-url", f"redis://{REDIS[0]}:{REDIS[1]}/{REDIS_DB}", *NO_TURN_LIMITS
+    ).start()  # 200 concurrent turns from one address
     try:  # start() returns once both workers have answered /health
         yield started
     finally:
@@ -88,8 +89,10 @@ async def test_a_viewer_on_the_other_worker_gets_every_event_live(host):
     # report, not an assertion (STYLE: no timing asserts). Polling alone gives ~0.5 s on average, up to 1 s.
     live = [arrived - f["ts"] for f, arrived in seen if isinstance(f.get("ts"), int | float)]
     live = live[1:]  # the first ones may come from the replay of what happened before ATTACH
-    print(f"\ncross-worker delivery (worker {index} -> {other}): {len(live)} events, "
-          f"median {statistics.median(live) * 1000:.0f} ms, max {max(live) * 1000:.0f} ms")
+    print(
+        f"\ncross-worker delivery (worker {index} -> {other}): {len(live)} events, "
+        f"median {statistics.median(live) * 1000:.0f} ms, max {max(live) * 1000:.0f} ms"
+    )
 
 
 async def test_an_approval_answered_on_the_other_worker_reaches_the_agent(host):
@@ -180,9 +183,9 @@ async def test_200_concurrent_http_turns_on_2_workers_leave_200_done_records(hos
     limits = httpx.Limits(max_connections=100, max_keepalive_connections=0)  # a fresh connection per call
     async with httpx.AsyncClient(base_url=host.url, timeout=120, limits=limits) as client:
         started = time.monotonic()
-        replies = await asyncio.gather(*[
-            client.post("/input", json={"prompt": f"calculate {i}+1"}) for i in range(200)
-        ])
+        replies = await asyncio.gather(
+            *[client.post("/input", json={"prompt": f"calculate {i}+1"}) for i in range(200)]
+        )
         elapsed = time.monotonic() - started
         workers = Counter([(await client.get("/health")).json()["worker"] for _ in range(20)])
     assert [r.status_code for r in replies].count(200) == 200, Counter(r.status_code for r in replies)
@@ -208,8 +211,6 @@ def _done_records(project: Path) -> Counter:
             if isinstance(data, dict) and data.get("status") == "done" and data.get("session_id"):
                 counts[data["session_id"]] += 1
     return counts
-
-
 
 
 def test_an_idle_bridge_receives_without_errors(host):

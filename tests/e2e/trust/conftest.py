@@ -30,7 +30,11 @@ def wait_for_output(host: Any, text: str, deadline: float = 10.0) -> str:
 
 def llm_env(llm: FakeModel | None, url: str | None = None, **extra: str) -> dict[str, str]:
     # A generous judge timeout: the first connectonion import in a loaded host can take seconds.
-    env = {"OPENAI_BASE_URL": url or (llm.url if llm else ""), "OPENAI_API_KEY": "sk-local",
-           "CONNECTONION_TRUST_MODEL": "judge-model", "CONNECTONION_TRUST_TIMEOUT": "30"}
+    env = {
+        "OPENAI_BASE_URL": url or (llm.url if llm else ""),
+        "OPENAI_API_KEY": "sk-local",
+        "CONNECTONION_TRUST_MODEL": "judge-model",
+        "CONNECTONION_TRUST_TIMEOUT": "30",
+    }
     env.update(extra)
     return env

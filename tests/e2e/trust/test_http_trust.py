@@ -57,11 +57,17 @@ def test_signed_input_runs_only_the_payload_and_every_tamper_is_refused(start_ho
 
     now = time.time()
     assert error(post_input(host, signed(a, to, prompt="old", timestamp=now - 400))) == (
-        401, "unauthorized: signature expired")
+        401,
+        "unauthorized: signature expired",
+    )
     assert error(post_input(host, signed(a, to, prompt="future", timestamp=now + 400))) == (
-        401, "unauthorized: signature expired")
+        401,
+        "unauthorized: signature expired",
+    )
     assert error(post_input(host, signed(a, address(SigningKey.generate()), prompt="x"))) == (
-        401, "unauthorized: wrong recipient")
+        401,
+        "unauthorized: wrong recipient",
+    )
     out = wait_for_output(host, "reason=unauthorized: wrong recipient")
     assert f"identity={address(a)}" in out and "level=careful" in out and "decision=accept" in out
     assert "decision=reject" in out
@@ -105,7 +111,9 @@ def test_levels_from_trust_argument_and_environment(start_host, tmp_path):
     (strict / ".co" / "host.yaml").write_text("strict_requires_whitelist: true\n")
     host = start_host(ECHO, "--trust", "strict", folder=strict)
     assert error(post_input(host, signed(a, host_address(host), prompt="hi"))) == (
-        403, "forbidden: not on this agent's whitelist")
+        403,
+        "forbidden: not on this agent's whitelist",
+    )
 
 
 def test_blacklist_from_every_source_beats_even_a_garbage_signature(start_host, project):
@@ -132,8 +140,14 @@ def test_whitelist_from_every_source_bypasses_a_rejecting_policy(start_host, pro
     (project / ".co").mkdir()
     (project / ".co" / "host.yaml").write_text(f"whitelist:\n  - {address(by_yaml)}\n")
     (project / ".co" / "whitelist.txt").write_text(address(by_file) + "\n")
-    host = start_host(ECHO, "--trust", "Only accept requests from researchers.", "--whitelist", address(by_arg),
-                      env=llm_env(fake_model))
+    host = start_host(
+        ECHO,
+        "--trust",
+        "Only accept requests from researchers.",
+        "--whitelist",
+        address(by_arg),
+        env=llm_env(fake_model),
+    )
     to = host_address(host)
     for key in (by_arg, by_yaml, by_file):
         reply = post_input(host, signed(key, to, prompt="hello"))
@@ -143,20 +157,33 @@ def test_whitelist_from_every_source_bypasses_a_rejecting_policy(start_host, pro
         assert error(post_input(host, bad)) == (401, "unauthorized: invalid signature")
     assert fake_model.requests == []  # whitelisted callers never reach the model
 
-    assert error(post_input(host, signed(stranger, to, prompt="let me in"))) == (
-        403, "forbidden: not on my guest list")
+    assert error(post_input(host, signed(stranger, to, prompt="let me in"))) == (403, "forbidden: not on my guest list")
     text = fake_model.texts()
     assert "let me in" in text and address(stranger) in text and "Only accept requests from researchers." in text
 
     # an admin-style ListEntry in the host's database takes effect without a restart
     assert error(post_input(host, signed(by_db, to, prompt="db"))) == (403, "forbidden: not on my guest list")
     added = subprocess.run(
-        [sys.executable, str(MANAGE), "shell", "-c",
-         f"from trust.models import ListEntry; ListEntry.objects.create(address='{address(by_db)}', kind='whitelist')"],
-        cwd=project, env=host_env(), capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            str(MANAGE),
+            "shell",
+            "-c",
+            f"from trust.models import ListEntry; ListEntry.objects.create(address='{address(by_db)}', kind='whitelist')",
+        ],
+        cwd=project,
+        env=host_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert added.returncode == 0, added.stderr
-    wait_for(lambda: post_input(host, signed(by_db, to, prompt="db")).status_code == 200, 10,
-             "the database whitelist entry to take effect", interval=0.2)
+    wait_for(
+        lambda: post_input(host, signed(by_db, to, prompt="db")).status_code == 200,
+        10,
+        "the database whitelist entry to take effect",
+        interval=0.2,
+    )
     out = wait_for_output(host, "reason=whitelisted")
     assert "level=custom" in out
 
@@ -178,7 +205,9 @@ def test_natural_language_policy_accept_reject_and_unavailable(start_host, fake_
     down.mkdir()
     gone = start_host(ECHO, "--trust", policy, env=llm_env(None, url="http://127.0.0.1:9/v1"), folder=down)
     assert error(post_input(gone, signed(a, host_address(gone), prompt="weather?"))) == (
-        503, "misconfigured: trust agent unavailable")
+        503,
+        "misconfigured: trust agent unavailable",
+    )
     out = wait_for_output(gone, "reason=misconfigured: trust agent unavailable")
     assert "decision=error" in out
 

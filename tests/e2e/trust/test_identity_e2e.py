@@ -31,8 +31,14 @@ def test_first_start_creates_key_files_and_restart_keeps_the_address(start_host,
     assert host_address(again) == first
     assert httpx.get(again.url + "/info", timeout=5).json()["address"] == first
 
-    shown = subprocess.run([sys.executable, str(MANAGE), "agentkey"], cwd=project, env=host_env(),
-                           capture_output=True, text=True, timeout=60)
+    shown = subprocess.run(
+        [sys.executable, str(MANAGE), "agentkey"],
+        cwd=project,
+        env=host_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert shown.returncode == 0, shown.stderr
     assert first in shown.stdout
 

@@ -63,14 +63,15 @@ async def test_v2_commands_are_checked_one_by_one(careful):
 
     assert await refused({"type": "INPUT", "prompt": "plain"}) == "unauthorized: signed command required"
     assert await refused(sign_command(b, {"type": "INPUT", "prompt": "x"}, to=to)) == (
-        "unauthorized: command signer does not own this connection")
+        "unauthorized: command signer does not own this connection"
+    )
     mismatch = sign_command(a, {"type": "INTERRUPT"}, to=to)
     mismatch["type"] = "INPUT"
     assert await refused(mismatch) == "unauthorized: signed command type mismatch"
     no_nonce = sign_payload(a, {"type": "INPUT", "prompt": "x", "to": to, "timestamp": int(time.time())})
     assert await refused({"type": "INPUT", **no_nonce}) == "unauthorized: signed command nonce required"
 
-    sock, connected = await v2_socket(host, a, to)
+    sock, _connected = await v2_socket(host, a, to)
     command = sign_command(a, {"type": "INPUT", "prompt": "from the payload"}, to=to)
     command["prompt"] = "top-level copy"
     await sock.send(command)

@@ -246,9 +246,7 @@ def test_a_file_over_the_limit_is_refused_before_sending(open_docs, tmp_path):
     big.write_bytes(b"\0" * (3 * 1048576 // 2))
     page = open_docs()
     page.set_input_files(tid("file-input"), str(big))
-    message = (
-        f"File too large: big.bin (1.5MB, max: {MAX_FILE_SIZE_MB}MB). Increase max_file_size in host.yaml"
-    )
+    message = f"File too large: big.bin (1.5MB, max: {MAX_FILE_SIZE_MB}MB). Increase max_file_size in host.yaml"
     assert page.locator(tid("attachment-warning")).inner_text() == message
     send(page, "read the file")
     assert message in page.locator(tid("error")).inner_text()
@@ -323,9 +321,7 @@ def test_the_http_panel_continues_the_chat_session(open_docs):
     page.click(f"{tid('http-panel')} > summary")
     page.fill(tid("http-prompt"), "what is my name")
     page.click(tid("http-send"))
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=http-response]').textContent.length > 0"
-    )
+    page.wait_for_function("() => document.querySelector('[data-testid=http-response]').textContent.length > 0")
     reply = json.loads(page.locator(tid("http-response")).inner_text())
     assert reply["result"] == "Your name is Ada."
     assert reply["session_id"] == page.locator(tid("session-id")).get_attribute("title")
@@ -466,9 +462,7 @@ def test_phone_width_has_no_sideways_scrolling(open_docs):
     page = open_docs(viewport=(360, 740))
     answer = send(page, "save a note: a very long note " + "x" * 200)
     page.wait_for_selector(tid("approval-approve"))
-    overflow = page.evaluate(
-        "() => document.documentElement.scrollWidth - document.documentElement.clientWidth"
-    )
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
     shot(page, "phone")
     page.click(tid("approval-approve"))
@@ -529,11 +523,9 @@ def test_a_browser_key_lets_the_page_chat_at_strict(open_docs, strict_host):
     page.click(f"{tid('http-panel')} > summary")
     page.fill(tid("http-prompt"), "what is my name")
     page.click(tid("http-send"))
-    page.wait_for_function(
-        "() => document.querySelector('[data-testid=http-response]').textContent.length > 0"
-    )
+    page.wait_for_function("() => document.querySelector('[data-testid=http-response]').textContent.length > 0")
     body = json.loads(page.locator(tid("http-response")).inner_text())
     assert body["result"] == "Your name is Ada."
-    assert body["session"]["requester"]["address"] == page.locator(
-        f"{tid('identity-status')} code"
-    ).get_attribute("title")
+    assert body["session"]["requester"]["address"] == page.locator(f"{tid('identity-status')} code").get_attribute(
+        "title"
+    )

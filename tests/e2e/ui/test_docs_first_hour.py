@@ -10,7 +10,13 @@ from tests.e2e.ui import test_docs_browser as base
 
 # The browser module's fixtures and helpers, shared (one host per module, a fresh context per test).
 ARTIFACTS, TIMEOUT_MS, agent_reply, send, tid, wait_ready = (
-    base.ARTIFACTS, base.TIMEOUT_MS, base.agent_reply, base.send, base.tid, base.wait_ready)
+    base.ARTIFACTS,
+    base.TIMEOUT_MS,
+    base.agent_reply,
+    base.send,
+    base.tid,
+    base.wait_ready,
+)
 browser, docs_host, open_docs, strict_host = base.browser, base.docs_host, base.open_docs, base.strict_host
 
 pytestmark = pytest.mark.browser
@@ -24,9 +30,17 @@ def shot(page, name: str) -> None:
 def test_api_page_shows_user_descriptions_in_the_order_a_user_meets_the_routes(open_docs):
     page = open_docs(path="/docs/api")
     page.wait_for_selector(tid("endpoint-description"))
-    routes = page.eval_on_selector_all(tid("endpoint"), "nodes => nodes.map(n => n.dataset.method + ' ' + n.dataset.path)")
-    assert routes[:6] == ["POST /input", "GET /sessions/{session_id}", "GET /sessions", "GET /health", "GET /info",
-                          "GET /"], routes
+    routes = page.eval_on_selector_all(
+        tid("endpoint"), "nodes => nodes.map(n => n.dataset.method + ' ' + n.dataset.path)"
+    )
+    assert routes[:6] == [
+        "POST /input",
+        "GET /sessions/{session_id}",
+        "GET /sessions",
+        "GET /health",
+        "GET /info",
+        "GET /",
+    ], routes
     first_admin = next(i for i, r in enumerate(routes) if "/admin/" in r or "/superadmin/" in r)
     assert all("/admin/" in r or "/superadmin/" in r for r in routes[first_admin:-1]) and routes[-1] == "WS /ws"
     text = page.locator("main").inner_text()
@@ -42,7 +56,7 @@ def test_api_page_curl_for_input_is_the_simple_request_with_its_variants(open_do
     page = open_docs(path="/docs/api")
     page.wait_for_selector(tid("endpoint-description"))
     curls = page.locator(f'[data-testid="endpoint"][data-path="/input"] {tid("curl")}').all_inner_texts()
-    assert "'{\"prompt\":\"Translate hello to Spanish\"}'" in curls[0], curls[0]
+    assert '\'{"prompt":"Translate hello to Spanish"}\'' in curls[0], curls[0]
     assert len(curls) == 3 and '"session"' in curls[1] and '"files"' in curls[2], curls
     assert all('"signature"' not in c for c in curls)
 
@@ -67,11 +81,14 @@ def test_strict_without_a_key_names_the_reason_once_and_offers_a_key(open_docs, 
 
 
 def inside(page, selector: str, container: str = '[data-testid="transcript"]') -> bool:
-    return page.evaluate("""([selector, container]) => {
+    return page.evaluate(
+        """([selector, container]) => {
         const node = [...document.querySelectorAll(selector)].pop(), box = document.querySelector(container);
         const a = node.getBoundingClientRect(), b = box.getBoundingClientRect();
         return a.top >= b.top - 1 && a.bottom <= b.bottom + 1 && a.bottom <= window.innerHeight + 1;
-    }""", [selector, container])
+    }""",
+        [selector, container],
+    )
 
 
 def test_a_questions_answer_buttons_are_scrolled_into_view(open_docs):
@@ -93,7 +110,9 @@ def test_a_questions_answer_buttons_are_scrolled_into_view(open_docs):
 def test_a_fresh_page_cancel_approval_and_upload_show_nothing_alarming(open_docs, tmp_path):
     page = open_docs()
     # The page has its conversation's id before anything is stored: the panel's first poll finds nothing (404).
-    page.wait_for_function("() => /nothing stored yet/.test(document.querySelector('[data-testid=session-poll]').textContent)")
+    page.wait_for_function(
+        "() => /nothing stored yet/.test(document.querySelector('[data-testid=session-poll]').textContent)"
+    )
     status = page.locator(tid("session-status"))
     assert status.get_attribute("data-state") in ("", None) and "not stored" not in status.inner_text()
     assert "404" not in page.locator(tid("session-panel")).inner_text()

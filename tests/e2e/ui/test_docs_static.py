@@ -68,9 +68,7 @@ def test_every_import_names_an_export_of_a_sibling_module(script):
     for names, target in re.findall(r'import\s*\{([^}]*)\}\s*from\s*"\./([\w.-]+)"', script.read_text()):
         module = STATIC / target
         assert module.is_file(), f"{script.name} imports missing {target}"
-        exported = set(
-            re.findall(r"^export (?:async )?(?:function|class|const|let) (\w+)", module.read_text(), re.M)
-        )
+        exported = set(re.findall(r"^export (?:async )?(?:function|class|const|let) (\w+)", module.read_text(), re.M))
         for name in (n.strip().split(" as ")[0] for n in names.split(",") if n.strip()):
             assert name in exported, f"{script.name} imports {name} that {target} does not export"
 
@@ -276,30 +274,22 @@ SPECTACULAR_LIKE = {
                 "operationId": "input_create",
                 "summary": "Run one turn",
                 "requestBody": {
-                    "content": {
-                        "application/json": {"schema": {"$ref": "#/components/schemas/InputRequest"}}
-                    },
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/InputRequest"}}},
                     "required": True,
                 },
                 "security": [{}],
                 "responses": {
-                    "200": {
-                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Result"}}}
-                    }
+                    "200": {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Result"}}}}
                 },
             }
         },
         "/sessions/{session_id}": {
             "get": {
-                "parameters": [
-                    {"in": "path", "name": "session_id", "schema": {"type": "string"}, "required": True}
-                ],
+                "parameters": [{"in": "path", "name": "session_id", "schema": {"type": "string"}, "required": True}],
                 "responses": {"200": {"content": {"application/json": {"schema": {"type": "object"}}}}},
             }
         },
-        "/admin/logs": {
-            "get": {"security": [{"bearerAuth": []}], "responses": {"200": {"description": "log"}}}
-        },
+        "/admin/logs": {"get": {"security": [{"bearerAuth": []}], "responses": {"200": {"description": "log"}}}},
     },
     "components": {
         "schemas": {

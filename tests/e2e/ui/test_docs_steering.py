@@ -8,8 +8,7 @@ import pytest
 
 from tests.e2e.ui import test_docs_browser as base
 
-ARTIFACTS, agent_reply, send, tid, wait_ready = (
-    base.ARTIFACTS, base.agent_reply, base.send, base.tid, base.wait_ready)
+ARTIFACTS, agent_reply, send, tid, wait_ready = (base.ARTIFACTS, base.agent_reply, base.send, base.tid, base.wait_ready)
 browser, docs_host, open_docs = base.browser, base.docs_host, base.open_docs
 
 pytestmark = pytest.mark.browser
@@ -33,8 +32,10 @@ def test_typing_while_the_agent_works_steers_the_running_turn(open_docs):
     assert steer.locator(".message-text").inner_text() == "count by 10"
     assert steer.locator(tid("steer-state")).inner_text() == "steering · read by the agent"
     assert page.input_value(tid("prompt-input")) == ""
-    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=tool-card] .tool-args, "
-                           "[data-testid=tool-card]')].some(n => /\\+10/.test(n.textContent))")
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('[data-testid=tool-card] .tool-args, "
+        "[data-testid=tool-card]')].some(n => /\\+10/.test(n.textContent))"
+    )
     shot(page, "running")
     send(page, "stop")
     reply = agent_reply(page, answer)

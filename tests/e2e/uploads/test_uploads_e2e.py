@@ -30,8 +30,10 @@ def test_png_reaches_the_agent_as_an_image(demo_host):
 
 
 def test_pdf_is_saved_and_read_by_a_tool(demo_host, project):
-    r = post(demo_host, {"prompt": "read the file", "files": [{"name": "report.pdf",
-                                                                "data": data_url("application/pdf", PDF)}]})
+    r = post(
+        demo_host,
+        {"prompt": "read the file", "files": [{"name": "report.pdf", "data": data_url("application/pdf", PDF)}]},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert "Quarterly revenue grew nicely" in body["result"]
@@ -63,10 +65,14 @@ def refusing(module_hosts):
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ({"files": [{"name": f"f{i}.txt", "data": data_url("text/plain", b"x")} for i in range(11)]},
-         "Too many files: 11 (max: 10). Increase max_files_per_request in host.yaml"),
-        ({"images": [data_url("image/png", png())] * 11},
-         "Too many images: 11 (max: 10). Increase max_files_per_request in host.yaml"),
+        (
+            {"files": [{"name": f"f{i}.txt", "data": data_url("text/plain", b"x")} for i in range(11)]},
+            "Too many files: 11 (max: 10). Increase max_files_per_request in host.yaml",
+        ),
+        (
+            {"images": [data_url("image/png", png())] * 11},
+            "Too many images: 11 (max: 10). Increase max_files_per_request in host.yaml",
+        ),
         ({"images": "not a list"}, "images must be a list of strings"),
         ({"images": ["http://169.254.169.254/latest"]}, "images must be data URLs"),
         ({"images": [data_url("image/svg+xml", b"<svg/>")]}, "unsupported image type: image/svg+xml"),
@@ -90,10 +96,20 @@ def test_file_over_the_configured_limit_reports_its_size(start_host, project):
     (project / ".co" / "host.yaml").write_text("max_file_size: 1\nmax_files_per_request: 3\n")
     host = start_host()
     assert httpx.get(host.url + "/info").json()["accepted_inputs"]["files"] == {
-        "max_file_size_mb": 1, "max_files_per_request": 3}
+        "max_file_size_mb": 1,
+        "max_files_per_request": 3,
+    }
     big = b"\0" * int(1.5 * 1024 * 1024)
-    r = post(host, {"prompt": "hi", "files": [{"name": "a.txt", "data": data_url("text/plain", b"ok")},
-                                               {"name": "big.bin", "data": data_url("application/octet-stream", big)}]})
+    r = post(
+        host,
+        {
+            "prompt": "hi",
+            "files": [
+                {"name": "a.txt", "data": data_url("text/plain", b"ok")},
+                {"name": "big.bin", "data": data_url("application/octet-stream", big)},
+            ],
+        },
+    )
     assert r.status_code == 400
     assert r.json() == {"error": "File too large: big.bin (1.5MB, max: 1MB). Increase max_file_size in host.yaml"}
     assert uploads(project) == []
@@ -103,7 +119,9 @@ def test_cli_limits_override_and_show_in_info(start_host):
     host = start_host("--max-file-size", "50", "--max-files-per-request", "5")
     files = httpx.get(host.url + "/info").json()["accepted_inputs"]["files"]
     assert files == {"max_file_size_mb": 50, "max_files_per_request": 5}
-    r = post(host, {"prompt": "hi", "files": [{"name": f"{i}", "data": data_url("text/plain", b"x")} for i in range(6)]})
+    r = post(
+        host, {"prompt": "hi", "files": [{"name": f"{i}", "data": data_url("text/plain", b"x")} for i in range(6)]}
+    )
     assert r.json() == {"error": "Too many files: 6 (max: 5). Increase max_files_per_request in host.yaml"}
 
 
@@ -115,8 +133,15 @@ def test_websocket_upload_limit_is_an_error_frame_and_the_socket_stays_open(demo
             files = [{"name": f"{i}.txt", "data": data_url("text/plain", b"x")} for i in range(11)]
             await ws.send(json.dumps({"type": "INPUT", "prompt": "hi", "files": files}))
             error = json.loads(await asyncio.wait_for(ws.recv(), 10))
-            await ws.send(json.dumps({"type": "INPUT", "prompt": "read the file",
-                                      "files": [{"name": "n.txt", "data": data_url("text/plain", b"note")}]}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "INPUT",
+                        "prompt": "read the file",
+                        "files": [{"name": "n.txt", "data": data_url("text/plain", b"note")}],
+                    }
+                )
+            )
             while (frame := json.loads(await asyncio.wait_for(ws.recv(), 10)))["type"] != "OUTPUT":
                 if frame["type"] == "files_received":
                     received = frame
@@ -131,7 +156,10 @@ def test_websocket_upload_limit_is_an_error_frame_and_the_socket_stays_open(demo
 
 def test_same_name_twice_keeps_both_files(demo_host, project):
     for content in (b"first", b"second"):
-        r = post(demo_host, {"prompt": "read the file", "files": [{"name": "a.txt", "data": data_url("text/plain", content)}]})
+        r = post(
+            demo_host,
+            {"prompt": "read the file", "files": [{"name": "a.txt", "data": data_url("text/plain", content)}]},
+        )
         assert r.status_code == 200
     assert uploads(project) == ["a-1.txt", "a.txt"]
     assert (project / ".co" / "uploads" / "a.txt").read_bytes() == b"first"

@@ -83,6 +83,7 @@ def relayed_host(relay, tmp_path_factory):
 
 # -- the released client, direct to a LAN address ---------------------------------------------------------------
 
+
 def test_released_client_stays_on_the_sealed_direct_socket_to_a_lan_address(relay, lan_host):
     agent = released_connect(lan_host.address, relay_url=relay.base, keys=co_address.generate())
     direct = lan_host.ws_url
@@ -115,6 +116,7 @@ def test_our_client_stays_on_the_sealed_direct_socket_to_a_lan_address(relay, la
 
 
 # -- through our relay: the relay sees only ciphertext ----------------------------------------------------------
+
 
 class RecordingProxy:
     """A WebSocket hop in front of the relay's ``/ws/input``: records every frame each way, verbatim."""
@@ -178,15 +180,22 @@ async def test_through_our_relay_the_conversation_is_sealed(relay, relayed_host,
 
 # -- our client against the released host ---------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def released_host(tmp_path_factory):
     folder = tmp_path_factory.mktemp("sealreleased")
     port = free_port()
     process = ServerProcess()
     env = host_env(CO_TEST_CO_DIR=str(folder / "agent-co"), HOME=str(folder))
-    process.launch([sys.executable, str(HERE / "released_host.py"), "--port", str(port), "--trust", "open"], cwd=folder, env=env,
-                   log_path=folder / "released-host.log", ready_url=f"http://127.0.0.1:{port}/health",
-                   timeout=60, what="released host")
+    process.launch(
+        [sys.executable, str(HERE / "released_host.py"), "--port", str(port), "--trust", "open"],
+        cwd=folder,
+        env=env,
+        log_path=folder / "released-host.log",
+        ready_url=f"http://127.0.0.1:{port}/health",
+        timeout=60,
+        what="released host",
+    )
     process.url = f"http://127.0.0.1:{port}"  # type: ignore[attr-defined]
     yield process
     process.stop()

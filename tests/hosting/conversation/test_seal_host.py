@@ -54,6 +54,7 @@ def test_info_says_the_host_seals(host):
 
 # -- item 80: SEAL -> SEALED_OK --------------------------------------------------------------------------------
 
+
 async def test_seal_is_answered_with_a_sealed_ok_signed_by_our_address(host, address):
     me = new_keys()
     async with await SealedWS.open(host.ws_url, me, address) as ws:
@@ -76,6 +77,7 @@ async def test_sealed_ok_echoes_the_seals_ephemeral(host, address):
 
 # -- item 81: a sealed conversation ------------------------------------------------------------------------------
 
+
 async def test_sealed_connect_and_input_give_sealed_frames_that_open_with_the_clients_box(host, address):
     me = new_keys()
     async with await SealedWS.open(host.ws_url, me, address) as ws:
@@ -95,6 +97,7 @@ async def test_sealed_connect_and_input_give_sealed_frames_that_open_with_the_cl
 
 # -- item 82: refusals ------------------------------------------------------------------------------------------
 
+
 def _tamper(seal: dict, how: str) -> dict:
     if how == "another host":
         return {**seal, "to": "0x" + "ab" * 32}
@@ -109,13 +112,16 @@ def _tamper(seal: dict, how: str) -> dict:
     raise AssertionError(how)
 
 
-@pytest.mark.parametrize(("how", "reason"), [
-    ("another host", "SEAL is addressed to another host"),
-    ("missing ephemeral", "SEAL is missing ephemeral"),
-    ("stale", "SEAL is stale"),
-    ("bad signature", "SEAL signature does not verify"),
-    ("string timestamp", "SEAL timestamp is not a number"),
-])
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("another host", "SEAL is addressed to another host"),
+        ("missing ephemeral", "SEAL is missing ephemeral"),
+        ("stale", "SEAL is stale"),
+        ("bad signature", "SEAL signature does not verify"),
+        ("string timestamp", "SEAL timestamp is not a number"),
+    ],
+)
 async def test_a_bad_seal_is_refused_then_closed_with_4003(host, address, how, reason):
     me = new_keys()
     sock = await websockets.connect(host.ws_url)
@@ -149,6 +155,7 @@ async def test_a_second_seal_inside_the_seal_is_refused(host, address):
 
 
 # -- item 83 and its siblings: frames that must not open --------------------------------------------------------
+
 
 async def _rejected(ws: SealedWS) -> dict:
     error = await ws.recv_outer()
@@ -227,6 +234,7 @@ async def test_invalid_json_inside_the_seal_is_an_error_and_the_socket_stays(hos
 
 # -- item 84 and §2.4: who may speak inside a seal ----------------------------------------------------------------
 
+
 @pytest.mark.parametrize("who", ["another key", "unsigned"])
 async def test_a_handshake_not_signed_by_the_sealed_peer_is_refused(host, address, who):
     me = new_keys()
@@ -255,8 +263,10 @@ async def test_inside_a_seal_the_ledger_is_not_consulted(host, address):
 
 async def test_two_sockets_sealed_by_one_key_have_separate_boxes(host, address):
     me = new_keys()
-    async with await SealedWS.open(host.ws_url, me, address) as one, \
-            await SealedWS.open(host.ws_url, me, address) as two:
+    async with (
+        await SealedWS.open(host.ws_url, me, address) as one,
+        await SealedWS.open(host.ws_url, me, address) as two,
+    ):
         assert one.ok["ephemeral"] != two.ok["ephemeral"]
         await two.send_raw(one.channel.seal(signed_connect(me, address)))  # sealed for the other socket
         error = await _rejected(two)
@@ -264,6 +274,7 @@ async def test_two_sockets_sealed_by_one_key_have_separate_boxes(host, address):
 
 
 # -- everything that works unsealed works sealed --------------------------------------------------------------
+
 
 async def test_sealed_question_is_answered(host, address):
     me = new_keys()
@@ -281,8 +292,11 @@ async def test_sealed_approval_runs_the_gated_tool(host, address):
         await hello(ws, me, address)
         await ws.send(command(me, address, {"type": "INPUT", "prompt": "save a note: milk"}))
         need = (await ws.until("approval_needed"))[-1]
-        await ws.send(command(me, address, {"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once",
-                                            "request_id": need["id"]}))
+        await ws.send(
+            command(
+                me, address, {"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once", "request_id": need["id"]}
+            )
+        )
         assert "note saved: milk" in (await ws.until("OUTPUT"))[-1]["result"]
 
 
@@ -291,8 +305,7 @@ async def test_sealed_upload_reaches_the_agent(host, address):
     data = data_url("text/plain", b"the sealed secret is 42")
     async with await SealedWS.open(host.ws_url, me, address) as ws:
         await hello(ws, me, address)
-        output = (await sealed_turn(ws, me, address, "read the file",
-                                    files=[{"name": "secret.txt", "data": data}]))[-1]
+        output = (await sealed_turn(ws, me, address, "read the file", files=[{"name": "secret.txt", "data": data}]))[-1]
         assert "the sealed secret is 42" in output["result"]
         assert "sealed secret" not in json.dumps(ws.outer)
 
@@ -329,8 +342,7 @@ async def test_sealed_resume_mid_turn_gets_the_missed_events(host, address):
 
 
 async def test_host_pings_are_sealed(module_hosts):
-    quick = module_hosts("--trust", "open", name="sealping",
-                         yaml="ws_ping_interval: 0.2\nws_pong_timeout: 30\n")
+    quick = module_hosts("--trust", "open", name="sealping", yaml="ws_ping_interval: 0.2\nws_pong_timeout: 30\n")
     address = httpx.get(quick.url + "/info").json()["address"]
     me = new_keys()
     async with await SealedWS.open(quick.ws_url, me, address) as ws:
@@ -339,6 +351,7 @@ async def test_host_pings_are_sealed(module_hosts):
 
 
 # -- the frame cap (D24) counts the plain frame, not its sealed form ---------------------------------------------
+
 
 async def test_the_frame_cap_applies_to_the_plain_frame_inside_the_seal(module_hosts):
     small = module_hosts(*NO_TURN_LIMITS, name="sealcap", yaml="max_request_mb: 0.01\n")  # 10,485 bytes

@@ -27,7 +27,9 @@ def test_our_client_and_the_released_host_side_make_one_channel():
     wrapped = ours.wrap({"type": "CONNECT", "prompt": "é"})
     assert host_channel.open(wrapped) == {"type": "CONNECT", "prompt": "é"}
     assert json.loads(ours.open(host_channel.seal({"type": "OUTPUT", "result": "ok"}))) == {
-        "type": "OUTPUT", "result": "ok"}
+        "type": "OUTPUT",
+        "result": "ok",
+    }
 
 
 def test_the_released_client_and_our_host_side_make_one_channel():

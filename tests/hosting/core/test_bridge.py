@@ -27,8 +27,15 @@ ANYONE = Caller.of(None, "10.0.0.1")
 
 
 def submission(prompt: str, session_id: str, *, interactive: bool = False) -> Submission:
-    return Submission(payload={"prompt": prompt}, signer=None, level="stranger", caller=ANYONE,
-                      transport="ws", session_id=session_id, interactive=interactive)
+    return Submission(
+        payload={"prompt": prompt},
+        signer=None,
+        level="stranger",
+        caller=ANYONE,
+        transport="ws",
+        session_id=session_id,
+        interactive=interactive,
+    )
 
 
 @pytest.fixture
@@ -54,8 +61,10 @@ async def watched(viewer: Core, session_id: str):
     sub = viewer.hub.subscribe(session_id)
     await wait_until(lambda: viewer.bridge.channel is not None, what="the viewer's channel")
     group = f"session.{session_id}"
-    await wait_until(lambda: viewer.bridge.channel in viewer.bridge.layer.groups.get(group, {}),
-                     what="the viewer's worker in the session's group")
+    await wait_until(
+        lambda: viewer.bridge.channel in viewer.bridge.layer.groups.get(group, {}),
+        what="the viewer's worker in the session's group",
+    )
     return sub
 
 
@@ -93,8 +102,7 @@ async def test_an_answer_from_the_other_worker_reaches_the_agent_and_a_stale_one
     asked = turn.pending
     caplog.set_level(logging.INFO, "connectonion.bridge")
     stale = {"type": "ASK_USER_RESPONSE", "answer": "Lyon", "request_id": "not-the-question"}
-    assert await viewer.bridge.forward(session_id, stale, signer=None, kind="ask_user",
-                                       request_id="not-the-question")
+    assert await viewer.bridge.forward(session_id, stale, signer=None, kind="ask_user", request_id="not-the-question")
     await wait_until(lambda: "stale ask_user" in caplog.text, what="the stale answer dropped")
     stranger = {"type": "ASK_USER_RESPONSE", "answer": "Lyon", "request_id": asked.id}
     await viewer.bridge.forward(session_id, stranger, signer="0xsomeone-else", kind="ask_user", request_id=asked.id)

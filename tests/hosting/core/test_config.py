@@ -43,8 +43,9 @@ def test_production_env_requires_signatures_unless_trust_given(start_host, proje
     assert "error" in r.json()
     other = tmp_path / "other"
     other.mkdir()
-    opened = start_host("tests.agents:echo_factory", "--trust", "open", env={"CONNECTONION_ENV": "production"},
-                        folder=other)
+    opened = start_host(
+        "tests.agents:echo_factory", "--trust", "open", env={"CONNECTONION_ENV": "production"}, folder=other
+    )
     assert httpx.get(opened.url + "/info").json()["trust"] == "open"
     assert httpx.post(opened.url + "/input", json={"prompt": "unsigned"}).json()["result"] == "echo: unsigned"
 
@@ -54,13 +55,16 @@ def run_host_briefly(project, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, cwd=project, env=host_env(), capture_output=True, text=True, timeout=30)
 
 
-@pytest.mark.parametrize("yaml_text, needle", [
-    ('port: "abc"\n', "port"),
-    ("max_file_size: ten\n", "max_file_size"),
-    ("result_ttl: -5\n", "result_ttl"),
-    ("- just\n- a list\n", "mapping"),
-    ("port: [unclosed\n", "YAML"),
-])
+@pytest.mark.parametrize(
+    "yaml_text, needle",
+    [
+        ('port: "abc"\n', "port"),
+        ("max_file_size: ten\n", "max_file_size"),
+        ("result_ttl: -5\n", "result_ttl"),
+        ("- just\n- a list\n", "mapping"),
+        ("port: [unclosed\n", "YAML"),
+    ],
+)
 def test_bad_host_yaml_is_one_clear_line_and_nonzero_exit(project, yaml_text, needle):
     write_yaml(project, yaml_text)
     done = run_host_briefly(project)
@@ -94,7 +98,7 @@ def test_dotenv_in_project_folder_is_loaded_and_announced(start_host, project):
 
 
 def test_project_folder_is_found_by_walking_up_to_the_first_dot_co(tmp_path):
-    from hosting.core.config import find_project_dir
+    from hosting.core.project import find_project_dir
 
     (tmp_path / "proj/.co").mkdir(parents=True)
     (tmp_path / "proj/sub/deeper").mkdir(parents=True)
@@ -103,7 +107,7 @@ def test_project_folder_is_found_by_walking_up_to_the_first_dot_co(tmp_path):
 
 def test_the_filesystem_root_is_never_the_project(tmp_path):
     """Outside home and any repository the walk reaches ``/``: a ``/.co`` there must not capture the host."""
-    from hosting.core.config import find_project_dir
+    from hosting.core.project import find_project_dir
 
     (tmp_path / "lonely").mkdir()
     assert find_project_dir(tmp_path / "lonely") == (tmp_path / "lonely").resolve()

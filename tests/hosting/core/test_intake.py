@@ -86,8 +86,15 @@ async def test_a_busy_session_is_refused_before_the_rate_is_counted(core):
             with pytest.raises(RuntimeInputRejected, match=BUSY):  # its agent takes no runtime input
                 await core.intake.submit(submission(session_id=turn.session_id))
             with pytest.raises(SessionBusy, match=BUSY):  # someone else's turn
-                await core.intake.submit(Submission(payload={"prompt": "hi"}, signer="0xother", level="stranger",
-                                                    caller=Caller.of("0xother", None), session_id=turn.session_id))
+                await core.intake.submit(
+                    Submission(
+                        payload={"prompt": "hi"},
+                        signer="0xother",
+                        level="stranger",
+                        caller=Caller.of("0xother", None),
+                        session_id=turn.session_id,
+                    )
+                )
     finally:
         del core.turns.active[turn.session_id]
     assert (await core.intake.run(submission())).status == "done"  # the burst's second token was still there
@@ -149,14 +156,28 @@ async def test_input_to_a_running_turn_that_takes_it_is_steered_without_a_turn_h
     held = core.throttle.hold_turn(ALICE)  # the caller's one turn slot is taken: a steer needs none
     try:
         with pytest.raises(BadRequest, match=TEXT_ONLY):
-            await core.intake.submit(Submission(payload={"prompt": "look", "images": [PIXEL]}, signer=None,
-                                                level="stranger", caller=ALICE, session_id=turn.session_id))
-        steered = await core.intake.submit(Submission(payload={"prompt": "also this", "input_id": "i2"},
-                                                      signer=None, level="stranger", caller=ALICE,
-                                                      session_id=turn.session_id))
+            await core.intake.submit(
+                Submission(
+                    payload={"prompt": "look", "images": [PIXEL]},
+                    signer=None,
+                    level="stranger",
+                    caller=ALICE,
+                    session_id=turn.session_id,
+                )
+            )
+        steered = await core.intake.submit(
+            Submission(
+                payload={"prompt": "also this", "input_id": "i2"},
+                signer=None,
+                level="stranger",
+                caller=ALICE,
+                session_id=turn.session_id,
+            )
+        )
         assert isinstance(steered, Steered) and steered.turn is turn and steered.input_id == "i2"
-        assert turn.io.pop_runtime_inputs() == [{"type": "RUNTIME_INPUT", "id": steered.message_id,
-                                                 "prompt": "also this"}]
+        assert turn.io.pop_runtime_inputs() == [
+            {"type": "RUNTIME_INPUT", "id": steered.message_id, "prompt": "also this"}
+        ]
         with pytest.raises(RateLimited):  # the same rate limit as any input (the burst of 3 is spent now)
             await core.intake.submit(submission("more", session_id=turn.session_id))
     finally:

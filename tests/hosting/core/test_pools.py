@@ -54,12 +54,19 @@ async def test_a_timed_out_turn_is_recorded_while_its_agent_is_still_stuck(tmp_p
     config = HostConfig(project_dir=tmp_path, relay_url=None, turn_timeout=0.2)
     pools, agent = Pools.build(1), HeldAgent()
     store = SessionStore(config.results_path)
-    turns = TurnManager(config=config, source=AgentSource(agent), store=store,
-                        eventlog=EventLog(config.co_dir / "events.sqlite3"), hub=Hub(), pools=pools)
+    turns = TurnManager(
+        config=config,
+        source=AgentSource(agent),
+        store=store,
+        eventlog=EventLog(config.co_dir / "events.sqlite3"),
+        hub=Hub(),
+        pools=pools,
+    )
     intake = Intake(turns=turns, throttle=Throttle(config, pool=pools.bookkeeping), config=config)
     try:
-        turn = await intake.submit(Submission(payload={"prompt": "hold"}, signer=None, level="stranger",
-                                              caller=Caller.of(None, "10.0.0.1")))
+        turn = await intake.submit(
+            Submission(payload={"prompt": "hold"}, signer=None, level="stranger", caller=Caller.of(None, "10.0.0.1"))
+        )
         result = await asyncio.wait_for(turn.done, DEADLINE)  # the watchdog answers the client
         assert isinstance(result.error, TurnTimedOut)
         assert agent.entered.is_set() and not agent.left.is_set()  # it still holds the only agent thread

@@ -84,8 +84,14 @@ def build(tmp_path, agent_of, *, threads: int = 4, **limits) -> Core:
     pools = Pools.build(threads, 2)
     store = SessionStore(config.results_path)
     agent = agent_of(store)
-    turns = TurnManager(config=config, source=AgentSource(agent), store=store,
-                        eventlog=EventLog(config.co_dir / "events.sqlite3"), hub=Hub(), pools=pools)
+    turns = TurnManager(
+        config=config,
+        source=AgentSource(agent),
+        store=store,
+        eventlog=EventLog(config.co_dir / "events.sqlite3"),
+        hub=Hub(),
+        pools=pools,
+    )
     throttle = Throttle(config, pool=pools.bookkeeping)
     return Core(Intake(turns=turns, throttle=throttle, config=config), turns, throttle, store, pools, agent)
 
@@ -208,9 +214,16 @@ async def test_a_socket_turn_is_one_task_too_and_start_returns_once_running_is_r
     core = made(lambda store: RecordReadingAgent(store, gate))
     session_id = str(uuid.uuid4())
     try:
-        turn = await core.intake.submit(Submission(payload={"prompt": session_id}, signer=None, level="stranger",
-                                                   caller=Caller.of(None, ADDRESS), session_id=session_id,
-                                                   interactive=True))
+        turn = await core.intake.submit(
+            Submission(
+                payload={"prompt": session_id},
+                signer=None,
+                level="stranger",
+                caller=Caller.of(None, ADDRESS),
+                session_id=session_id,
+                interactive=True,
+            )
+        )
         assert core.store.get(session_id).status == "running"
         assert core.turns.active[session_id] is turn
     finally:

@@ -52,12 +52,7 @@ JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01" + bytes(20) + b"\xff\xd9"
 GIF = b"GIF89a\x01\x00\x01\x00\x00\x00\x00;"
 WEBP = b"RIFF" + (20).to_bytes(4, "little") + b"WEBPVP8L" + bytes(12)
 BMP = (
-    b"BM"
-    + (58).to_bytes(4, "little")
-    + bytes(4)
-    + (54).to_bytes(4, "little")
-    + (40).to_bytes(4, "little")
-    + bytes(40)
+    b"BM" + (58).to_bytes(4, "little") + bytes(4) + (54).to_bytes(4, "little") + (40).to_bytes(4, "little") + bytes(40)
 )
 HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(16)
 HINT_COUNT = "Increase max_files_per_request in host.yaml"
@@ -268,9 +263,7 @@ def test_each_supported_image_type_is_accepted_as_sent(media_type, data):
     assert files == []
 
 
-@pytest.mark.parametrize(
-    ("data", "media_type"), [(PNG, "image/png"), (JPEG, "image/jpeg"), (WEBP, "image/webp")]
-)
+@pytest.mark.parametrize(("data", "media_type"), [(PNG, "image/png"), (JPEG, "image/jpeg"), (WEBP, "image/webp")])
 def test_a_bare_base64_image_is_accepted_and_labelled_by_its_magic_bytes(data, media_type):
     (image,), _ = parse([b64(data)])
     assert image.media_type == media_type
@@ -356,7 +349,7 @@ def test_a_file_inside_a_data_url_is_not_copied():
 
 def test_a_nul_in_a_file_name_is_refused():
     rejected("invalid file name", None, [file("a\x00.txt")])
-    with pytest.raises(UploadRejected, match="^invalid file name$"):
+    with pytest.raises(UploadRejected, match=r"^invalid file name$"):
         sanitize_filename("a\x00.txt")
 
 
@@ -689,9 +682,7 @@ def test_parse_uploads_raises_only_upload_rejected_for_any_json(images, files, m
 
 
 @FUZZ
-@given(
-    images=st.lists(image_texts, max_size=4), files=st.lists(file_items, max_size=4), count=st.integers(1, 4)
-)
+@given(images=st.lists(image_texts, max_size=4), files=st.lists(file_items, max_size=4), count=st.integers(1, 4))
 def test_parse_uploads_raises_only_upload_rejected_for_near_valid_uploads(images, files, count):
     check_outcome(images, files, 1, count)
 
@@ -700,7 +691,7 @@ def test_parse_uploads_raises_only_upload_rejected_for_near_valid_uploads(images
 @given(name=names)
 def test_sanitized_names_always_stay_inside_the_uploads_dir(name):
     if "\x00" in name:
-        with pytest.raises(UploadRejected, match="^invalid file name$"):
+        with pytest.raises(UploadRejected, match=r"^invalid file name$"):
             sanitize_filename(name)
         return
     stored = sanitize_filename(name)

@@ -20,8 +20,9 @@ def json_lines(text: str) -> list[dict]:
 
 def test_json_log_lines_carry_the_session_and_trace_ids(start_host, project):
     (project / ".co").mkdir()
-    (project / ".co" / "host.yaml").write_text("log_format: json\ntracing: true\n"
-                                              f"otlp_endpoint: http://127.0.0.1:{free_port()}\n")
+    (project / ".co" / "host.yaml").write_text(
+        f"log_format: json\ntracing: true\notlp_endpoint: http://127.0.0.1:{free_port()}\n"
+    )
     host = start_host("tests.agents:failing_factory")
     reply = httpx.post(host.url + "/input", json={"prompt": "boom"}, timeout=30)
     assert reply.status_code == 500

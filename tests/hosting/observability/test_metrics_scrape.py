@@ -65,8 +65,17 @@ def stack(tmp_path_factory):
     project = folder / "project"
     (project / ".co").mkdir(parents=True)
     (project / ".co" / "host.yaml").write_text("announce_loopback: false\n")
-    host = HostProcess(project, "--workers", "2", "--host", "0.0.0.0", "--relay-url", relay.base, *NO_TURN_LIMITS,
-                       env={"CONNECTONION_ADMIN_TOKEN": TOKEN})
+    host = HostProcess(
+        project,
+        "--workers",
+        "2",
+        "--host",
+        "0.0.0.0",
+        "--relay-url",
+        relay.base,
+        *NO_TURN_LIMITS,
+        env={"CONNECTONION_ADMIN_TOKEN": TOKEN},
+    )
     try:
         host.start()
         address = httpx.get(host.url + "/info", timeout=5).json()["address"]
@@ -80,8 +89,7 @@ def stack(tmp_path_factory):
 def ws_turn(host: HostProcess, worker: int) -> dict:
     """One INPUT on a socket the given worker serves (the other worker is paused while it runs)."""
     with host.only_worker(worker):
-        frame = ws_turn_sync(host.ws_url, "calculate (2+3)*7")
-    return frame
+        return ws_turn_sync(host.ws_url, "calculate (2+3)*7")
 
 
 def test_counts_and_label_sets_after_known_traffic_over_all_three_transports(stack):
@@ -115,19 +123,21 @@ def test_counts_and_label_sets_after_known_traffic_over_all_three_transports(sta
         assert value(found, "connectonion_turn_duration_seconds_count", transport=transport, status="done") == count
         assert value(found, "connectonion_turn_first_event_seconds_count", transport=transport) == count
     assert label_sets(found, "connectonion_turns_started_total") == {
-        frozenset({("transport", t)}) for t in ("http", "ws", "relay")}
+        frozenset({("transport", t)}) for t in ("http", "ws", "relay")
+    }
     assert label_sets(found, "connectonion_turns_ended_total") == {
-        frozenset({("transport", t), ("status", "done")}) for t in ("http", "ws", "relay")}
+        frozenset({("transport", t), ("status", "done")}) for t in ("http", "ws", "relay")
+    }
     assert label_sets(found, "connectonion_tool_calls_total") == {
-        frozenset({("tool", "calculate"), ("status", "completed")})}
+        frozenset({("tool", "calculate"), ("status", "completed")})
+    }
     assert value(found, "connectonion_tool_calls_total", tool="calculate", status="completed") == total
     assert value(found, "connectonion_tool_duration_seconds_count", tool="calculate") == total
     # the demo agent, like connectonion's Agent, asks its "model" twice: for the tool call, then for the answer
     assert value(found, "connectonion_model_calls_total", model="demo/rules", status="success") == 2 * total
     assert label_sets(found, "connectonion_model_tokens_total") == set()  # the demo agent reports no usage
     assert value(found, "connectonion_trust_decisions_total", level="careful", outcome="accept") >= total
-    assert {dict(labels)["outcome"] for labels in label_sets(found, "connectonion_trust_decisions_total")} == {
-        "accept"}
+    assert {dict(labels)["outcome"] for labels in label_sets(found, "connectonion_trust_decisions_total")} == {"accept"}
     assert value(found, "connectonion_turns_in_flight") == 0
     assert value(found, "connectonion_pool_queued_turns") == 0
     assert value(found, "connectonion_relay_link_up") == 1
@@ -147,8 +157,10 @@ def test_open_websockets_are_summed_over_the_workers(stack):
     finally:
         for ws in sockets:
             ws.close()
-    wait_for(lambda: value(samples(httpx.get(host.url + "/metrics", timeout=5).text),
-                           "connectonion_websockets_open") == 0, "the closed sockets to be uncounted")
+    wait_for(
+        lambda: value(samples(httpx.get(host.url + "/metrics", timeout=5).text), "connectonion_websockets_open") == 0,
+        "the closed sockets to be uncounted",
+    )
 
 
 def _socket_on(host: HostProcess, worker: int):

@@ -54,8 +54,9 @@ def trace_provider(exporter: InMemorySpanExporter) -> TracerProvider:
 
 
 def post_input(prompt: str, **headers: str) -> dict:
-    reply = Client(REMOTE_ADDR="127.0.0.1").post("/input", data=json.dumps({"prompt": prompt}),
-                                                 content_type="application/json", **headers)
+    reply = Client(REMOTE_ADDR="127.0.0.1").post(
+        "/input", data=json.dumps({"prompt": prompt}), content_type="application/json", **headers
+    )
     assert reply.status_code == 200, reply.content
     return reply.json()
 
@@ -86,9 +87,12 @@ def test_a_tool_using_turn_is_one_agent_span_with_model_and_tool_children(spans)
     assert root.name == f"invoke_agent {agent}" and root.kind == SpanKind.SERVER
     assert root.parent is None
     assert dict(root.attributes) == {
-        "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": agent,
-        "gen_ai.conversation.id": body["session_id"], "connectonion.transport": "http",
-        "connectonion.turn.status": "done"}
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": agent,
+        "gen_ai.conversation.id": body["session_id"],
+        "connectonion.transport": "http",
+        "connectonion.turn.status": "done",
+    }
     assert sorted(s.name for s in children) == ["chat demo/rules", "chat demo/rules", "execute_tool calculate"]
     for child in children:
         assert child.parent.span_id == root.context.span_id

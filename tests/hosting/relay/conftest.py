@@ -47,7 +47,7 @@ async def send_json(ws: Any, frame: dict[str, Any]) -> None:
 
 
 def signed_announce(identity: Any, *, now: float | None = None, **fields: Any) -> dict[str, Any]:
-    message = wire.build_announce(
+    return wire.build_announce(
         identity,
         endpoints=fields.pop("endpoints", []),
         summary=fields.pop("summary", "test agent"),
@@ -55,7 +55,6 @@ def signed_announce(identity: Any, *, now: float | None = None, **fields: Any) -
         relay_base=fields.pop("relay_base", "ws://relay.test"),
         now=time.time() if now is None else now,
     )
-    return message
 
 
 async def announced(relay: Any, identity: AgentIdentity, *, max_size: int | None = None, **fields: Any) -> Any:
@@ -153,9 +152,7 @@ async def link_factory() -> AsyncIterator[Callable[..., Awaitable[RelayLink]]]:
 
 
 @contextlib.asynccontextmanager
-async def client_socket(
-    relay: InProcessRelay | str, first: dict[str, Any] | None = None
-) -> AsyncIterator[Any]:
+async def client_socket(relay: InProcessRelay | str, first: dict[str, Any] | None = None) -> AsyncIterator[Any]:
     base = relay if isinstance(relay, str) else relay.base
     async with websockets.connect(wire.input_url(base), max_size=64 * 1024 * 1024) as ws:
         if first is not None:
@@ -182,6 +179,7 @@ class ScriptedRelay:
         self.max_size = max_size
         self.connections: list[list[dict[str, Any]]] = []
         self.sockets: list[ServerConnection] = []
+        self.tasks: list[asyncio.Task[Any]] = []
         self.attempts: list[float] = []
         self.server: Any = None
         self.port = 0
@@ -203,7 +201,7 @@ class ScriptedRelay:
         self.connections.append(received)
         self.sockets.append(ws)
         if self.on_connect is not None:
-            asyncio.create_task(self.on_connect(ws))
+            self.tasks.append(asyncio.create_task(self.on_connect(ws)))
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in ws:
                 frame = json.loads(raw)
@@ -212,9 +210,7 @@ class ScriptedRelay:
                     await ws.send(json.dumps(self.reply_announce))
 
     async def start(self, port: int = 0) -> ScriptedRelay:
-        self.server = await serve(
-            self._handler, "127.0.0.1", port, max_size=self.max_size, ping_interval=None
-        )
+        self.server = await serve(self._handler, "127.0.0.1", port, max_size=self.max_size, ping_interval=None)
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 

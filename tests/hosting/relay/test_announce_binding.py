@@ -36,9 +36,7 @@ async def test_an_announce_captured_at_one_relay_is_refused_by_another(relay_fac
 
     attacker, reply = await _announce(b.base, captured)  # the same frame, replayed to relay B
     assert reply["type"] == "ERROR"
-    assert reply["error"] == (
-        f"Wrong relay: this announce is signed for {a.base!r}, this relay is {b.base!r}"
-    )
+    assert reply["error"] == (f"Wrong relay: this announce is signed for {a.base!r}, this relay is {b.base!r}")
     assert await _status(b, identity.address) == 404
     async with client_socket(b, {"type": "INPUT", "to": identity.address, "prompt": "my secret"}) as client:
         assert (await recv_json(client))["error"] == "Agent not connected"
@@ -118,8 +116,10 @@ def _raw_announce(relay, host: str, message: dict) -> dict:
     from tests.support.nonreader import ws_frame
 
     with socket.create_connection(("127.0.0.1", relay.port), timeout=10) as sock:
-        sock.sendall(f"GET /ws/announce HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        sock.sendall(
+            f"GET /ws/announce HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
         head = b""
         while b"\r\n\r\n" not in head:
             head += sock.recv(1)

@@ -192,20 +192,16 @@ async def test_with_keys_the_handshake_and_commands_are_signed(relay, agent_on_r
 
 async def test_approvals_go_to_the_callback_and_default_to_refusal(relay, agent_on_relay):
     identity, _ = agent_on_relay
-    yes = await aconnect(
-        identity.address, relay_url=relay.base, on_approval=lambda event: event["tool"] == "rm"
-    )
+    yes = await aconnect(identity.address, relay_url=relay.base, on_approval=lambda event: event["tool"] == "rm")
     assert await yes.ainput("approve") == "approved=True"
 
     async def no(event):
         return False
 
-    assert await (await aconnect(identity.address, relay_url=relay.base, on_approval=no)).ainput(
-        "approve"
-    ) == ("approved=False")
-    assert (
-        await (await aconnect(identity.address, relay_url=relay.base)).ainput("approve") == "approved=False"
+    assert await (await aconnect(identity.address, relay_url=relay.base, on_approval=no)).ainput("approve") == (
+        "approved=False"
     )
+    assert await (await aconnect(identity.address, relay_url=relay.base)).ainput("approve") == "approved=False"
 
 
 async def test_ask_user_without_a_callback_raises(relay, agent_on_relay):

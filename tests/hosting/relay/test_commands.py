@@ -49,11 +49,16 @@ async def test_announce_command_registers_this_project_and_serves_echo(relay_pro
     relay = relay_process()
     project = tmp_path / "project"
     project.mkdir()
-    env = host_env(AGENT_CONFIG_PATH=str(tmp_path / "machine"),
-                   CONNECTONION_HOST_ARGS=json.dumps({"project_dir": str(project)}))
+    env = host_env(
+        AGENT_CONFIG_PATH=str(tmp_path / "machine"), CONNECTONION_HOST_ARGS=json.dumps({"project_dir": str(project)})
+    )
     announcer = ServerProcess()
-    announcer.spawn([sys.executable, str(MANAGE), "announce", "--echo", "--relay-url", relay.base + "/ws/announce"],
-                    cwd=project, env=env, log_path=tmp_path / "announce.log")
+    announcer.spawn(
+        [sys.executable, str(MANAGE), "announce", "--echo", "--relay-url", relay.base + "/ws/announce"],
+        cwd=project,
+        env=env,
+        log_path=tmp_path / "announce.log",
+    )
     try:
 
         def address():

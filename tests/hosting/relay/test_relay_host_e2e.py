@@ -51,6 +51,7 @@ class Hosted(HostProcess):
 
     def wait_relay_state(self, wanted: str, timeout: float = 30) -> dict:
         """``/health`` once its ``relay`` field starts with ``wanted``."""
+
         def body() -> dict | None:
             found = self.health()
             return found if str(found.get("relay", "")).startswith(wanted) else None
@@ -122,9 +123,7 @@ def test_announce_command_serves_the_real_conversation(project: Path, tmp_path: 
     try:
         found = wait_for(lambda: re.search(r"0x[0-9a-f]{64}", announcer.output()), 40, "the announced address")
         wait_listed(relay.http, found.group(0))
-        reply = connect(found.group(0), relay_url=relay.base, keys=False).input(
-            "calculate (2+3)*7", timeout=60
-        )
+        reply = connect(found.group(0), relay_url=relay.base, keys=False).input("calculate (2+3)*7", timeout=60)
         assert "35" in reply.text
     finally:
         announcer.stop()
@@ -136,8 +135,7 @@ def _our_client(address: str, relay_base: str, **options):
     from hosting.client import connect
     from trust.identity import AgentIdentity
 
-    return connect(address, relay_url=relay_base,
-                   keys=AgentIdentity.from_signing_key(SigningKey.generate()), **options)
+    return connect(address, relay_url=relay_base, keys=AgentIdentity.from_signing_key(SigningKey.generate()), **options)
 
 
 def test_banner_health_and_log_follow_the_relay_link(project: Path, tmp_path: Path, relay_process):
@@ -181,7 +179,8 @@ def test_our_client_falls_back_to_the_relay_when_the_endpoint_is_unreachable(
     relay = relay_process()
     with _host(relay, project, tmp_path, {"AGENT_PUBLIC_DOMAIN": f"127.0.0.1:{dead}"}) as host:
         assert wait_listed(relay.http, host.address)["endpoints"] == [
-            f"https://127.0.0.1:{dead}", f"wss://127.0.0.1:{dead}/ws"
+            f"https://127.0.0.1:{dead}",
+            f"wss://127.0.0.1:{dead}/ws",
         ]
         agent = _our_client(host.address, relay.base)
         assert "hola" in agent.input("translate hello to spanish").lower()
@@ -233,8 +232,7 @@ def test_uploads_work_through_the_relay_like_direct(hosted):
     assert agent.transport == "relay"
     reply = agent.input("read the file", files=[{"name": "r.pdf", "data": data_url("application/pdf", PDF)}])
     assert "Quarterly revenue grew nicely" in reply
-    too_many = [{"name": f"{i}.txt", "data": data_url("text/plain", b"x")}
-                for i in range(11)]
+    too_many = [{"name": f"{i}.txt", "data": data_url("text/plain", b"x")} for i in range(11)]
     with pytest.raises(RemoteAgentError, match=r"Too many files: 11 \(max: 10\)"):
         agent.input("hi", files=too_many)
 
@@ -249,8 +247,11 @@ async def test_a_relayed_repeat_of_a_signed_connect_reveals_nothing(hosted):
 
     relay, address = hosted
     key = SigningKey.generate()
-    frame = {"type": "CONNECT", "to": address,
-             **sign_payload(key, {"to": address, "timestamp": int(time.time()), "signed_commands": 1})}
+    frame = {
+        "type": "CONNECT",
+        "to": address,
+        **sign_payload(key, {"to": address, "timestamp": int(time.time()), "signed_commands": 1}),
+    }
     owner = await WS.open(relay.base + "/ws/input")
     await owner.send(frame)
     await owner.until("AGENT_PROFILE", timeout=30)

@@ -26,8 +26,17 @@ RATE = "too many requests"
 async def hosted(scripted_relay, project):
     """A slow-agent host (1 running turn per identity, a burst of 3 turns) announcing on a scripted relay."""
     relay = await scripted_relay(reply_announce={"type": "ANNOUNCE_OK"})
-    args = ("tests.agents:slow_factory", "--relay-url", relay.base, "--rate-limit-per-minute", "1",
-            "--rate-limit-burst", "3", "--max-turns-per-identity", "1")
+    args = (
+        "tests.agents:slow_factory",
+        "--relay-url",
+        relay.base,
+        "--rate-limit-per-minute",
+        "1",
+        "--rate-limit-burst",
+        "3",
+        "--max-turns-per-identity",
+        "1",
+    )
     host = await asyncio.to_thread(HostProcess(project, *args).start)
     await wait_until(lambda: relay.announces, timeout=30, what="the host's ANNOUNCE")
     yield relay, host

@@ -174,7 +174,14 @@ async def test_garbage_from_the_relay_is_logged_and_ignored(scripted_relay, link
     await wait_until(lambda: scripted.frames("CONNECTED"), what="the good frame to be answered")
     assert scripted.frames("CONNECTED")[0]["conn_id"] == "c1"
     assert len(scripted.connections) == 1
-    for text in ("Invalid JSON: Expecting value", "binary", "must be a JSON object", "Relay error: x", "untagged", "malformed"):
+    for text in (
+        "Invalid JSON: Expecting value",
+        "binary",
+        "must be a JSON object",
+        "Relay error: x",
+        "untagged",
+        "malformed",
+    ):
         assert text in caplog.text
 
 
@@ -187,9 +194,7 @@ async def test_a_first_frame_the_conversation_rejects_is_answered_tagged(scripte
                 await super().handle(frame)
 
     async def script(ws):
-        await ws.send(
-            json.dumps({"type": "APPROVAL_RESPONSE", "approved": True, "conn_id": "c9", "session_id": "s9"})
-        )
+        await ws.send(json.dumps({"type": "APPROVAL_RESPONSE", "approved": True, "conn_id": "c9", "session_id": "s9"}))
 
     scripted = await scripted_relay(script)
     await link_factory(scripted.base, conversation_factory=Strict)

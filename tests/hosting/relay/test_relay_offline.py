@@ -17,8 +17,9 @@ from .conftest import ScriptedRelay, wait_until
 
 def _lines(caplog) -> list[str]:
     """What an operator sees of the link at the default level (INFO and up)."""
-    return [r.getMessage() for r in caplog.records if r.name.startswith("connectonion.relay")
-            and r.levelno >= logging.INFO]
+    return [
+        r.getMessage() for r in caplog.records if r.name.startswith("connectonion.relay") and r.levelno >= logging.INFO
+    ]
 
 
 async def test_an_unreachable_relay_is_one_line_and_its_return_another(link_factory, caplog):

@@ -160,9 +160,7 @@ async def test_client_frames_are_forwarded_with_session_id_and_conn_id(relay, id
         await send_json(client, {"type": "INPUT", "prompt": "hi"})
         second = await recv_json(agent)
         assert (second["session_id"], second["conn_id"]) == (first["session_id"], first["conn_id"])
-        await send_json(
-            agent, {"type": "OUTPUT", "result": "hello", "conn_id": first["conn_id"], "session_id": "app"}
-        )
+        await send_json(agent, {"type": "OUTPUT", "result": "hello", "conn_id": first["conn_id"], "session_id": "app"})
         assert await recv_json(client) == {
             "type": "OUTPUT",
             "result": "hello",
@@ -197,9 +195,7 @@ async def test_replies_reach_only_their_own_client(relay, identity):
     await agent.close()
 
 
-async def test_without_conn_id_support_frames_carry_only_session_id_and_the_newer_socket_takes_over(
-    relay, identity
-):
+async def test_without_conn_id_support_frames_carry_only_session_id_and_the_newer_socket_takes_over(relay, identity):
     agent = websockets.connect(wire.announce_url(relay.base))
     agent = await agent
     message = signed_announce(identity, relay_base=relay.base)
@@ -210,9 +206,7 @@ async def test_without_conn_id_support_frames_carry_only_session_id_and_the_newe
     assert await recv_json(agent) == {"type": "ANNOUNCE_OK"}
     async with client_socket(relay, {"type": "CONNECT", "to": identity.address, "session_id": "s"}) as old:
         assert "conn_id" not in await recv_json(agent)
-        async with client_socket(
-            relay, {"type": "CONNECT", "to": identity.address, "session_id": "s"}
-        ) as new:
+        async with client_socket(relay, {"type": "CONNECT", "to": identity.address, "session_id": "s"}) as new:
             await recv_json(agent)
             assert (await recv_json(old))["type"] == "ERROR"
             await send_json(agent, {"type": "OUTPUT", "result": "r", "session_id": "s"})

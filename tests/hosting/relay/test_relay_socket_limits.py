@@ -21,8 +21,11 @@ from .conftest import announced, client_socket, new_identity, recv_json, send_js
 
 def _masked(payload: bytes) -> bytes:
     mask = b"abcd"
-    head = bytes([0x81, 0x80 | len(payload)]) if len(payload) < 126 else \
-        bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(payload))
+    head = (
+        bytes([0x81, 0x80 | len(payload)])
+        if len(payload) < 126
+        else bytes([0x81, 0x80 | 126]) + struct.pack(">H", len(payload))
+    )
     return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
 
 
@@ -30,8 +33,10 @@ def _non_reader(relay, first: dict) -> socket.socket:
     """A client that opens /ws/input, sends ``first`` and then never reads a byte."""
     sock = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.sendall(b"GET /ws/input HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    sock.sendall(
+        b"GET /ws/input HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     answer = b""
     while b"\r\n\r\n" not in answer:
         answer += sock.recv(1)  # the upgrade answer only
@@ -60,8 +65,9 @@ async def test_a_client_that_never_reads_is_closed_4413_and_its_agent_told(relay
             assert (await http.get(relay.http + "/health")).status_code == 200
         async with client_socket(relay, {"type": "CONNECT", "to": identity.address}) as other:  # others go on
             forwarded = await recv_json(agent)
-            await send_json(agent, {"type": "OUTPUT", "conn_id": forwarded["conn_id"], "session_id": "s",
-                                    "result": "ok"})
+            await send_json(
+                agent, {"type": "OUTPUT", "conn_id": forwarded["conn_id"], "session_id": "s", "result": "ok"}
+            )
             assert (await recv_json(other))["result"] == "ok"
     finally:
         reader.close()

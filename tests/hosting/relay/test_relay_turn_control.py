@@ -70,7 +70,7 @@ async def test_interrupt_through_the_relay_ends_the_turn_with_output_and_the_con
 
 async def test_runtime_input_through_the_relay_steers_the_running_turn_or_is_rejected(relayed):
     """Issue 17.7b on a relayed socket: the same Conversation decides, so the same frames come back."""
-    relay, host, address = relayed
+    relay, _host, address = relayed
     async with client_socket(relay, {"type": "CONNECT", "to": address}) as ws:
         sid = (await until(ws, "CONNECTED"))[-1]["session_id"]
         await send_json(ws, {"type": "INPUT", "prompt": "count slowly until I say stop"})

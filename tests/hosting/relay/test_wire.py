@@ -46,9 +46,7 @@ def test_announce_matches_the_appendix_a_vector():
 def test_profile_signature_covers_the_compact_canonical_profile():
     profile = {"alias": "translator", "tools": ["translate"], "model": "m", "skills": []}
     message = announce(profile=profile)
-    expected = VECTOR_KEY.signing_key.sign(
-        json.dumps(profile, sort_keys=True, separators=(",", ":")).encode()
-    )
+    expected = VECTOR_KEY.signing_key.sign(json.dumps(profile, sort_keys=True, separators=(",", ":")).encode())
     assert message["profile_signature"] == expected.signature.hex()
     assert wire.verify_announce(message, NOW, 300)["profile"] == profile
 
@@ -182,8 +180,9 @@ def test_every_signature_check_goes_through_trust_signing():
 
 def test_a_malleated_announce_signature_is_refused():
     """S + L verifies nowhere (trust/signing.py refuses it before libsodium is asked)."""
-    message = wire.build_announce(VECTOR_KEY, endpoints=[], summary="s", profile=None,
-                                  relay_base="wss://oo.openonion.ai", now=NOW)
+    message = wire.build_announce(
+        VECTOR_KEY, endpoints=[], summary="s", profile=None, relay_base="wss://oo.openonion.ai", now=NOW
+    )
     raw = bytes.fromhex(message["signature"])
     order = 2**252 + 27742317777372353535851937790883648493
     s = int.from_bytes(raw[32:], "little") + order

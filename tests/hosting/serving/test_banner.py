@@ -14,8 +14,9 @@ ADDRESS = "0x" + "ab" * 32
 
 
 def banner(cfg: HostConfig, tools: int = 1) -> str:
-    return banner_text(cfg, name="translator", model="m", tools=tools, address=ADDRESS, shared=False,
-                       relay_line="no relay")
+    return banner_text(
+        cfg, name="translator", model="m", tools=tools, address=ADDRESS, shared=False, relay_line="no relay"
+    )
 
 
 def test_banner_says_a_careful_host_accepts_anonymous_callers(tmp_path):
@@ -53,7 +54,13 @@ def test_host_started_below_a_project_shows_the_dot_co_found_above(tmp_path):
 
 
 def test_agentkey_in_an_empty_folder_leaves_no_dot_co_behind(tmp_path: Path):
-    done = subprocess.run([sys.executable, str(MANAGE), "agentkey"], cwd=tmp_path, capture_output=True, text=True,
-                          env=host_env(HOME=str(tmp_path), AGENT_CONFIG_PATH=str(tmp_path / "machine")), timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(MANAGE), "agentkey"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=host_env(HOME=str(tmp_path), AGENT_CONFIG_PATH=str(tmp_path / "machine")),
+        timeout=60,
+    )
     assert done.returncode != 0 and "agentkey --create" in done.stderr, done.stderr
     assert list(tmp_path.iterdir()) == []

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import REPO, ServerProcess, free_port, host_env
 from tests.support.ws import ws_turn_sync
 
-MYAGENT = '''
+MYAGENT = """
 from hosting import host, create_app
 
 
@@ -34,7 +34,7 @@ def create_agent():
 if __name__ == "__main__":
     import sys
     host(create_agent, port=int(sys.argv[1]), relay_url=None)
-'''
+"""
 
 APP = MYAGENT + "\n\napp = create_app(create_agent, trust='open')\n"
 
@@ -44,8 +44,15 @@ def serve(cmd: list[str], folder: Path, port: int, env: dict[str, str] | None = 
     """``cmd`` serving on ``port`` from ``folder`` (logging to serve.log); yields its URL, stops it after."""
     server = ServerProcess()
     url = f"http://127.0.0.1:{port}"
-    server.launch(cmd, cwd=folder, env=host_env(**(env or {})), log_path=folder / "serve.log",
-                  ready_url=url + "/health", timeout=40, what=" ".join(cmd[1:3]))
+    server.launch(
+        cmd,
+        cwd=folder,
+        env=host_env(**(env or {})),
+        log_path=folder / "serve.log",
+        ready_url=url + "/health",
+        timeout=40,
+        what=" ".join(cmd[1:3]),
+    )
     try:
         yield url
     finally:
@@ -75,7 +82,15 @@ def test_runhost_imports_the_users_module_from_cwd(user_folder):
     repo_results = REPO / ".co/session_results.jsonl"
     before = repo_results.read_bytes() if repo_results.exists() else None
     port = free_port()
-    cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "myagent:create_agent", "--no-relay", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        str(REPO / "manage.py"),
+        "runhost",
+        "myagent:create_agent",
+        "--no-relay",
+        "--port",
+        str(port),
+    ]
     with serve(cmd, user_folder, port) as url:
         assert_greets(url)
         assert httpx.get(url + "/info").json()["name"] == "greeter"
@@ -108,11 +123,33 @@ def test_create_app_served_by_two_workers(user_folder, server):
     """Each worker imports ``myagent:app``; uvicorn --workers does so inside its running event loop."""
     port = free_port()
     if server == "uvicorn":
-        cmd = [sys.executable, "-m", "uvicorn", "myagent:app", "--workers", "2", "--port", str(port),
-               "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "myagent:app",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ]
     else:
-        cmd = [sys.executable, "-m", "gunicorn", "myagent:app", "-w", "2", "-k", "uvicorn.workers.UvicornWorker",
-               "-b", f"127.0.0.1:{port}", "--log-level", "warning"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "myagent:app",
+            "-w",
+            "2",
+            "-k",
+            "uvicorn.workers.UvicornWorker",
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ]
     with serve(cmd, user_folder, port) as url:
         for i in range(4):  # fresh connections: the kernel may hand each to either worker
             with httpx.Client() as client:
@@ -146,12 +183,18 @@ def test_host_importing_a_module_that_calls_create_app_serves_it(user_folder, se
     """``app = create_app(create_agent)`` at import used to deadlock ``runhost myagent:create_agent``."""
     port = free_port()
     if server == "runhost":
-        cmd = [sys.executable, str(REPO / "manage.py"), "runhost", "myagent:create_agent", "--no-relay",
-               "--port", str(port)]
+        cmd = [
+            sys.executable,
+            str(REPO / "manage.py"),
+            "runhost",
+            "myagent:create_agent",
+            "--no-relay",
+            "--port",
+            str(port),
+        ]
         env = None
     else:
-        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-               "connectonion_site.asgi:application"]
+        cmd = [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "connectonion_site.asgi:application"]
         env = {"CONNECTONION_AGENT": "myagent:create_agent", "PYTHONPATH": f"{REPO}{os.pathsep}{user_folder}"}
     with serve(cmd, user_folder, port, env=env) as url:
         assert_greets(url)

@@ -36,22 +36,37 @@ def canonical(name: str) -> str:
 def venv(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("venv")
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
-    purelib = Path(subprocess.check_output(
-        [str(root / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
-    ).strip())
+    purelib = Path(
+        subprocess.check_output(
+            [str(root / "bin/python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True
+        ).strip()
+    )
     (purelib / "shared-test-venv.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     done = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(root / "bin/python"), "install", "-q", "--no-deps",
-         "--no-index", "--no-build-isolation", "-e", str(REPO)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(root / "bin/python"),
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "-e",
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return root
 
 
 def installed_requirements(venv: Path) -> set[str]:
-    code = ("import importlib.metadata as m, json; "
-            "print(json.dumps(m.distribution('connectonion-host').requires or []))")
+    code = "import importlib.metadata as m, json; print(json.dumps(m.distribution('connectonion-host').requires or []))"
     requires = json.loads(subprocess.check_output([str(venv / "bin/python"), "-c", code], text=True, cwd="/"))
     # an extra's requirements (``; extra == "otel"``) are optional: the package's own are the rest
     return {canonical(re.split(r"[\[=<>!~; ]", r, maxsplit=1)[0]) for r in requires if "extra ==" not in r}
@@ -90,9 +105,15 @@ def test_installed_package_hosts_a_plain_agent_from_an_empty_folder(venv, tmp_pa
     env.pop("PYTHONPATH")
     port = free_port()
     server = ServerProcess()
-    server.launch([str(venv / "bin/python"), "myagent.py", str(port)], cwd=tmp_path, env=env,
-                  log_path=tmp_path / "host.log", ready_url=f"http://127.0.0.1:{port}/health", timeout=60,
-                  what="python myagent.py")
+    server.launch(
+        [str(venv / "bin/python"), "myagent.py", str(port)],
+        cwd=tmp_path,
+        env=env,
+        log_path=tmp_path / "host.log",
+        ready_url=f"http://127.0.0.1:{port}/health",
+        timeout=60,
+        what="python myagent.py",
+    )
     try:
         body = httpx.post(f"http://127.0.0.1:{port}/input", json={"prompt": "hello"}, timeout=30).json()
         assert body["status"] == "done" and body["result"] == "hola", body
@@ -108,9 +129,24 @@ def test_installed_package_serves_daphne_from_any_folder(venv, tmp_path):
     env.pop("PYTHONPATH")
     port = free_port()
     server = ServerProcess()
-    server.launch([str(venv / "bin/python"), "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-                   "connectonion_site.asgi:application"], cwd=tmp_path, env=env, log_path=tmp_path / "daphne.log",
-                  ready_url=f"http://127.0.0.1:{port}/health", timeout=60, what="daphne")
+    server.launch(
+        [
+            str(venv / "bin/python"),
+            "-m",
+            "daphne",
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            "connectonion_site.asgi:application",
+        ],
+        cwd=tmp_path,
+        env=env,
+        log_path=tmp_path / "daphne.log",
+        ready_url=f"http://127.0.0.1:{port}/health",
+        timeout=60,
+        what="daphne",
+    )
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/info").json()["name"] == "demo"
     finally:

@@ -20,9 +20,15 @@ def relay_env(tmp_path) -> dict[str, str]:
 def test_runrelay_serves_from_another_folder(tmp_path):
     port = free_port()
     relay = ServerProcess()
-    relay.launch([sys.executable, str(MANAGE), "runrelay", "--port", str(port)], cwd=tmp_path,
-                 env=relay_env(tmp_path), log_path=tmp_path / "relay.log", ready_url=f"http://127.0.0.1:{port}/health",
-                 timeout=60, what="runrelay")
+    relay.launch(
+        [sys.executable, str(MANAGE), "runrelay", "--port", str(port)],
+        cwd=tmp_path,
+        env=relay_env(tmp_path),
+        log_path=tmp_path / "relay.log",
+        ready_url=f"http://127.0.0.1:{port}/health",
+        timeout=60,
+        what="runrelay",
+    )
     try:
         assert httpx.get(f"http://127.0.0.1:{port}/api/agents/0xabc").status_code == 404
         # /health answers a moment before runrelay's own check of it prints the line: wait for the line.
@@ -39,8 +45,14 @@ def test_runrelay_says_it_failed_instead_of_relay_on_when_daphne_cannot_start(tm
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        done = subprocess.run([sys.executable, str(MANAGE), "runrelay", "--port", str(port)], cwd=tmp_path,
-                              env=relay_env(tmp_path), capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, str(MANAGE), "runrelay", "--port", str(port)],
+            cwd=tmp_path,
+            env=relay_env(tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode != 0
     assert "Relay on" not in done.stdout
     assert "the relay did not start" in done.stderr, done.stdout + done.stderr

@@ -17,8 +17,13 @@ HEAD = b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
 
 @pytest.fixture(scope="module")
 def echo(module_hosts):
-    return module_hosts("tests.agents:echo_factory", "--trust", "open", *NO_TURN_LIMITS,
-                        yaml="max_file_size: 1\nmax_files_per_request: 1\n")
+    return module_hosts(
+        "tests.agents:echo_factory",
+        "--trust",
+        "open",
+        *NO_TURN_LIMITS,
+        yaml="max_file_size: 1\nmax_files_per_request: 1\n",
+    )
 
 
 def exchange(port: int, request: bytes) -> tuple[int, dict]:
@@ -36,14 +41,15 @@ def exchange(port: int, request: bytes) -> tuple[int, dict]:
 
 
 def chunked(body: bytes, size: int = 1000) -> bytes:
-    pieces = [body[i:i + size] for i in range(0, len(body), size)]
+    pieces = [body[i : i + size] for i in range(0, len(body), size)]
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in pieces) + b"0\r\n\r\n"
 
 
 def test_a_chunked_body_is_read(echo):
     body = json.dumps({"prompt": "x" * 1000}).encode()
-    status, answer = exchange(echo.port, HEAD + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-                              b"\r\n" + chunked(body))
+    status, answer = exchange(
+        echo.port, HEAD + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body)
+    )
     assert status == 200, answer
     assert answer["result"] == "echo: " + "x" * 1000
 
@@ -51,8 +57,9 @@ def test_a_chunked_body_is_read(echo):
 def test_a_chunked_body_past_twisteds_memory_threshold_is_read(echo):
     prompt = "y" * 300_000  # twisted spools past 100 kB to a temp file; still under the ~3.7 MB cap
     body = json.dumps({"prompt": prompt}).encode()
-    status, answer = exchange(echo.port, HEAD + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-                              b"\r\n" + chunked(body, 65536))
+    status, answer = exchange(
+        echo.port, HEAD + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked(body, 65536)
+    )
     assert (status, answer.get("result")) == (200, "echo: " + prompt)
 
 
@@ -61,28 +68,37 @@ def test_httpx_streaming_a_body_without_length_is_served(echo):
         yield b'{"prompt": '
         yield b'"streamed"}'
 
-    response = httpx.post(echo.url + "/input", content=parts(), headers={"content-type": "application/json"},
-                          timeout=30)
+    response = httpx.post(
+        echo.url + "/input", content=parts(), headers={"content-type": "application/json"}, timeout=30
+    )
     assert response.status_code == 200, response.text
     assert response.json()["result"] == "echo: streamed"
 
 
 def test_an_empty_chunked_body_is_invalid_json(echo):
-    status, answer = exchange(echo.port, HEAD + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n"
-                              b"\r\n0\r\n\r\n")
+    status, answer = exchange(
+        echo.port, HEAD + b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
     assert (status, answer) == (400, {"error": "Invalid JSON"})
 
 
-@pytest.mark.parametrize("content_type, body", [
-    (b"multipart/form-data", b"xx"),  # no boundary: twisted's own parser answered a bare 400
-    (b"multipart/form-data; boundary=abc", b"not multipart at all"),
-    (b"multipart/form-data; boundary=x",
-     b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhi\r\n--x--\r\n'),
-    (b"application/x-www-form-urlencoded", b"prompt=hi"),
-], ids=["multipart without boundary", "malformed multipart", "multipart", "form"])
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        (b"multipart/form-data", b"xx"),  # no boundary: twisted's own parser answered a bare 400
+        (b"multipart/form-data; boundary=abc", b"not multipart at all"),
+        (
+            b"multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="prompt"\r\n\r\nhi\r\n--x--\r\n',
+        ),
+        (b"application/x-www-form-urlencoded", b"prompt=hi"),
+    ],
+    ids=["multipart without boundary", "malformed multipart", "multipart", "form"],
+)
 def test_a_body_that_is_not_json_is_415_with_an_error(echo, content_type, body):
-    status, answer = exchange(echo.port, HEAD + b"Content-Type: " + content_type
-                              + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    status, answer = exchange(
+        echo.port, HEAD + b"Content-Type: " + content_type + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
     assert (status, answer) == (415, {"error": "Unsupported media type"})
 
 

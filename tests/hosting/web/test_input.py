@@ -14,8 +14,9 @@ from tests.conftest import HostProcess
 def post(host: HostProcess, body, *, timeout: float = 30, **kw) -> httpx.Response:
     if isinstance(body, dict):
         return httpx.post(host.url + "/input", json=body, timeout=timeout, **kw)
-    return httpx.post(host.url + "/input", content=body, timeout=timeout,
-                      headers={"content-type": "application/json"}, **kw)
+    return httpx.post(
+        host.url + "/input", content=body, timeout=timeout, headers={"content-type": "application/json"}, **kw
+    )
 
 
 def test_input_response_shape_and_tool_trace(demo):
@@ -48,17 +49,20 @@ def test_multi_turn_by_passing_the_session_back(demo):
     assert third["session_id"] != first["session_id"]
 
 
-@pytest.mark.parametrize("body, needle", [
-    (b"{not json", "Invalid JSON"),
-    (b"[1, 2]", None),
-    (b"{}", "prompt"),
-    (json.dumps({"prompt": 5}).encode(), "prompt"),
-    (json.dumps({"prompt": None}).encode(), "prompt"),
-    (json.dumps({"prompt": "hi", "session": "abc"}).encode(), "session"),
-    (json.dumps({"prompt": "hi", "session": [1]}).encode(), "session"),
-    (json.dumps({"prompt": "hi", "session": {"messages": "nope"}}).encode(), "messages"),
-    (json.dumps({"prompt": "hi", "images": "x"}).encode(), "images"),
-])
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        (b"{not json", "Invalid JSON"),
+        (b"[1, 2]", None),
+        (b"{}", "prompt"),
+        (json.dumps({"prompt": 5}).encode(), "prompt"),
+        (json.dumps({"prompt": None}).encode(), "prompt"),
+        (json.dumps({"prompt": "hi", "session": "abc"}).encode(), "session"),
+        (json.dumps({"prompt": "hi", "session": [1]}).encode(), "session"),
+        (json.dumps({"prompt": "hi", "session": {"messages": "nope"}}).encode(), "messages"),
+        (json.dumps({"prompt": "hi", "images": "x"}).encode(), "images"),
+    ],
+)
 def test_bad_input_is_400_naming_the_problem(demo, body, needle):
     r = post(demo, body)
     assert r.status_code == 400, r.text

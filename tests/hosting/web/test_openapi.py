@@ -57,9 +57,18 @@ def check(doc: dict, response: httpx.Response) -> None:
 
 
 def test_schema_lists_every_route(schema):
-    assert set(schema["paths"]) >= {"/input", "/sessions", "/sessions/{session_id}", "/health", "/info",
-                                    "/admin/logs", "/admin/sessions", "/admin/trust/promote",
-                                    "/admin/trust/level/{address}", "/superadmin/add"}
+    assert set(schema["paths"]) >= {
+        "/input",
+        "/sessions",
+        "/sessions/{session_id}",
+        "/health",
+        "/info",
+        "/admin/logs",
+        "/admin/sessions",
+        "/admin/trust/promote",
+        "/admin/trust/level/{address}",
+        "/superadmin/add",
+    }
     errors = schema["paths"]["/input"]["post"]["responses"]
     assert {"400", "401", "403", "409", "413", "500"} <= set(errors)
 
@@ -71,15 +80,22 @@ def test_live_responses_validate(host, schema):
         sid = done.json()["session_id"]
         responses = [
             done,
-            c.get("/"), c.get("/health"), c.get("/info"),
+            c.get("/"),
+            c.get("/health"),
+            c.get("/info"),
             c.post("/input", json={}),
             c.post("/input", content=b"{not json", headers={"Content-Type": "application/json"}),
             c.post("/input", json={"prompt": 5}),
             c.post("/input", content=b"prompt=x", headers={"Content-Type": "text/plain"}),
-            c.get("/sessions"), c.get(f"/sessions/{sid}"), c.get("/sessions/no-such-session"),
+            c.get("/sessions"),
+            c.get(f"/sessions/{sid}"),
+            c.get("/sessions/no-such-session"),
             c.get("/sessions?limit=0"),
-            c.get("/admin/logs", headers=bearer), c.get("/admin/logs"), c.get("/admin/logs?lines=x", headers=bearer),
-            c.get("/admin/sessions", headers=bearer), c.get("/admin/sessions"),
+            c.get("/admin/logs", headers=bearer),
+            c.get("/admin/logs"),
+            c.get("/admin/logs?lines=x", headers=bearer),
+            c.get("/admin/sessions", headers=bearer),
+            c.get("/admin/sessions"),
             c.get(f"/admin/trust/level/0x{'ab' * 32}"),
             c.post("/admin/trust/promote", json={"payload": {"client_id": "x"}}),
             c.post("/superadmin/add", json={}),
@@ -98,9 +114,22 @@ def test_docs_api_page_still_served(host):
 
 def test_spectacular_validate_fail_on_warn(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "manage.py"), "spectacular", "--validate", "--fail-on-warn",
-         "--format", "openapi-json", "--file", str(tmp_path / "schema.json")],
-        cwd=tmp_path, env=host_env(), capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(REPO / "manage.py"),
+            "spectacular",
+            "--validate",
+            "--fail-on-warn",
+            "--format",
+            "openapi-json",
+            "--file",
+            str(tmp_path / "schema.json"),
+        ],
+        cwd=tmp_path,
+        env=host_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "schema.json").stat().st_size > 1000

@@ -26,8 +26,11 @@ def test_health_info_index(demo):
     for key in ("name", "address", "tools", "model", "trust", "version", "accepted_inputs"):
         assert key in info
     assert "calculate" in info["tools"] and info["trust"] == "careful"
-    assert info["accepted_inputs"] == {"text": True, "images": True,
-                                       "files": {"max_file_size_mb": 10, "max_files_per_request": 10}}
+    assert info["accepted_inputs"] == {
+        "text": True,
+        "images": True,
+        "files": {"max_file_size_mb": 10, "max_files_per_request": 10},
+    }
     index = httpx.get(demo.url + "/")
     assert index.status_code == 200 and index.json()
 

@@ -33,15 +33,32 @@ MAX_EXAMPLES = 20  # per operation and mode: the whole file runs in ~15 s on the
 #   every field optional; which combination is valid (prompt present, data: URLs, base64 files, session
 #   UUIDs, a signature that verifies) is beyond JSON Schema, and the documented 400/401 are right for them.
 # * max_response_time, use_after_free, ensure_resource_availability: stateful or timing checks, measured in bench/.
-CHECKS = [checks.not_a_server_error, checks.response_schema_conformance, checks.status_code_conformance,
-          checks.content_type_conformance, checks.negative_data_rejection, checks.unsupported_method,
-          checks.ignored_auth, checks.missing_required_header]
+CHECKS = [
+    checks.not_a_server_error,
+    checks.response_schema_conformance,
+    checks.status_code_conformance,
+    checks.content_type_conformance,
+    checks.negative_data_rejection,
+    checks.unsupported_method,
+    checks.ignored_auth,
+    checks.missing_required_header,
+]
 
 OPERATIONS = [
-    ("GET", "/"), ("GET", "/health"), ("GET", "/info"), ("POST", "/input"), ("GET", "/sessions"),
-    ("GET", "/sessions/{session_id}"), ("GET", "/admin/logs"), ("GET", "/admin/sessions"),
-    ("POST", "/admin/trust/promote"), ("POST", "/admin/trust/demote"), ("POST", "/admin/trust/block"),
-    ("POST", "/admin/trust/unblock"), ("GET", "/admin/trust/level/{address}"), ("POST", "/superadmin/add"),
+    ("GET", "/"),
+    ("GET", "/health"),
+    ("GET", "/info"),
+    ("POST", "/input"),
+    ("GET", "/sessions"),
+    ("GET", "/sessions/{session_id}"),
+    ("GET", "/admin/logs"),
+    ("GET", "/admin/sessions"),
+    ("POST", "/admin/trust/promote"),
+    ("POST", "/admin/trust/demote"),
+    ("POST", "/admin/trust/block"),
+    ("POST", "/admin/trust/unblock"),
+    ("GET", "/admin/trust/level/{address}"),
+    ("POST", "/superadmin/add"),
     ("POST", "/superadmin/remove"),
 ]
 
@@ -71,8 +88,9 @@ def _session() -> requests.Session:
 
 @pytest.fixture(scope="module")
 def api_host(tmp_path_factory):
-    host = HostProcess(tmp_path_factory.mktemp("project"), "tests.agents:echo_factory",
-                       env={"OPENONION_API_KEY": ADMIN_TOKEN}).start()
+    host = HostProcess(
+        tmp_path_factory.mktemp("project"), "tests.agents:echo_factory", env={"OPENONION_API_KEY": ADMIN_TOKEN}
+    ).start()
     yield host
     host.stop()
 
@@ -91,8 +109,11 @@ def _validate(case) -> int:
     label = case.operation.label
     chosen = [c for c in CHECKS if c is not checks.ignored_auth or label not in _auth_confirmed]
     # Negative header data may leave the token out on purpose: then send none (a 401 is the right answer).
-    dropped = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER) \
+    dropped = (
+        case.meta is not None
+        and case.meta.is_negative_at(ParameterLocation.HEADER)
         and "Authorization" not in (case.headers or {})
+    )
     with _session() as session:
         response = case.call_and_validate(session=session, headers=None if dropped else BEARER, checks=chosen)
     if 200 <= response.status_code < 300:
@@ -115,8 +136,13 @@ def test_operation(api_schema, method, path):
         seen = statuses.setdefault(mode.value, set())
 
         @given(case=operation.as_strategy(mode))
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        @settings(
+            max_examples=MAX_EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        )
         def run(case) -> None:
             seen.add(_validate(case))
 
@@ -137,7 +163,9 @@ def test_valid_turn_and_its_record_conform(api_host, api_schema):
     with _session() as session:
         response = turn.call_and_validate(session=session, headers=BEARER, checks=CHECKS)
     assert response.status_code == 200 and response.json()["result"] == "echo: hello schemathesis"
-    record = api_schema["/sessions/{session_id}"]["GET"].Case(path_parameters={"session_id": response.json()["session_id"]})
+    record = api_schema["/sessions/{session_id}"]["GET"].Case(
+        path_parameters={"session_id": response.json()["session_id"]}
+    )
     assert _validate(record) == 200
     listing = api_schema["/sessions"]["GET"].Case(query={"limit": 5})
     assert _validate(listing) == 200

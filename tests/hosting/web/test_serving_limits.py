@@ -64,6 +64,7 @@ def eventually(check, what: str) -> bool:
 
 # --- runhost --------------------------------------------------------------------------------------------------
 
+
 def test_headers_that_trickle_past_the_deadline_get_408_and_a_close(start_host):
     host = start_host("tests.agents:echo_factory", "--trust", "open", "--header-timeout", "1")
     status, headers, body = parse(trickle(host.port))
@@ -76,8 +77,10 @@ def test_a_slow_turn_and_a_slow_body_are_not_cut_by_the_header_deadline(start_ho
     host = start_host("tests.agents:slow_factory", "--trust", "open", "--header-timeout", "1")
     with open_socket(host.port) as sock:
         body = json.dumps({"prompt": "sleep 2.5"}).encode()
-        sock.sendall(b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        sock.sendall(
+            b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+        )
         time.sleep(1.5)  # the body comes after the header deadline would have passed
         sock.sendall(body)
         status, _, answer = parse(read_answer(sock))
@@ -85,8 +88,16 @@ def test_a_slow_turn_and_a_slow_body_are_not_cut_by_the_header_deadline(start_ho
 
 
 def test_one_address_cannot_take_every_connection_and_health_answers_throughout(start_host):
-    host = start_host("tests.agents:echo_factory", "--trust", "open", "--max-connections-per-ip", "20",
-                      "--header-timeout", "300", *NO_TURN_LIMITS)
+    host = start_host(
+        "tests.agents:echo_factory",
+        "--trust",
+        "open",
+        "--max-connections-per-ip",
+        "20",
+        "--header-timeout",
+        "300",
+        *NO_TURN_LIMITS,
+    )
     with contextlib.ExitStack() as stack:
         sockets = [stack.enter_context(connect(host.ws_url, open_timeout=10)) for _ in range(5)]  # WS count too
         for _ in range(15):
@@ -102,7 +113,8 @@ def test_one_address_cannot_take_every_connection_and_health_answers_throughout(
         for sock in flood:
             sock.close()
         assert {(status, body["error"]) for status, _, body in answers} == {
-            (429, "too many connections from this address")}
+            (429, "too many connections from this address")
+        }
         assert all(headers["retry-after"] == "1" for _, headers, _ in answers)
         with pytest.raises(InvalidStatus) as refused:
             connect(host.ws_url, open_timeout=10)
@@ -127,8 +139,16 @@ def _refused(port: int) -> bool:
 
 
 def test_trusted_proxies_are_not_counted(start_host):
-    host = start_host("tests.agents:echo_factory", "--trust", "open", "--max-connections-per-ip", "2",
-                      "--trusted-proxy", "127.0.0.1", *NO_TURN_LIMITS)
+    host = start_host(
+        "tests.agents:echo_factory",
+        "--trust",
+        "open",
+        "--max-connections-per-ip",
+        "2",
+        "--trusted-proxy",
+        "127.0.0.1",
+        *NO_TURN_LIMITS,
+    )
     held = [open_socket(host.port) for _ in range(5)]
     try:
         for sock in held:
@@ -140,8 +160,16 @@ def test_trusted_proxies_are_not_counted(start_host):
 
 
 BODY = 3_000_000  # under the ~3.7 MB cap of one 1 MB file; three of them pass an 8 MB budget
-BUDGET_HOST = ("tests.agents:slow_factory", "--trust", "open", "--max-file-size", "1", "--max-files-per-request",
-               "1", *NO_TURN_LIMITS)
+BUDGET_HOST = (
+    "tests.agents:slow_factory",
+    "--trust",
+    "open",
+    "--max-file-size",
+    "1",
+    "--max-files-per-request",
+    "1",
+    *NO_TURN_LIMITS,
+)
 
 
 @pytest.fixture
@@ -154,8 +182,10 @@ def quick_stop(project: Path) -> None:
 def _start_body(port: int) -> socket.socket:
     """A body declared BODY bytes long, of which only the first 100 kB come."""
     sock = open_socket(port)
-    sock.sendall(b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Connection: close\r\nContent-Length: %d\r\n\r\n" % BODY + b'{"prompt": "' + b"a" * 100_000)
+    sock.sendall(
+        b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % BODY + b'{"prompt": "' + b"a" * 100_000
+    )
     return sock
 
 
@@ -164,8 +194,10 @@ def _slow_turn(port: int) -> socket.socket:
     sock = open_socket(port)
     head = b'{"prompt": "sleep 30", "pad": "'
     body = head + b"a" * (BODY - len(head) - 2) + b'"}'
-    sock.sendall(b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                 b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    sock.sendall(
+        b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
     return sock
 
 
@@ -219,8 +251,10 @@ def test_a_chunked_body_is_held_to_the_budget_as_it_arrives(start_host, quick_st
     try:
         eventually(lambda: _busy(host.port), "_busy(host.port)")
         with open_socket(host.port) as sock:
-            sock.sendall(b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                         b"Transfer-Encoding: chunked\r\n\r\n")
+            sock.sendall(
+                b"POST /input HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n"
+            )
             chunk = b"a" * 500_000
             with contextlib.suppress(OSError):
                 for _ in range(6):
@@ -245,13 +279,21 @@ def test_bodies_in_flight_below_the_request_cap_is_refused_at_start(project):
 
 # --- the other entry points: ``daphne connectonion_site.asgi:application`` and ``runrelay`` ----------------------
 
+
 class Served(ServerProcess):
     def __init__(self, cmd: list[str], folder: Path, port: int, env: dict[str, str]) -> None:
         self.cmd, self.folder, self.port, self.env = cmd, folder, port, env
 
     def start(self) -> Served:
-        self.launch(self.cmd, cwd=self.folder, env=self.env, log_path=self.folder / f"served-{self.port}.log",
-                    ready_url=f"http://127.0.0.1:{self.port}/health", timeout=40, what=self.cmd[2])
+        self.launch(
+            self.cmd,
+            cwd=self.folder,
+            env=self.env,
+            log_path=self.folder / f"served-{self.port}.log",
+            ready_url=f"http://127.0.0.1:{self.port}/health",
+            timeout=40,
+            what=self.cmd[2],
+        )
         return self
 
 
@@ -297,10 +339,18 @@ def test_the_daphne_command_serves_with_the_same_limits(served, project):
     (project / ".co" / "host.yaml").write_text("header_timeout: 1\nmax_connections_per_ip: 3\n")
     port = free_port()
     prefix = [shutil.which("prlimit"), "--nofile=256:4096", "--"] if shutil.which("prlimit") else []
-    cmd = [*prefix, sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
-           "connectonion_site.asgi:application"]
-    server = served(cmd, project, port, host_env(CONNECTONION_AGENT="tests.agents:echo_factory",
-                                                 PYTHONPATH=str(REPO)))
+    cmd = [
+        *prefix,
+        sys.executable,
+        "-m",
+        "daphne",
+        "-b",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "connectonion_site.asgi:application",
+    ]
+    server = served(cmd, project, port, host_env(CONNECTONION_AGENT="tests.agents:echo_factory", PYTHONPATH=str(REPO)))
     if prefix:
         assert _nofile(server.proc.pid) == 4096
     _assert_header_deadline_and_cap_of_3(port)
@@ -308,8 +358,17 @@ def test_the_daphne_command_serves_with_the_same_limits(served, project):
 
 def test_runrelay_serves_with_a_header_deadline_and_a_connection_cap(served, tmp_path):
     port = free_port()
-    cmd = [sys.executable, str(REPO / "manage.py"), "runrelay", "--port", str(port), "--header-timeout", "1",
-           "--max-connections-per-ip", "3"]
+    cmd = [
+        sys.executable,
+        str(REPO / "manage.py"),
+        "runrelay",
+        "--port",
+        str(port),
+        "--header-timeout",
+        "1",
+        "--max-connections-per-ip",
+        "3",
+    ]
     env = host_env(PYTHONPATH=str(REPO))
     served(cmd, tmp_path, port, {k: v for k, v in env.items() if not k.startswith("RELAY_")})
     _assert_header_deadline_and_cap_of_3(port)
@@ -318,8 +377,10 @@ def test_runrelay_serves_with_a_header_deadline_and_a_connection_cap(served, tmp
 def _ws_message_begun(port: int, size: int, sent: int) -> socket.socket:
     """A raw WebSocket whose one text message declares ``size`` bytes, of which ``sent`` come."""
     sock = open_socket(port)
-    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    sock.sendall(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)

@@ -112,5 +112,14 @@ def test_live_frames_match_the_asyncapi_document(host, document):
         again.send({"type": "ATTACH", "session_id": session_id, "last_msg_id": last_seen})
         assert again.until("CONNECTED")["session_id"] == session_id
     seen = {f["type"] for f in ws.seen}
-    assert {"CONNECTED", "user_input", "tool_call", "tool_result", "ask_user", "approval_needed", "OUTPUT",
-            "ERROR", "RUNTIME_INPUT_ACK"} <= seen, seen
+    assert {
+        "CONNECTED",
+        "user_input",
+        "tool_call",
+        "tool_result",
+        "ask_user",
+        "approval_needed",
+        "OUTPUT",
+        "ERROR",
+        "RUNTIME_INPUT_ACK",
+    } <= seen, seen

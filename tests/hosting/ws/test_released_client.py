@@ -28,7 +28,7 @@ def lookup(host):
     endpoints = {"endpoints": [host.url], "online": True}
 
     class Lookup(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             body = json.dumps(endpoints).encode()
             self.send_response(200 if self.path.startswith("/api/agents/") else 404)
             self.send_header("Content-Type", "application/json")

@@ -12,8 +12,9 @@ from tests.support.ws import WS
 @pytest.fixture(scope="module")
 def host(module_hosts, tmp_path_factory):
     co_dir = tmp_path_factory.mktemp("co-steer")
-    return module_hosts("tests.co_agents:create_steerable_co_agent", env={"CO_TEST_CO_DIR": str(co_dir)},
-                        name="steerable")
+    return module_hosts(
+        "tests.co_agents:create_steerable_co_agent", env={"CO_TEST_CO_DIR": str(co_dir)}, name="steerable"
+    )
 
 
 async def test_a_runtime_input_steers_a_released_agent_with_the_runtime_input_plugin(host):

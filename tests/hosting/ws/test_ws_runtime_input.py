@@ -41,8 +41,9 @@ async def test_an_input_while_a_steerable_turn_runs_is_acknowledged_and_steers_t
     assert ack["type"] == "RUNTIME_INPUT_ACK" and ack["session_id"] == sid and ack["input_id"] == "steer-1", ack
     assert str(uuid.UUID(ack["id"])) == ack["id"]
     await frames_until(comm, heard("count by 10"))
-    stepped = (await frames_until(comm, lambda f: f["type"] == "tool_result" and f["args"]["expression"]
-                                  .endswith("+10")))[-1]
+    stepped = (
+        await frames_until(comm, lambda f: f["type"] == "tool_result" and f["args"]["expression"].endswith("+10"))
+    )[-1]
     await comm.send_json_to({"type": "INPUT", "prompt": "please stop now"})
     assert (await frames_until(comm, ("RUNTIME_INPUT_ACK", "ERROR")))[-1]["type"] == "RUNTIME_INPUT_ACK"
     output = (await frames_until(comm, ("OUTPUT", "ERROR")))[-1]
@@ -101,8 +102,9 @@ async def test_someone_else_naming_the_session_cannot_steer_its_turn():
     await comm.disconnect()
     owner = WebsocketCommunicator(application, "/ws")
     await owner.connect()
-    await owner.send_json_to({"type": "CONNECT", **sign_payload(SigningKey.generate(),
-                                                                {"to": to, "timestamp": int(time.time())})})
+    await owner.send_json_to(
+        {"type": "CONNECT", **sign_payload(SigningKey.generate(), {"to": to, "timestamp": int(time.time())})}
+    )
     sid = (await frames_until(owner, "AGENT_PROFILE"))[0]["session_id"]
     await owner.send_json_to({"type": "INPUT", "prompt": "count slowly until I say stop"})
     await frames_until(owner, "tool_result")

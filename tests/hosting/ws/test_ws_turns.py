@@ -17,8 +17,14 @@ import websockets
 from tests.conftest import NO_TURN_LIMITS
 from tests.support.ws import WS, events_only
 
-SEAL = {"type": "SEAL", "to": "0x" + "ab" * 32, "from": "0x" + "cd" * 32, "ephemeral": "ef" * 32,
-        "timestamp": int(time.time()), "signature": "00" * 64}
+SEAL = {
+    "type": "SEAL",
+    "to": "0x" + "ab" * 32,
+    "from": "0x" + "cd" * 32,
+    "ephemeral": "ef" * 32,
+    "timestamp": int(time.time()),
+    "signature": "00" * 64,
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +38,7 @@ async def turn(ws: WS, prompt: str, **extra) -> list[dict]:
 
 
 # -- opening sequences ---------------------------------------------------------------------------------------
+
 
 async def test_a_seal_that_does_not_verify_gets_one_error_then_close_4003(host):
     """HARDENING W6 as amended by D19: the host seals (tests/hosting/conversation); a SEAL it cannot accept is answered at once
@@ -84,6 +91,7 @@ async def test_connect_answers_with_protocol_and_agent_profile(host):
 
 # -- streaming ------------------------------------------------------------------------------------------------
 
+
 async def test_tool_turn_streams_an_ordered_enveloped_event_sequence(host):
     async with await WS.open(host.ws_url) as ws:
         frames = await turn(ws, "calculate 6*7")
@@ -95,12 +103,12 @@ async def test_tool_turn_streams_an_ordered_enveloped_event_sequence(host):
         result = next(e for e in events if e["type"] == "tool_result")
         assert call["tool_id"] == result["tool_id"] and result["name"] == "calculate" and result["result"] == "42"
         assert "timing_ms" in result and result["status"] == "completed"
-        for event in events + [frames[-1]]:
+        for event in [*events, frames[-1]]:
             assert isinstance(event["id"], str), event
             assert event["session_id"] == sid
         for event in events:
             assert isinstance(event["ts"], float)
-        ids = [int(e["id"]) for e in events + [frames[-1]]]
+        ids = [int(e["id"]) for e in [*events, frames[-1]]]
         assert ids == sorted(set(ids)), ids
 
 
@@ -116,6 +124,7 @@ async def test_input_id_is_echoed_and_output_session_continues_the_conversation(
 
 # -- human in the loop ----------------------------------------------------------------------------------------
 
+
 async def test_ask_user_round_trip(host):
     async with await WS.open(host.ws_url) as ws:
         await ws.send({"type": "INPUT", "prompt": "quiz me"})
@@ -126,12 +135,15 @@ async def test_ask_user_round_trip(host):
         assert output["type"] == "OUTPUT" and output["result"] == "Correct!"
 
 
-@pytest.mark.parametrize("answer, saved", [
-    ({"approved": True, "scope": "once"}, True),
-    ({"approved": False, "scope": "once"}, False),
-    ({"approved": "yes", "scope": "once"}, False),
-    ({"approved": True, "scope": "session"}, True),
-])
+@pytest.mark.parametrize(
+    "answer, saved",
+    [
+        ({"approved": True, "scope": "once"}, True),
+        ({"approved": False, "scope": "once"}, False),
+        ({"approved": "yes", "scope": "once"}, False),
+        ({"approved": True, "scope": "session"}, True),
+    ],
+)
 async def test_approval_round_trips(host, answer, saved):
     async with await WS.open(host.ws_url) as ws:
         await ws.send({"type": "INPUT", "prompt": "save a note: milk"})
@@ -175,6 +187,7 @@ async def test_a_disconnected_client_reconnects_and_answers_a_pending_approval(h
 
 
 # -- cancel, busy -------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["INTERRUPT", "CANCEL"])
 async def test_interrupt_or_cancel_mid_turn_ends_it_as_cancelled(host, kind):
@@ -239,6 +252,7 @@ async def test_second_input_while_running_is_refused_and_the_first_completes(hos
 
 # -- bad frames ---------------------------------------------------------------------------------------------------
 
+
 async def test_bad_frames_get_errors_and_the_socket_stays_usable(host):
     async with await WS.open(host.ws_url) as ws:
         await ws.send("{not json")
@@ -259,6 +273,7 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(host):
 
 
 # -- resume -------------------------------------------------------------------------------------------------------
+
 
 async def wait_record(host, sid: str, done, timeout: float = 20) -> dict:
     deadline = time.monotonic() + timeout
@@ -322,7 +337,7 @@ async def test_a_second_connection_on_the_session_sees_a_turn_the_first_one_star
         mine = await turn(tab1, "calculate 4*4")
         theirs = await tab2.until(("OUTPUT", "ERROR"))
         assert theirs[0] == {"type": "user_message", "content": "calculate 4*4", "session_id": sid}
-        assert [f["id"] for f in theirs[1:]] == [f["id"] for f in events_only(mine) + [mine[-1]]]
+        assert [f["id"] for f in theirs[1:]] == [f["id"] for f in [*events_only(mine), mine[-1]]]
         again = await turn(tab2, "calculate 5*5")  # and the other way round, for the next turn
         seen = await tab1.until(("OUTPUT", "ERROR"))
         assert seen[0]["type"] == "user_message" and seen[-1]["id"] == again[-1]["id"]
@@ -330,6 +345,7 @@ async def test_a_second_connection_on_the_session_sees_a_turn_the_first_one_star
 
 async def test_input_sent_the_moment_output_arrives_is_never_busy(host):
     """The turn leaves the running set before its OUTPUT is delivered (it once raced the next INPUT)."""
+
     async def chat(ws: WS) -> list[str]:
         return [(await turn(ws, f"calculate {i}+1"))[-1].get("message", "ok") for i in range(15)]
 
@@ -349,7 +365,9 @@ async def test_interrupt_while_waiting_for_an_approval_ends_the_turn(host):
         await ws.send({"type": "INTERRUPT"})
         terminal = (await ws.until(("OUTPUT", "ERROR")))[-1]
         assert terminal["type"] == "OUTPUT" and terminal["status"] == "cancelled", terminal
-    record = await wait_record(host, frames[0]["session_id"], lambda r: r["status"] not in ("running", "waiting_approval"))
+    record = await wait_record(
+        host, frames[0]["session_id"], lambda r: r["status"] not in ("running", "waiting_approval")
+    )
     assert record["status"] == "cancelled"
 
 
@@ -373,8 +391,9 @@ async def test_an_http_turn_cancelled_from_a_websocket_answers_200_cancelled(hos
     """D29 at the HTTP door: the ``POST /input`` whose turn a viewer cancels answers like the OUTPUT does."""
     sid = str(uuid.uuid4())
     async with httpx.AsyncClient(timeout=30) as http:
-        posting = asyncio.ensure_future(http.post(host.url + "/input", json={
-            "prompt": "count to 40 slowly", "session": {"session_id": sid}}))
+        posting = asyncio.ensure_future(
+            http.post(host.url + "/input", json={"prompt": "count to 40 slowly", "session": {"session_id": sid}})
+        )
         await wait_record(host, sid, lambda r: r["status"] == "running")
         async with await WS.open(host.ws_url) as ws:
             await ws.send({"type": "ATTACH", "session_id": sid})

@@ -28,9 +28,18 @@ def _prepare(folder: Path) -> None:
     load_identity(co, machine_dir=MACHINE_DIR)  # the host loads this key: we can sign as its own address
     evals = co / "evals"
     evals.mkdir(parents=True)
-    (evals / "old.yaml").write_text(yaml.safe_dump({
-        "name": "old eval", "created": "2020-01-01T00:00:00+00:00", "updated": "2020-01-02T00:00:00+00:00",
-        "total_cost": 0.5, "total_tokens": 12, "turns": [{"role": "user", "content": "hi"}]}))
+    (evals / "old.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "old eval",
+                "created": "2020-01-01T00:00:00+00:00",
+                "updated": "2020-01-02T00:00:00+00:00",
+                "total_cost": 0.5,
+                "total_tokens": 12,
+                "turns": [{"role": "user", "content": "hi"}],
+            }
+        )
+    )
     (evals / "broken.yaml").write_text("name: [unclosed\n  turns: {{{\n")
     marker = folder / "pwned"
     (evals / "evil.yaml").write_text(f"!!python/object/apply:os.system ['touch {marker}']\n")
@@ -95,17 +104,20 @@ def test_session_history_yaml_per_session(host, turns):
     assert not list((host.project / ".co" / "sessions").glob(".tmp-*"))
 
 
-@pytest.mark.parametrize("headers,query", [
-    ({}, ""),
-    ({"Authorization": "Bearer wrong"}, ""),
-    ({"Authorization": "Bearer "}, ""),
-    ({"Authorization": "Bearer"}, ""),
-    ({"Authorization": f"Basic {API_KEY}"}, ""),
-    ({"Authorization": f"Bearer {API_KEY[:-1]}"}, ""),
-    ({"Authorization": f"Bearer {API_KEY}x"}, ""),
-    ({"Authorization": f"Bearer {API_KEY}{ADMIN_TOKEN}"}, ""),
-    ({}, f"?token={API_KEY}"),
-])
+@pytest.mark.parametrize(
+    "headers,query",
+    [
+        ({}, ""),
+        ({"Authorization": "Bearer wrong"}, ""),
+        ({"Authorization": "Bearer "}, ""),
+        ({"Authorization": "Bearer"}, ""),
+        ({"Authorization": f"Basic {API_KEY}"}, ""),
+        ({"Authorization": f"Bearer {API_KEY[:-1]}"}, ""),
+        ({"Authorization": f"Bearer {API_KEY}x"}, ""),
+        ({"Authorization": f"Bearer {API_KEY}{ADMIN_TOKEN}"}, ""),
+        ({}, f"?token={API_KEY}"),
+    ],
+)
 def test_admin_rejects_missing_or_wrong_tokens_identically(host, headers, query):
     for path in ("/admin/logs", "/admin/sessions"):
         status, body = _raw_get(host, f"{path}{query}", headers)
@@ -160,8 +172,17 @@ def test_unknown_admin_paths_are_404(host):
 
 def _signed_post(host, key, path: str, **fields) -> httpx.Response:
     identity = load_identity(host.project / ".co", machine_dir=MACHINE_DIR, create=False)
-    body = sign_payload(key, {"method": "POST", "path": path, "timestamp": int(time.time()),
-                              "nonce": uuid.uuid4().hex, "to": identity.address, **fields})
+    body = sign_payload(
+        key,
+        {
+            "method": "POST",
+            "path": path,
+            "timestamp": int(time.time()),
+            "nonce": uuid.uuid4().hex,
+            "to": identity.address,
+            **fields,
+        },
+    )
     return httpx.post(f"{host.url}{path}", json=body, timeout=10)
 
 
@@ -174,7 +195,9 @@ def test_trust_extras(host):
     assert r.json() == {"success": True, "message": f"{client} is now contact", "level": "contact"}
     assert _signed_post(host, key, "/admin/trust/promote", client_id=client).json()["level"] == "whitelist"
     assert _signed_post(host, key, "/admin/trust/promote", client_id=client).json() == {
-        "error": "Already at highest level", "level": "whitelist"}
+        "error": "Already at highest level",
+        "level": "whitelist",
+    }
     assert _signed_post(host, key, "/admin/trust/demote", client_id=client).json()["level"] == "contact"
     assert _signed_post(host, key, "/admin/trust/block", client_id=client, reason="spam").json()["level"] == "blocked"
     own = load_identity(host.project / ".co", machine_dir=MACHINE_DIR, create=False).address
@@ -198,8 +221,10 @@ def test_wrong_tokens_are_rate_limited_per_address(host):
     """A4: after 20 wrong tokens from one address, 429 with Retry-After; another address is unaffected."""
     transport = httpx.HTTPTransport(local_address="127.0.0.2")
     with httpx.Client(transport=transport, timeout=10) as other:
-        codes = [other.get(f"{host.url}/admin/logs", headers={"Authorization": f"Bearer guess{i}"}).status_code
-                 for i in range(25)]
+        codes = [
+            other.get(f"{host.url}/admin/logs", headers={"Authorization": f"Bearer guess{i}"}).status_code
+            for i in range(25)
+        ]
         assert codes[:20] == [401] * 20 and set(codes[20:]) == {429}
         limited = other.get(f"{host.url}/admin/logs", headers={"Authorization": f"Bearer {API_KEY}"})
         assert limited.status_code == 429 and int(limited.headers["Retry-After"]) >= 1

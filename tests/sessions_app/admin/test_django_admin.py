@@ -34,11 +34,21 @@ def stored():
     tag = uuid.uuid4().hex[:8]
     ids = {name: f"{tag}-{name}-{uuid.uuid4()}" for name in ("done", "failed", "running")}
     store.create(session_id=ids["done"], prompt=f"weather in Paris {tag} {XSS}")
-    store.update(ids["done"], status="done", result="sunny", duration_ms=12, session={
-        "session_id": ids["done"], "turn": 1,
-        "messages": [{"role": "user", "content": f"weather in Paris {tag}"},
-                     {"role": "assistant", "content": f"sunny {XSS}"}],
-        "trace": [{"type": "tool_result", "name": "get_weather", "result": "sunny", "timing_ms": 3.5}]})
+    store.update(
+        ids["done"],
+        status="done",
+        result="sunny",
+        duration_ms=12,
+        session={
+            "session_id": ids["done"],
+            "turn": 1,
+            "messages": [
+                {"role": "user", "content": f"weather in Paris {tag}"},
+                {"role": "assistant", "content": f"sunny {XSS}"},
+            ],
+            "trace": [{"type": "tool_result", "name": "get_weather", "result": "sunny", "timing_ms": 3.5}],
+        },
+    )
     store.create(session_id=ids["failed"], prompt=f"divide by zero {tag}")
     store.update(ids["failed"], status="failed", error="agent failed")
     store.create(session_id=ids["running"], prompt=f"count slowly {tag}")
@@ -52,8 +62,11 @@ def test_index_lists_sessions_and_trust_models(admin_client):
     assert "/django-admin/sessions_app/session/" in body
     assert "/django-admin/trust/listentry/" in body and "/django-admin/trust/trustdecision/" in body
     assert r["X-Frame-Options"] == "DENY"
-    for url in ("/django-admin/trust/listentry/", "/django-admin/trust/trustdecision/",
-                "/django-admin/trust/listentry/add/"):
+    for url in (
+        "/django-admin/trust/listentry/",
+        "/django-admin/trust/trustdecision/",
+        "/django-admin/trust/listentry/add/",
+    ):
         assert admin_client.get(url).status_code == 200, url
 
 
@@ -93,8 +106,9 @@ def test_list_entry_added_in_admin_reaches_the_gate(admin_client):
     address = "0x" + uuid.uuid4().hex * 2
     gate = get_runtime().gate
     assert gate.level_of(address) == "stranger"
-    r = admin_client.post("/django-admin/trust/listentry/add/",
-                          {"address": address, "kind": "blacklist", "note": "abuse"})
+    r = admin_client.post(
+        "/django-admin/trust/listentry/add/", {"address": address, "kind": "blacklist", "note": "abuse"}
+    )
     assert r.status_code == 302, r.content.decode()[:2000]
     deadline = time.monotonic() + 5
     while gate.level_of(address) != "blocked" and time.monotonic() < deadline:

@@ -146,6 +146,7 @@ TEMPLATES = [
 REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["hosting.web.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["hosting.web.renderers.CompactJSONRenderer"],
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "hosting.web.renderers.OneRepresentation",
     "DEFAULT_AUTHENTICATION_CLASSES": [],
     "DEFAULT_PERMISSION_CLASSES": [],
     "UNAUTHENTICATED_USER": None,

@@ -137,8 +137,8 @@ class PreparedView(LoopAPIView):
     answered from bytes encoded once per change of what it shows (``sources`` by identity, ``values`` by value),
     without DRF's request wrapper, content negotiation, rendering and copy into a plain response: those cost more
     than the answer, on the loop every ``/health`` probe shares with the turns. Headers and body are the ones
-    DRF gives; middleware runs as for any view. Anything DRF could answer otherwise (another method, an
-    ``Accept`` naming a type, a query string such as ``?format=``) still goes through DRF."""
+    DRF gives; middleware runs as for any view. Another method, an ``Accept`` naming a type or a query string
+    still goes through DRF (whose answer to the last two is the same JSON: ``renderers.OneRepresentation``)."""
 
     extra_headers: dict[str, str] = {}
     _prepared: tuple[tuple[Any, ...], tuple[Any, ...], bytes] | None = None  # per class: sources, values, body
@@ -298,6 +298,8 @@ def exception_handler(exc: Exception, context: dict[str, Any]) -> Response:
         exc = NotFound()
     elif isinstance(exc, drf_exceptions.ParseError):
         exc = InvalidJSON()
+    elif isinstance(exc, drf_exceptions.APIException):  # any other of DRF's: its status, never a 500
+        exc = HostError(str(exc.detail), status=exc.status_code)
     elif not isinstance(exc, HostError):
         log.error("unexpected error in %s", context.get("view").__class__.__name__, exc_info=exc)
         exc = InternalError()

@@ -118,7 +118,7 @@ class ServerProcess:
         timeout: float,
         what: str,
         mode: str = "w",
-        poll: float = 0.1,
+        poll: float = 0.05,
     ) -> None:
         """:meth:`spawn`, then wait until ``ready_url`` answers 200 (failing with the output if it exits)."""
         self.spawn(cmd, cwd=cwd, env=env, log_path=log_path, mode=mode)
@@ -267,7 +267,6 @@ class RelayProcess(ServerProcess):
             timeout=timeout,
             what="relay",
             mode="a",
-            poll=0.05,
         )
         return self
 

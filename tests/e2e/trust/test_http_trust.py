@@ -7,6 +7,7 @@ import sys
 import time
 
 import httpx
+import pytest
 from nacl.signing import SigningKey
 
 from tests.conftest import MANAGE, host_env
@@ -28,8 +29,14 @@ def tampered(key: SigningKey, to: str) -> dict:
     return body
 
 
-def test_signed_input_runs_only_the_payload_and_every_tamper_is_refused(start_host):
-    host = start_host(ECHO)
+@pytest.fixture(scope="module")
+def echo_host(module_hosts):
+    """One host at the default level for the tests that only send to it (each with keys of its own)."""
+    return module_hosts(ECHO)
+
+
+def test_signed_input_runs_only_the_payload_and_every_tamper_is_refused(echo_host):
+    host = echo_host
     to = host_address(host)
     a = SigningKey.generate()
     body = signed(a, to, prompt="signed words", session={"messages": []})
@@ -212,8 +219,8 @@ def test_natural_language_policy_accept_reject_and_unavailable(start_host, fake_
     assert "decision=error" in out
 
 
-def test_sessions_belong_to_their_signer(start_host):
-    host = start_host(ECHO)
+def test_sessions_belong_to_their_signer(echo_host):
+    host = echo_host
     to = host_address(host)
     a, b = SigningKey.generate(), SigningKey.generate()
     made = post_input(host, signed(a, to, prompt="mine"))

@@ -32,9 +32,10 @@ async def v2_socket(host: Any, key: SigningKey, to: str, **extra: Any) -> tuple[
     return sock, connected
 
 
-@pytest.fixture
-def careful(start_host):
-    host = start_host(ECHO)
+@pytest.fixture(scope="module")
+def careful(module_hosts):
+    """One host at the default level for the tests that only connect to it (each with keys of its own)."""
+    host = module_hosts(ECHO)
     return host, host_address(host)
 
 

@@ -281,3 +281,72 @@ class LegacyInputUnsupported(BadRequest):
 
 class ConfigError(Exception):
     """A bad setting stops start-up; the text names file, key and value."""
+
+
+# -- our relay server's own sockets (PROTOCOL §8.2): its ERROR frames carry the text twice, as ``message`` and as
+# ``error``, the form the released relay sends and the released client reads.
+def relay_frame(error: HostError, **extra: Any) -> dict[str, Any]:
+    """``error`` as our relay sends it to a client socket: the ``ERROR`` frame of /ws with ``error`` beside
+    ``message``."""
+    return {**error.as_frame(), "error": error.message, **extra}
+
+
+def announce_frame(error: HostError | str) -> dict[str, Any]:
+    """``error`` as our relay sends it to an agent's announce socket: ``{"type": "ERROR", "error": text}``, the
+    form the released relay answers an ANNOUNCE with."""
+    return {"type": "ERROR", "error": error.message if isinstance(error, HostError) else error}
+
+
+class RelayError(HostError):
+    """An error only our relay sends (``relay_frame`` to clients, ``announce_frame`` to agents)."""
+
+
+class AgentNotConnected(RelayError):
+    """The client's ``to`` names no announced agent, or the agent left while the client was bound to it."""
+
+    status = 404
+    message = "Agent not connected"
+
+
+class ToRequired(RelayError):
+    """A client socket's first frame names no agent."""
+
+    message = "to required"
+
+
+class RelayBusy(RelayError):
+    """The agent's socket cannot take the frame now: that frame is dropped, the socket stays open."""
+
+    status = 503
+    message = "relay busy: frame dropped"
+
+
+class Superseded(RelayError):
+    """Another client socket took over the session this one was bound to."""
+
+    status = 409
+    message = "Another connection took over this session"
+
+
+class AnnounceRequired(RelayError):
+    message = "ANNOUNCE required before any other frame"
+
+
+class AnnounceNotNewer(RelayError):
+    message = "Stale announce: timestamp is not newer than the last one accepted"
+
+
+class AddressChanged(RelayError):
+    message = "This connection already announced another address"
+
+
+class AnnouncesTooFrequent(RelayError):
+    status = 429
+    message = "Too many announces: slow down"
+
+
+class ReplacedByNewer(RelayError):
+    """Another agent socket announced this address: the older one is closed (4000)."""
+
+    status = 409
+    message = "Replaced by a newer connection for this address"

@@ -97,6 +97,7 @@ class EventLog:
         row = (session_id, seq, turn, time.time(), json.dumps(event, ensure_ascii=False, default=str))
         terminal = event.get("type") in TERMINAL
         with self._cond:
+            first = not self._queue
             self._queue.append(row)
             if terminal:
                 self._unlisted[id(row)] = row
@@ -106,7 +107,8 @@ class EventLog:
                 self._writer = threading.Thread(target=self._write_loop, name="eventlog-writer", daemon=True)
                 self._writer.start()
             if not terminal:
-                self._cond.notify_all()
+                if first:  # the writer thread waits for a queue to form; later rows would only wake it again
+                    self._cond.notify_all()
                 return
         self._commit_through(row)
 

@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 from tests.support.fake_model import FakeModel, serve_model
-from tests.support.hosts import MANAGE, NO_TURN_LIMITS, REPO, HostProcess, OwnRedis, ServerProcess, host_env
-from tests.support.net import free_port, redis_up
+from tests.support.hosts import MANAGE, NO_TURN_LIMITS, REPO, HostProcess, OwnRedis, ServerProcess, host_env, stop_all
+from tests.support.net import free_port, redis_up, share_httpx_ssl_context
+
+share_httpx_ssl_context()  # every test process: httpx's default SSL context built once, not once per call
 
 __all__ = ["MANAGE", "NO_TURN_LIMITS", "REPO", "HostProcess", "ServerProcess", "free_port", "host_env", "redis_up"]
 
@@ -65,9 +67,9 @@ def start_host(project: Path) -> Iterator:
         return host
 
     yield start
-    for host in started:
-        host.stop()
-        if os.environ.get("CO_TEST_SHOW_HOST_OUTPUT"):
+    stop_all(started)
+    if os.environ.get("CO_TEST_SHOW_HOST_OUTPUT"):
+        for host in started:
             print(host.output())
 
 
@@ -97,8 +99,7 @@ def module_hosts(tmp_path_factory) -> Iterator:
         return host
 
     yield start
-    for host in started:
-        host.stop()
+    stop_all(started)
 
 
 @pytest.fixture

@@ -69,6 +69,7 @@ class Bridge:
         self._turn_groups: dict[str, _GroupTurns] = {}  # one join or leave of ``turn.<id>`` at a time, per session
         self._tasks: set[asyncio.Task[Any]] = set()
         self._receiver: asyncio.Task[None] | None = None
+        self._stopped = False
         self.received = 0
 
     @property
@@ -87,6 +88,7 @@ class Bridge:
     def start(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Start receiving on ``loop`` (the running one by default); again on a new loop if the old one is gone."""
         loop = loop or asyncio.get_running_loop()
+        self._stopped = False
         if self._receiver is not None and self._receiver.get_loop() is loop and not self._receiver.done():
             return
         self.channel = None
@@ -98,10 +100,13 @@ class Bridge:
             self.start()
 
     async def stop(self) -> None:
-        if self._receiver is not None:
-            self._receiver.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._receiver
+        """Stop receiving and drop the sends and group changes still in flight on this loop (it is ending)."""
+        self._stopped = True
+        loop = asyncio.get_running_loop()
+        tasks = [t for t in (self._receiver, *self._tasks) if t is not None and t.get_loop() is loop]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- outgoing events (the process that runs the turn) ---------------------------------------------
     def outgoing(self, session_id: str, event: dict[str, Any]) -> None:
@@ -359,6 +364,9 @@ class Bridge:
         return await self.calls.group_change(action, group, self.channel)
 
     def _spawn(self, coro: Any, name: str) -> None:
+        if self._stopped:
+            coro.close()  # (never started: nothing to undo)
+            return
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -138,7 +138,7 @@ class TurnRunner:
         result = TurnResult(
             turn.session_id, "done", result_text, duration, new_session, server_newer, input_id=turn.input_id
         )
-        self.store.update(
+        record = self.store.update(
             turn.session_id,
             status="done",
             result=result_text,
@@ -153,7 +153,7 @@ class TurnRunner:
             duration,
             one_line(result_text),
         )
-        self.write_history(turn.session_id, new_session)
+        self.write_history(turn.session_id, new_session, created=record.created)
         self.terminal(turn, {"type": "OUTPUT", **output_fields(result)})
         return result
 
@@ -234,13 +234,15 @@ class TurnRunner:
         except Exception:
             log.exception("could not publish the terminal frame of %s", turn.session_id)
 
-    def write_history(self, session_id: str, session: dict[str, Any]) -> None:
-        """``.co/sessions/<id>.yaml``: the conversation so far (a failure is logged, never raised)."""
+    def write_history(self, session_id: str, session: dict[str, Any], *, created: float | None = None) -> None:
+        """``.co/sessions/<id>.yaml``: the conversation so far (a failure is logged, never raised). ``created``:
+        the session's first turn, from the record just stored when the caller has it (else looked up)."""
         try:
-            try:
-                created = self.store.get(session_id).created
-            except DoesNotExist:
-                created = None
+            if created is None:
+                try:
+                    created = self.store.get(session_id).created
+                except DoesNotExist:
+                    created = None
             history.write_session_yaml(
                 self.config.co_dir / "sessions",
                 name=self.agent_name,

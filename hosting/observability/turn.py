@@ -73,16 +73,10 @@ class TurnWatch:
         kind = event.get("type")
         if kind == "tool_result":
             tool = metrics.tool_label(event.get("name"))
-            metrics.tool_calls.labels(tool, str(event.get("status") or "success")[:32]).inc()
-            timing = _number(event.get("timing_ms"))
-            if timing is not None:
-                metrics.tool_seconds.labels(tool).observe(timing / 1000)
+            _count_call(metrics.tool_calls, metrics.tool_seconds, tool, event, "timing_ms")
         elif kind == "llm_result":
             model = metrics.model_label(event.get("model"))
-            metrics.model_calls.labels(model, str(event.get("status") or "success")[:32]).inc()
-            duration = _number(event.get("duration_ms"))
-            if duration is not None:
-                metrics.model_seconds.labels(model).observe(duration / 1000)
+            _count_call(metrics.model_calls, metrics.model_seconds, model, event, "duration_ms")
             usage = event.get("usage")
             if isinstance(usage, dict):
                 for kind_name, key in (("input", "input_tokens"), ("output", "output_tokens")):
@@ -118,6 +112,14 @@ def watch_turn(**kwargs: Any) -> TurnWatch | None:
     except Exception:  # noqa: BLE001 - observing must never stop a turn
         metrics.log.exception("metrics: could not observe a turn")
         return None
+
+
+def _count_call(calls: Any, seconds: Any, label: str, event: dict[str, Any], duration_key: str) -> None:
+    """One tool or model call: its count by status, and its duration when the event has one (in ms)."""
+    calls.labels(label, str(event.get("status") or "success")[:32]).inc()
+    duration = _number(event.get(duration_key))
+    if duration is not None:
+        seconds.labels(label).observe(duration / 1000)
 
 
 def _number(value: Any) -> float | None:

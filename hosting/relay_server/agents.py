@@ -8,18 +8,19 @@ import logging
 import time
 from typing import Any
 
+from common.errors import (
+    AddressChanged,
+    AnnounceNotNewer,
+    AnnounceRequired,
+    AnnouncesTooFrequent,
+    ReplacedByNewer,
+    announce_frame,
+)
 from hosting.relay import wire
 from hosting.relay_server.registry import AgentRecord, StaleAnnounce
 from hosting.relay_server.server import RelaySocket
 
 logger = logging.getLogger("connectonion.relay.server")
-
-# Our own texts (P).
-ANNOUNCE_FIRST = "ANNOUNCE required before any other frame"
-STALE_ANNOUNCE = "Stale announce: timestamp is not newer than the last one accepted"
-ADDRESS_CHANGED = "This connection already announced another address"
-TOO_FREQUENT = "Too many announces: slow down"
-REPLACED = "Replaced by a newer connection for this address"
 
 
 class AnnounceConsumer(RelaySocket):
@@ -42,14 +43,14 @@ class AnnounceConsumer(RelaySocket):
         if frame.get("type") == "ANNOUNCE":
             await self.on_announce(frame, len(text_data or ""))
         elif self.address is None:
-            await self.send_json({"type": "ERROR", "error": ANNOUNCE_FIRST})
+            await self.send_json(announce_frame(AnnounceRequired()))
         else:
             await self.on_reply(frame, text_data or "")
 
     async def on_announce(self, frame: dict[str, Any], size: int) -> None:
         loop = asyncio.get_running_loop()
         if size > wire.MAX_ANNOUNCE_CHARS:
-            await self.send_json({"type": "ERROR", "error": wire.INVALID_ANNOUNCE})
+            await self.send_json(announce_frame(wire.INVALID_ANNOUNCE))
             return
         try:
             fields_ = wire.verify_announce(
@@ -58,19 +59,19 @@ class AnnounceConsumer(RelaySocket):
         except wire.AnnounceRejected as exc:
             if exc.error.startswith("Wrong relay"):
                 logger.info("relay: refused an ANNOUNCE for %s: %s", str(frame.get("address"))[:66], exc.error)
-            await self.send_json({"type": "ERROR", "error": exc.error})
+            await self.send_json(announce_frame(exc.error))
             return
         if self.address is not None and fields_["address"] != self.address:
-            await self.send_json({"type": "ERROR", "error": ADDRESS_CHANGED})
+            await self.send_json(announce_frame(AddressChanged()))
             return
         if self.last_announce and loop.time() - self.last_announce < self.options.announce_min_interval:
-            await self.send_json({"type": "ERROR", "error": TOO_FREQUENT})
+            await self.send_json(announce_frame(AnnouncesTooFrequent()))
             return
         record = AgentRecord(channel=self.channel_name, last_seen=time.time(), **fields_)
         try:
             previous = await self.registry.register(record)
         except StaleAnnounce:
-            await self.send_json({"type": "ERROR", "error": STALE_ANNOUNCE})
+            await self.send_json(announce_frame(AnnounceNotNewer()))
             return
         if self.address is None:
             logger.info("relay: agent %s announced", record.address)
@@ -153,7 +154,7 @@ class AnnounceConsumer(RelaySocket):
         await self.send_json({"type": "close", "session_id": session_id, "conn_id": conn_id})
 
     async def relay_replaced(self, event: dict[str, Any]) -> None:
-        await self.send_json({"type": "ERROR", "error": REPLACED})
+        await self.send_json(announce_frame(ReplacedByNewer()))
         await self.close(code=4000)
 
     @property

@@ -9,16 +9,12 @@ import json
 import uuid
 from typing import Any
 
+from common.errors import AgentNotConnected, HostError, RelayBusy, Superseded, TooManyFrames, ToRequired, relay_frame
 from hosting.relay import wire
 from hosting.relay_server.server import RelaySocket, to_json
-from hosting.ws.wslimits import TOO_MANY_FRAMES, FrameBudget, too_many_frames, warn_flood
+from hosting.ws.wslimits import TOO_MANY_FRAMES, FrameBudget, warn_flood
 
-AGENT_NOT_CONNECTED = {"type": "ERROR", "message": "Agent not connected", "error": "Agent not connected"}
-TO_REQUIRED = {"type": "ERROR", "message": "to required", "error": "to required"}
 PING = json.dumps({"type": "PING"})
-# Our own texts (P).
-SUPERSEDED = "Another connection took over this session"
-RELAY_BUSY = "relay busy: frame dropped"
 
 
 class InputConsumer(RelaySocket):
@@ -49,8 +45,7 @@ class InputConsumer(RelaySocket):
             return
         if not self.budget.take():
             warn_flood((self.scope.get("client") or [None])[0], self.budget.rate)
-            flood = too_many_frames(self.budget.rate)
-            await self.refuse({**flood, "error": flood["message"]}, code=TOO_MANY_FRAMES)
+            await self.refuse(TooManyFrames(self.budget.rate), code=TOO_MANY_FRAMES)
             return
         frame = await self.decode(text_data, bytes_data)
         if frame is None:
@@ -69,17 +64,17 @@ class InputConsumer(RelaySocket):
             "reply": self.channel_name,
         }
         if not await self.post(self.agent, message):
-            await self.send_json(self.error(RELAY_BUSY))
+            await self.send_json(relay_frame(RelayBusy()))
 
     async def bind(self, frame: dict[str, Any]) -> bool:
         """Find the agent named by the first frame's ``to``; refuse and close when there is none."""
         to = frame.get("to")
         if not isinstance(to, str) or not to:
-            await self.refuse(TO_REQUIRED)
+            await self.refuse(ToRequired())
             return False
         record = await self.registry.lookup(to) if wire.is_address(to) else None
         if record is None:
-            await self.refuse(AGENT_NOT_CONNECTED)
+            await self.refuse(AgentNotConnected())
             return False
         self.agent = record.channel
         self.tag_conn_id = record.routes_by_conn_id
@@ -87,11 +82,12 @@ class InputConsumer(RelaySocket):
         self.session_id = requested if isinstance(requested, str) and requested else str(uuid.uuid4())
         return True
 
-    async def refuse(self, frame: dict[str, Any], code: int = 1000) -> None:
-        """Send a final ERROR and close; later frames on this socket are ignored."""
+    async def refuse(self, error: HostError, code: int = 1000) -> None:
+        """Send ``error`` as the final ERROR (relay form, with ``error`` beside ``message``) and close; later frames
+        on this socket are ignored."""
         self.closing = True
         agent, self.agent = self.agent, None
-        await self.send_json(frame)
+        await self.send_json(relay_frame(error))
         await self.close(code=code)
         if agent is not None and code != 1000:  # closed by us for its conduct: its agent hears of it now
             await self.post(
@@ -110,11 +106,11 @@ class InputConsumer(RelaySocket):
 
     async def relay_agent_gone(self, event: dict[str, Any]) -> None:
         if not self.closing:
-            await self.refuse(AGENT_NOT_CONNECTED)
+            await self.refuse(AgentNotConnected())
 
     async def relay_superseded(self, event: dict[str, Any]) -> None:
         if not self.closing:
-            await self.refuse(self.error(SUPERSEDED))
+            await self.refuse(Superseded())
 
     async def disconnect(self, code: int) -> None:
         self.pinger.cancel()

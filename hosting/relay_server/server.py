@@ -20,7 +20,7 @@ from channels.exceptions import ChannelFull, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import InMemoryChannelLayer
 
-from common.errors import HostError
+from common.errors import HostError, relay_frame
 from hosting.core.jsonwire import decode_frame
 from hosting.relay_server.registry import Registry
 from hosting.ws.dispatch import DirectDispatchMixin
@@ -146,7 +146,7 @@ class RelaySocket(DirectDispatchMixin, AsyncWebsocketConsumer):
             return None
 
     def error(self, text: str, **extra: Any) -> dict[str, Any]:
-        return {"type": "ERROR", "message": text, "error": text, **extra}
+        return relay_frame(HostError(text), **extra)
 
 
 class UnknownPathConsumer(AsyncWebsocketConsumer):

@@ -75,11 +75,14 @@ def _rendered(response: HttpResponse) -> HttpResponse:
     return plain
 
 
+_JSON = CompactJSONRenderer()
+
+
 class InputView(LoopAPIView):
     """``POST /input``: run one turn and return its result (async: a slow turn parks no thread)."""
 
     @openapi.input_schema
-    async def post(self, request: Request) -> Response:
+    async def post(self, request: Request) -> HttpResponse:
         runtime = get_runtime()
         if not request.body:
             raise InvalidJSON()  # HARDENING H1: an empty body is not an empty object
@@ -89,7 +92,10 @@ class InputView(LoopAPIView):
             transport="http",
             traceparent=request.headers.get("traceparent"),
         )
-        return Response(result.as_response(), headers=_trust_headers(runtime, admission))
+        # Rendered here, as DRF's Response would be (the one renderer, so no negotiation to honour): no template
+        # response to render on the loop and copy into a plain one (issue 20).
+        body = _JSON.render(result.as_response())
+        return HttpResponse(body, content_type=_JSON.media_type, headers=_trust_headers(runtime, admission))
 
 
 class SessionDetailView(APIView):

@@ -60,6 +60,23 @@ def stop_group(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float
         proc.wait(timeout=5)
 
 
+def stop_all(servers: list[ServerProcess]) -> None:
+    """Stop several servers at once: signal each one's process group, then reap them (killing a group that
+    outlives its ``stop_timeout``), so that their shutdowns overlap instead of adding up."""
+    running = [s for s in servers if s.proc is not None and s.proc.poll() is None]
+    for server in running:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.proc.pid, signal.SIGTERM)
+    started = time.monotonic()
+    for server in running:
+        try:
+            server.proc.wait(timeout=max(0.0, started + server.stop_timeout - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.proc.pid, signal.SIGKILL)
+            server.proc.wait(timeout=5)
+
+
 class Loopback:
     """The URLs of a server at ``ip``:``port`` (a subclass bound elsewhere sets ``ip``)."""
 
@@ -101,7 +118,7 @@ class ServerProcess:
         timeout: float,
         what: str,
         mode: str = "w",
-        poll: float = 0.1,
+        poll: float = 0.05,
     ) -> None:
         """:meth:`spawn`, then wait until ``ready_url`` answers 200 (failing with the output if it exits)."""
         self.spawn(cmd, cwd=cwd, env=env, log_path=log_path, mode=mode)
@@ -250,7 +267,6 @@ class RelayProcess(ServerProcess):
             timeout=timeout,
             what="relay",
             mode="a",
-            poll=0.05,
         )
         return self
 

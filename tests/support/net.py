@@ -7,6 +7,7 @@ import itertools
 import os
 import random
 import socket
+import ssl
 import time
 
 REDIS = ("127.0.0.1", 6379)
@@ -76,3 +77,32 @@ def exchange(port: int, request: bytes, more: bytes = b"", *, timeout: float = 1
             while chunk := sock.recv(65536):
                 answer += chunk
         return answer
+
+
+def share_httpx_ssl_context() -> None:
+    """Build httpx's default SSL context once instead of once per client.
+
+    httpx makes a fresh default context for every client, and so for every ``httpx.get``: parsing certifi's CA
+    bundle, about 25 ms of CPU. The tests make thousands of plain-HTTP calls to loopback servers (readiness
+    polling alone makes dozens per server started), which never use it. One context, built the same way and
+    shared (an ``SSLContext`` may serve many connections), leaves every call as it was, at a fraction of the
+    CPU; a client asking for anything but the default still gets a context of its own."""
+    import functools
+
+    from httpx._transports import default
+
+    if getattr(default.create_ssl_context, "shared_default", False):
+        return
+    original = default.create_ssl_context
+
+    @functools.cache
+    def shared(cafile: str | None, capath: str | None) -> ssl.SSLContext:  # what httpx reads from the environment
+        return original()
+
+    def create_ssl_context(verify=True, cert=None, trust_env=True):
+        if verify is True and cert is None and trust_env:
+            return shared(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        return original(verify=verify, cert=cert, trust_env=trust_env)
+
+    create_ssl_context.shared_default = True
+    default.create_ssl_context = create_ssl_context

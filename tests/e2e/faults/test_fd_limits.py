@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from tests.conftest import MANAGE, HostProcess
+from tests.support.hosts import stop_all
 from tests.support.wait import wait_for
 
 pytestmark = pytest.mark.slow
@@ -73,8 +74,7 @@ def limited(project):
         return host.start()
 
     yield start
-    for host in hosts:
-        host.stop()
+    stop_all(hosts)
 
 
 def test_the_soft_limit_is_raised_to_the_hard_limit_at_start(limited):

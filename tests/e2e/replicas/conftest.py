@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import NO_TURN_LIMITS, REPO, HostProcess, free_port
-from tests.support.hosts import Loopback, OwnRedis, ServerProcess
+from tests.support.hosts import Loopback, OwnRedis, ServerProcess, stop_all
 
 PG = "postgres://postgres@127.0.0.1:5432"
 
@@ -78,8 +78,7 @@ class Machines:
         return hosts
 
     def stop(self) -> None:
-        for host in self.hosts:
-            host.stop()
+        stop_all(self.hosts)
 
 
 @pytest.fixture

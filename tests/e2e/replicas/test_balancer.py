@@ -56,6 +56,20 @@ async def _ws(balancer: Haproxy, *, not_on: str | None = None) -> tuple[WS, str]
     raise AssertionError(f"12 sockets in a row landed on {not_on}")
 
 
+@contextlib.asynccontextmanager
+async def _watched_on_another_replica(balancer: Haproxy, prompt: str, until: str):
+    """A WS turn started on one replica (``runner``), run until ``until``, and a ``viewer`` attached to it through
+    another replica; yields both sockets, open, and the session id."""
+    runner, where = await _ws(balancer)
+    viewer, _ = await _ws(balancer, not_on=where)
+    async with runner, viewer:
+        await runner.send({"type": "INPUT", "prompt": prompt})
+        sid = (await runner.until(until))[0]["session_id"]
+        await viewer.send({"type": "ATTACH", "session_id": sid})
+        assert (await viewer.recv())["status"] == "running"
+        yield runner, viewer, sid
+
+
 def test_a_multi_turn_http_conversation_over_several_replicas_keeps_its_history(cluster):
     group, balancer = cluster
     sid = str(uuid.uuid4())
@@ -103,14 +117,7 @@ def test_an_approval_asked_on_one_replica_is_answered_on_another(cluster):
     _, balancer = cluster
 
     async def scenario() -> None:
-        runner, where = await _ws(balancer)
-        viewer, _ = await _ws(balancer, not_on=where)
-        async with runner, viewer:
-            await runner.send({"type": "INPUT", "prompt": "save a note: milk"})
-            frames = await runner.until("approval_needed")
-            sid = frames[0]["session_id"]
-            await viewer.send({"type": "ATTACH", "session_id": sid})
-            assert (await viewer.recv())["status"] == "running"
+        async with _watched_on_another_replica(balancer, "save a note: milk", "approval_needed") as (runner, viewer, _):
             ask = (await viewer.until("approval_needed"))[-1]
             await viewer.send({"type": "APPROVAL_RESPONSE", "approved": True, "scope": "once", "request_id": ask["id"]})
             output = (await runner.until(("OUTPUT", "ERROR"), timeout=30))[-1]
@@ -123,14 +130,7 @@ def test_cancel_from_another_replica_ends_the_turn_cancelled(cluster):
     group, balancer = cluster
 
     async def scenario() -> str:
-        runner, where = await _ws(balancer)
-        viewer, _ = await _ws(balancer, not_on=where)
-        async with runner, viewer:
-            await runner.send({"type": "INPUT", "prompt": "count to 20 slowly"})
-            sid = (await runner.recv())["session_id"]
-            await runner.until("tool_result")
-            await viewer.send({"type": "ATTACH", "session_id": sid})
-            assert (await viewer.recv())["status"] == "running"
+        async with _watched_on_another_replica(balancer, "count to 20 slowly", "tool_result") as (runner, viewer, sid):
             await viewer.send({"type": "CANCEL"})
             end = (await runner.until(("OUTPUT", "ERROR"), timeout=30))[-1]
             assert end["type"] == "OUTPUT" and end["status"] == "cancelled", end  # D29

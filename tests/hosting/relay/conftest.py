@@ -24,7 +24,7 @@ from hosting.relay.link import RelayLink
 from hosting.relay_server.registry import MemoryRegistry
 from hosting.relay_server.routing import relay_application
 from hosting.relay_server.server import RelayOptions
-from tests.support.hosts import RelayProcess
+from tests.support.hosts import RelayProcess, stop_all
 from tests.support.wait import wait_until
 from trust.identity import AgentIdentity
 
@@ -243,5 +243,4 @@ def relay_process(tmp_path: Path) -> Iterator[Callable[..., RelayProcess]]:
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    stop_all(started)

@@ -217,17 +217,25 @@ async def test_an_unknown_agent_raises_agent_not_connected(relay):
         await agent.ainput("hi", timeout=5)
 
 
+async def announced_with(relay, link_factory, identity, endpoints, keys=None):
+    """Announce ``identity``'s scripted agent on ``relay`` with these direct ``endpoints``; a client for it."""
+    await link_factory(
+        relay.base, identity=identity, conversation_factory=scripted(identity.address), endpoints=endpoints
+    )
+    return await aconnect(identity.address, relay_url=relay.base, keys=keys)
+
+
 async def test_announced_direct_endpoints_are_tried_first(relay, link_factory):
     identity = new_identity()
     host = await AsgiServer(direct_host(identity.address)).start()
     try:
-        await link_factory(
-            relay.base,
-            identity=identity,
-            conversation_factory=scripted(identity.address),
-            endpoints=[f"http://127.0.0.1:{host.port}", f"ws://127.0.0.1:{host.port}/ws"],
+        agent = await announced_with(
+            relay,
+            link_factory,
+            identity,
+            [f"http://127.0.0.1:{host.port}", f"ws://127.0.0.1:{host.port}/ws"],
+            keys=new_identity(),
         )
-        agent = await aconnect(identity.address, relay_url=relay.base, keys=new_identity())
         assert await agent.ainput("hi", images=["data:image/png;base64,AAAA"]) == "hi (images=1)"
         assert agent.transport == "direct"
         assert ScriptedConversation.log[0]["transport"] == "direct"
@@ -239,13 +247,7 @@ async def test_announced_direct_endpoints_are_tried_first(relay, link_factory):
 async def test_a_direct_endpoint_that_went_away_falls_back_to_the_relay(relay, link_factory):
     identity = new_identity()
     host = await AsgiServer(direct_host(identity.address)).start()
-    await link_factory(
-        relay.base,
-        identity=identity,
-        conversation_factory=scripted(identity.address),
-        endpoints=[f"http://127.0.0.1:{host.port}"],
-    )
-    agent = await aconnect(identity.address, relay_url=relay.base)
+    agent = await announced_with(relay, link_factory, identity, [f"http://127.0.0.1:{host.port}"])
     assert await agent.ainput("one") == "one (images=0)"
     assert agent.transport == "direct"
     await host.stop()  # resolved and cached, then gone
@@ -258,13 +260,7 @@ async def test_an_endpoint_whose_info_names_another_agent_is_not_used(relay, lin
     identity = new_identity()
     impostor = await AsgiServer(direct_host(new_identity().address)).start()
     try:
-        await link_factory(
-            relay.base,
-            identity=identity,
-            conversation_factory=scripted(identity.address),
-            endpoints=[f"http://127.0.0.1:{impostor.port}"],
-        )
-        agent = await aconnect(identity.address, relay_url=relay.base)
+        agent = await announced_with(relay, link_factory, identity, [f"http://127.0.0.1:{impostor.port}"])
         assert await agent.ainput("hi") == "hi (images=0)"
         assert agent.transport == "relay"
     finally:
@@ -277,13 +273,13 @@ async def test_signed_clients_drop_a_plaintext_lan_endpoint_that_cannot_seal(rel
     identity = new_identity()
     host = await AsgiServer(direct_host(identity.address), bind="127.0.0.2").start()
     try:
-        await link_factory(
-            relay.base,
-            identity=identity,
-            conversation_factory=scripted(identity.address),
-            endpoints=[f"http://127.0.0.2:{host.port}", f"ws://127.0.0.2:{host.port}/ws"],
+        agent = await announced_with(
+            relay,
+            link_factory,
+            identity,
+            [f"http://127.0.0.2:{host.port}", f"ws://127.0.0.2:{host.port}/ws"],
+            keys=new_identity(),
         )
-        agent = await aconnect(identity.address, relay_url=relay.base, keys=new_identity())
         assert await agent.ainput("hi") == "hi (images=0)"
         assert agent.transport == "relay" and not agent.sealed
         assert [f["transport"] for f in ScriptedConversation.seals] == ["direct", "relay"]

@@ -10,12 +10,13 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.hosts import MANAGE, HostProcess, ServerProcess, host_env, wait_listed
+from tests.support.hosts import MANAGE, HostProcess, RelayProcess, ServerProcess, host_env, wait_listed
 from tests.support.net import free_port
 from tests.support.wait import wait_for
 
@@ -28,13 +29,16 @@ def _machine(tmp_path: Path) -> dict[str, str]:
     return {"AGENT_CONFIG_PATH": str(machine), "HOME": str(machine.parent)}
 
 
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    folder = tmp_path / "project"
+def _relay_only_project(folder: Path) -> Path:
     (folder / ".co").mkdir(parents=True)
     # No direct endpoints: the released client must go through the relay (§10 item 110).
     (folder / ".co" / "host.yaml").write_text("announce_loopback: false\n")
     return folder
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    return _relay_only_project(tmp_path / "project")
 
 
 class Hosted(HostProcess):
@@ -71,13 +75,24 @@ def _host(relay, project: Path, tmp_path: Path, extra_env: dict[str, str] | None
         host.stop()
 
 
-@pytest.fixture
-def hosted(project: Path, tmp_path: Path, relay_process):
-    """Our relay process plus ``runhost --relay-url <relay>`` with the demo agent; yields (relay, address)."""
-    relay = relay_process()
-    with _host(relay, project, tmp_path) as host:
-        assert wait_listed(relay.http, host.address)["endpoints"] == []
-        yield relay, host.address
+@pytest.fixture(scope="module")
+def shared_relay(tmp_path_factory) -> Iterator[RelayProcess]:
+    """One relay process for the tests that neither restart it nor need its registry empty (each host they start
+    announces an address of its own)."""
+    relay = RelayProcess(cwd=tmp_path_factory.mktemp("relay")).start()
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture(scope="module")
+def hosted(tmp_path_factory, shared_relay: RelayProcess):
+    """The shared relay plus one ``runhost --relay-url <relay>`` with the demo agent for the module's tests that
+    only talk to it (each as a client and session of its own); yields (relay, address)."""
+    folder = tmp_path_factory.mktemp("hosted")
+    project = _relay_only_project(folder / "project")
+    with _host(shared_relay, project, folder) as host:
+        assert wait_listed(shared_relay.http, host.address)["endpoints"] == []
+        yield shared_relay, host.address
 
 
 def test_released_client_reaches_our_host_through_our_relay(hosted):
@@ -112,10 +127,10 @@ def test_our_client_reaches_our_host_through_our_relay(hosted):
     assert agent.transport == "relay"
 
 
-def test_announce_command_serves_the_real_conversation(project: Path, tmp_path: Path, relay_process):
+def test_announce_command_serves_the_real_conversation(project: Path, tmp_path: Path, shared_relay):
     from connectonion import connect
 
-    relay = relay_process()
+    relay = shared_relay
     cmd = [sys.executable, str(MANAGE), "announce", "--relay-url", relay.base, "--no-endpoints"]
     env = host_env(**_machine(tmp_path), CONNECTONION_HOST_ARGS=json.dumps({"project_dir": str(project)}))
     announcer = ServerProcess()
@@ -138,8 +153,8 @@ def _our_client(address: str, relay_base: str, **options):
     return connect(address, relay_url=relay_base, keys=AgentIdentity.from_signing_key(SigningKey.generate()), **options)
 
 
-def test_banner_health_and_log_follow_the_relay_link(project: Path, tmp_path: Path, relay_process):
-    relay = relay_process()
+def test_banner_health_and_log_follow_the_relay_link(project: Path, tmp_path: Path, shared_relay):
+    relay = shared_relay
     with _host(relay, project, tmp_path) as host:
         body = host.wait_relay_state("connected")
         assert body["relay"] == "connected"
@@ -162,9 +177,9 @@ def test_host_re_announces_after_the_relay_restarts(project: Path, tmp_path: Pat
         assert host.log.read_text().count("✓ relay") == 1  # the outage is the link's line, not another ✓
 
 
-def test_our_client_prefers_the_announced_direct_endpoint(project: Path, tmp_path: Path, relay_process):
+def test_our_client_prefers_the_announced_direct_endpoint(project: Path, tmp_path: Path, shared_relay):
     (project / ".co" / "host.yaml").write_text("announce_loopback: true\n")
-    relay = relay_process()
+    relay = shared_relay
     with _host(relay, project, tmp_path) as host:
         assert wait_listed(relay.http, host.address)["endpoints"]
         agent = _our_client(host.address, relay.base)
@@ -173,10 +188,10 @@ def test_our_client_prefers_the_announced_direct_endpoint(project: Path, tmp_pat
 
 
 def test_our_client_falls_back_to_the_relay_when_the_endpoint_is_unreachable(
-    project: Path, tmp_path: Path, relay_process
+    project: Path, tmp_path: Path, shared_relay
 ):
     dead = free_port()  # announced, but nothing listens there
-    relay = relay_process()
+    relay = shared_relay
     with _host(relay, project, tmp_path, {"AGENT_PUBLIC_DOMAIN": f"127.0.0.1:{dead}"}) as host:
         assert wait_listed(relay.http, host.address)["endpoints"] == [
             f"https://127.0.0.1:{dead}",
@@ -202,8 +217,8 @@ def test_approval_is_answered_through_the_relay(hosted):
     assert agent.transport == "relay"
 
 
-def test_with_two_workers_only_the_announcer_holds_the_relay_link(project: Path, tmp_path: Path, relay_process):
-    relay = relay_process()
+def test_with_two_workers_only_the_announcer_holds_the_relay_link(project: Path, tmp_path: Path, shared_relay):
+    relay = shared_relay
     with _host(relay, project, tmp_path, None, "--workers", "2") as host:
         states: dict[int, str] = {}
         deadline = time.monotonic() + 30

@@ -19,6 +19,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from tests.conftest import NO_TURN_LIMITS, REPO, ServerProcess, free_port, host_env
+from tests.support.hosts import stop_all
 from tests.support.net import drip_until_answered
 from tests.support.wait import wait_for
 
@@ -307,8 +308,7 @@ def served(tmp_path: Path) -> Iterator:
         return server
 
     yield start
-    for server in started:
-        server.stop()
+    stop_all(started)
 
 
 def _assert_header_deadline_and_cap_of_3(port: int) -> None:

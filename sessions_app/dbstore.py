@@ -92,30 +92,61 @@ def _lookup(key: str, value: Any) -> Q:
 
 
 def _record(row: SessionResult) -> SessionRecord:
-    data = json.loads(row.data)
-    for name in _COLUMNS:
-        value = getattr(row, name)
+    return _record_of([getattr(row, name) for name in _COLUMNS], row.data)
+
+
+def _record_of(columns: Sequence[Any], text: str) -> SessionRecord:
+    """A record from its column values (in ``_COLUMNS`` order) and its ``data`` JSON."""
+    data = json.loads(text)
+    for name, value in zip(_COLUMNS, columns, strict=True):
         if value is not None or name in data:
             data[name] = value
-    if row.worker is None:
+    if data.get("worker") is None:
         data.pop("worker", None)
     return SessionRecord(data)
 
 
-def _row(data: dict[str, Any]) -> SessionResult:
+def _values(data: dict[str, Any]) -> tuple[Any, ...]:
+    """A record as the row's values, in ``_FIELDS`` order."""
     rest = {k: v for k, v in data.items() if k not in _COLUMNS}
     prompt = data.get("prompt")
-    return SessionResult(
-        session_id=data["session_id"],
-        status=data["status"],
-        created=float(data.get("created") or 0),
-        expires=float(data.get("expires") or 0),
-        updated_at=float(data.get("updated_at") or time.time()),
-        owner=data.get("owner"),
-        worker=data.get("worker") if data["status"] in LIVE_STATUSES else None,
-        prompt=prompt.replace("\x00", "") if isinstance(prompt, str) else "",
-        data=json.dumps(rest, ensure_ascii=True, separators=(",", ":"), default=str),
+    return (
+        data["session_id"],
+        data["status"],
+        float(data.get("created") or 0),
+        float(data.get("expires") or 0),
+        float(data.get("updated_at") or time.time()),
+        data.get("owner"),
+        data.get("worker") if data["status"] in LIVE_STATUSES else None,
+        prompt.replace("\x00", "") if isinstance(prompt, str) else "",
+        json.dumps(rest, ensure_ascii=True, separators=(",", ":"), default=str),
     )
+
+
+def _row(data: dict[str, Any]) -> SessionResult:
+    return SessionResult(**dict(zip(_FIELDS, _values(data), strict=True)))
+
+
+# The request path's statements as plain SQL on the ORM's connection: building and compiling a queryset cost
+# more CPU than the round trip (issue 20). The ORM keeps the admin, listings and maintenance. (The table and
+# columns are SessionResult's; tests/e2e/replicas runs these against PostgreSQL.)
+_FIELDS = (*_COLUMNS, "prompt", "data")
+_SELECT = (
+    "SELECT session_id, status, created, expires, updated_at, owner, worker, data"
+    " FROM sessions_app_result WHERE session_id = %s"
+)
+_CREATE = (
+    "INSERT INTO sessions_app_result (session_id, status, created, expires, updated_at, owner, worker, prompt, data)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON CONFLICT (session_id) DO UPDATE SET created = trunc(sessions_app_result.created),"
+    " status = EXCLUDED.status, expires = EXCLUDED.expires, updated_at = EXCLUDED.updated_at,"
+    " owner = EXCLUDED.owner, worker = EXCLUDED.worker, prompt = EXCLUDED.prompt, data = EXCLUDED.data"
+    " WHERE sessions_app_result.status <> ALL (%s) RETURNING created"
+)
+_UPDATE = (
+    "UPDATE sessions_app_result SET status = %s, created = %s, expires = %s, updated_at = %s, owner = %s,"
+    " worker = %s, prompt = %s, data = %s WHERE session_id = %s"
+)
 
 
 class DatabaseStore:
@@ -161,11 +192,12 @@ class DatabaseStore:
         if parked is not None:
             record = SessionRecord(parked)
         else:
-            with self._op():
-                row = SessionResult.objects.using(ALIAS).filter(pk=session_id).first()
+            with self._op(), connections[ALIAS].cursor() as cursor:
+                cursor.execute(_SELECT, [session_id])
+                row = cursor.fetchone()
             if row is None:
                 raise DoesNotExist(session_id)
-            record = _record(row)
+            record = _record_of(row[:-1], row[-1])
         if not include_expired and not record.visible(time.time()):
             raise DoesNotExist(session_id)
         return record
@@ -220,36 +252,44 @@ class DatabaseStore:
         return results
 
     def _create_row(self, session_id: str, fields: dict[str, Any]) -> SessionRecord:
+        """The running record: one ``INSERT … ON CONFLICT DO UPDATE`` that keeps the session's ``created`` and
+        touches no live row (then ``SessionBusy``): the row stays locked until the batch commits, as with
+        ``SELECT … FOR UPDATE``, and a new session another replica inserts meanwhile is waited for and seen."""
         fields = dict(fields)  # (a batch that failed is retried row by row with the same items)
         now = time.time()
-        previous = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
-        if previous is not None and previous.status in LIVE_STATUSES:
-            raise SessionBusy()
         data: dict[str, Any] = {
             "session_id": session_id,
             "prompt": fields.pop("prompt"),
             "status": RUNNING,
-            "created": int(previous.created) if previous is not None else int(now),
+            "created": int(now),
             "expires": int(now + self.result_ttl),
             "owner": fields.pop("owner"),
             "worker": self.liveness.token if self.liveness is not None else None,
             "updated_at": now,
         }
         data.update(fields)
-        _row(data).save(using=ALIAS, force_insert=previous is None, force_update=previous is not None)
+        with connections[ALIAS].cursor() as cursor:
+            cursor.execute(_CREATE, [*_values(data), list(LIVE_STATUSES)])
+            stored = cursor.fetchone()
+        if stored is None:
+            raise SessionBusy()
+        data["created"] = int(stored[0])
         return SessionRecord(data)
 
     def _update_row(self, session_id: str, fields: dict[str, Any]) -> SessionRecord:
-        row = SessionResult.objects.using(ALIAS).select_for_update().filter(pk=session_id).first()
-        if row is None:
-            raise DoesNotExist(session_id)
-        data = _record(row).data
-        data.update(fields)
-        data["updated_at"] = time.time()
-        if data.get("status") not in LIVE_STATUSES:
-            for key in ("worker", "pid", "host"):
-                data.pop(key, None)
-        _row(data).save(using=ALIAS, force_update=True)
+        with connections[ALIAS].cursor() as cursor:
+            cursor.execute(_SELECT + " FOR UPDATE", [session_id])
+            row = cursor.fetchone()
+            if row is None:
+                raise DoesNotExist(session_id)
+            data = _record_of(row[:-1], row[-1]).data
+            data.update(fields)
+            data["updated_at"] = time.time()
+            if data.get("status") not in LIVE_STATUSES:
+                for key in ("worker", "pid", "host"):
+                    data.pop(key, None)
+            values = _values(data)
+            cursor.execute(_UPDATE, [*values[1:], values[0]])
         return SessionRecord(data)
 
     # -- maintenance ---------------------------------------------------------------------------------

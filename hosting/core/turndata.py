@@ -15,6 +15,7 @@ from typing import Any
 from common.errors import HostError, RuntimeInputRejected
 from hosting.core import upload_input
 from hosting.core.events import PendingRequest, TurnIO
+from hosting.observability import logs
 from hosting.observability.turn import TurnWatch
 from sessions_app.transcript import chat_items
 
@@ -88,7 +89,12 @@ class Turn:
         message_id = str(uuid.uuid4())
         if not self.io.push_runtime_input({"type": "RUNTIME_INPUT", "id": message_id, "prompt": prompt}):
             raise RuntimeInputRejected()
-        activity.info("runtime input %s: %s", self.session_id[:8], one_line(prompt))
+        activity.info(
+            "runtime input %s: %s",
+            self.session_id[:8],
+            one_line(prompt),
+            extra=logs.turn_ids(session_id=self.session_id),
+        )
         return message_id
 
 

@@ -19,6 +19,7 @@ from hosting.core.config import HostConfig
 from hosting.core.events import AnswerTimeout, TurnInterrupted
 from hosting.core.model_errors import model_unavailable_cause
 from hosting.core.turndata import Turn, TurnRequest, TurnResult, one_line, output_fields
+from hosting.observability import logs
 from hosting.observability.turn import TurnWatch
 from sessions_app.records import LIVE_STATUSES, DoesNotExist
 from sessions_app.store import SessionStore
@@ -77,6 +78,7 @@ class TurnRunner:
             session_id[:8],
             f" (trace {traced['trace_id']})" if traced else "",
             one_line(request.prompt),
+            extra=logs.turn_ids(session_id=session_id, **traced),
         )
         return session, server_newer, int(previous_turn or 0) + 1
 

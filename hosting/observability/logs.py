@@ -25,6 +25,12 @@ def current_ids() -> dict[str, str]:
     return dict(getattr(_bound, "ids", None) or {})
 
 
+def turn_ids(**ids: str | None) -> dict[str, dict[str, str]]:
+    """``extra=`` for a line about a turn written off its agent thread (on the event loop, which many turns
+    share, so nothing can be bound there): ``activity.info(..., extra=turn_ids(session_id=..., trace_id=...))``."""
+    return {"turn_ids": {k: v for k, v in ids.items() if v}}
+
+
 class JsonFormatter(logging.Formatter):
     """``{"ts", "level", "logger", "message", "session_id"?, "trace_id"?, "span_id"?, "exception"?}``.
 
@@ -37,6 +43,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             **current_ids(),
+            **(getattr(record, "turn_ids", None) or {}),
         }
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)

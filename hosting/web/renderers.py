@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from rest_framework.negotiation import BaseContentNegotiation, DefaultContentNegotiation
+from django.http import Http404
+from rest_framework.exceptions import NotAcceptable
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 
 from hosting.core.jsonwire import dumps
@@ -21,14 +23,15 @@ class CompactJSONRenderer(BaseRenderer):
         return dumps(data).encode("utf-8", "backslashreplace")
 
 
-class OneRepresentation(BaseContentNegotiation):
-    """Every route has one representation (JSON; the OpenAPI document's own JSON type): it is sent whatever the
-    ``Accept`` header or a ``?format=`` asks for, as RFC 9110 §12.5.1 allows, and as a health check sending
-    ``Accept: text/plain`` or a browser needs. DRF's negotiation would raise ``NotAcceptable`` (or ``Http404``
-    for ``?format=xml``) instead. The request body's type is still checked (415)."""
-
-    def select_parser(self, request: Any, parsers: list[Any]) -> Any:
-        return DefaultContentNegotiation().select_parser(request, parsers)
+class OneRepresentation(DefaultContentNegotiation):
+    """DRF's negotiation, except that a request nothing matches gets the view's first renderer (JSON; for the
+    OpenAPI document its own JSON type) instead of an error, as RFC 9110 §12.5.1 allows: a health check sending
+    ``Accept: text/plain``, a browser or a ``?format=xml`` gets the one representation there is. DRF would raise
+    ``NotAcceptable`` (or ``Http404`` for the format). Where several match (``/openapi.json``: the OpenAPI type
+    or ``application/json``), the client's choice still wins. The request body's type is still checked (415)."""
 
     def select_renderer(self, request: Any, renderers: list[Any], format_suffix: str | None = None) -> tuple[Any, str]:
-        return renderers[0], renderers[0].media_type
+        try:
+            return super().select_renderer(request, renderers, format_suffix)
+        except (NotAcceptable, Http404):
+            return renderers[0], renderers[0].media_type

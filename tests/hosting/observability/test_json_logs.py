@@ -41,5 +41,9 @@ def test_json_log_lines_carry_the_session_and_trace_ids(start_host, project):
     assert line["level"] == "error" and line["logger"] == "connectonion.turns"
     assert line["session_id"] == record["session_id"] and line["trace_id"] == record["trace_id"]
     assert len(line["span_id"]) == 16 and "RuntimeError" in line["exception"]
+    # the turn's first line (its prompt, written before the agent thread takes the turn) joins the same way
+    started = [x for x in lines if x["message"].startswith("[") and f"input {record['session_id'][:8]}" in x["message"]]
+    assert started, lines
+    assert started[0]["session_id"] == record["session_id"] and started[0]["trace_id"] == record["trace_id"]
     assert all({"ts", "level", "logger", "message"} <= set(x) for x in lines)
     assert any(x["logger"] == "connectonion.trust" or "trust decision" in x["message"] for x in lines)

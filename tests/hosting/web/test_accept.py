@@ -45,6 +45,13 @@ def test_a_format_in_the_query_string_is_disregarded(demo, path):
 def test_the_openapi_document_whatever_the_accept(demo):
     r = httpx.get(demo.url + "/openapi.json", headers={"Accept": "text/html"})
     assert r.status_code == 200 and r.json()["openapi"].startswith("3.")
+    assert r.headers["content-type"] == "application/vnd.oai.openapi+json"
+
+
+@pytest.mark.parametrize("accept", ["application/json", "application/vnd.oai.openapi+json"])
+def test_an_accept_that_matches_one_of_several_representations_still_chooses(demo, accept):
+    r = httpx.get(demo.url + "/openapi.json", headers={"Accept": accept})
+    assert r.status_code == 200 and r.headers["content-type"] == accept
 
 
 def test_any_other_drf_error_keeps_its_status_and_says_why():

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from common.errors import ServiceUnavailable
+from common.redisclient import sync_client
 from sessions_app.eventlog import forget_written
 
 log = logging.getLogger("connectonion")
@@ -54,7 +55,7 @@ class RedisEventLog:
     def __init__(self, url: str, *, namespace: str, ttl: int) -> None:
         import redis
 
-        self._redis = redis.Redis.from_url(url, socket_timeout=CALL_TIMEOUT, socket_connect_timeout=CALL_TIMEOUT)
+        self._redis = sync_client(url, timeout=CALL_TIMEOUT)
         self._errors = (redis.RedisError, OSError)
         self._response_error = redis.ResponseError
         self.prefix = f"co:events:{namespace}:"

@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from common.errors import Misconfigured
+from common.redisclient import sync_client
 
 if TYPE_CHECKING:
     from trust.options import TrustOptions
@@ -133,10 +134,8 @@ class RedisLedger(Ledger):
     """``SET key 1 NX EX ttl`` in Redis: atomic across processes and hosts."""
 
     def __init__(self, url: str, *, prefix: str = "connectonion:seen:", timeout: float = 2.0) -> None:
-        import redis
-
         self.prefix = prefix
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = sync_client(url, timeout=timeout)
 
     def _insert(self, digest: str, expires_at: float) -> bool:
         ttl = max(1, math.ceil(expires_at - time.time()))

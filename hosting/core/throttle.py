@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from common import metrics
 from common.errors import RateLimited
+from common.redisclient import sync_client
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -99,11 +100,9 @@ class RedisBuckets:
     """
 
     def __init__(self, url: str, *, prefix: str, timeout: float = 0.5) -> None:
-        import redis
-
         self.prefix = prefix
         self.fallback = LocalBuckets()
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._client = sync_client(url, timeout=timeout)
         self._script = self._client.register_script(_TAKE)
         self._paused_until = 0.0
         self._outage = False

@@ -59,6 +59,7 @@ KINDS = ("ours", "reference", "floor")
 L5_KINDS = (*KINDS, "stack")  # + stock Django under daphne with a fixed answer (stack_floor.py)
 CLIENT_KEY = SigningKey.generate()
 CLIENT = "raw"
+STORE: tuple[str, ...] = ()  # ours' result store flags (--store postgres: "--store", "postgres", "--database-url", URL)
 
 
 # ───────────────────────────── servers ─────────────────────────────
@@ -107,6 +108,7 @@ class Server:
                 "--trust",
                 "open",
                 *NO_LIMITS,
+                *STORE,
                 *self.extra,
             ]
         if self.kind == "reference":
@@ -609,13 +611,23 @@ def main() -> None:
         default=30.0,
         help="seconds a reference burst turn may wait (it runs turns one at a time)",
     )
+    parser.add_argument(
+        "--store", choices=["jsonl", "postgres"], default="jsonl", help="our host's result store (issue 18)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default="postgres://postgres@127.0.0.1:5432/test",
+        help="with --store postgres: the database (its results table is shared by every point of the run)",
+    )
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "results.json"))
     if len(sys.argv) == 5 and sys.argv[1] == "--probe":
         probe_main(sys.argv[2], int(sys.argv[3]), sys.argv[4])
         return
     args = parser.parse_args()
-    global CLIENT
+    global CLIENT, STORE
     CLIENT = args.client
+    if args.store == "postgres":
+        STORE = ("--store", "postgres", "--database-url", args.database_url)
     if args.quick:
         args.repeats, args.seconds, args.requests, args.l1_turns = 1, 2.0, 1000, 300
         args.reference_cap = min(args.reference_cap, 15.0)

@@ -26,3 +26,14 @@ def sync_client(url: str, *, timeout: float, **options: Any) -> Any:
         **options,
     )
     return redis.Redis(connection_pool=pool)
+
+
+def async_client(url: str, *, pool_timeout: float = 20.0, **options: Any) -> Any:
+    """A ``redis.asyncio.Redis`` for ``url`` whose callers past the pool wait up to ``pool_timeout`` for a
+    connection (the same default pool of 100 raised at once for the 101st concurrent call)."""
+    import redis.asyncio as aioredis
+
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=MAX_CONNECTIONS, timeout=pool_timeout, **options
+    )
+    return aioredis.Redis(connection_pool=pool)

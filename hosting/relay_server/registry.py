@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from common.redisclient import async_client
+
 
 @dataclass
 class AgentRecord:
@@ -153,12 +155,10 @@ class RedisRegistry:
     """Records in Redis, shared by every relay process that uses the same Redis and the same prefix."""
 
     def __init__(self, url: str, *, ttl: float = 120.0, window: float = 300.0, prefix: str = "corelay"):
-        import redis.asyncio as redis
-
         self.ttl = ttl
         self.window = window
         self.prefix = prefix
-        self._redis = redis.from_url(url, decode_responses=True)
+        self._redis = async_client(url, decode_responses=True)
         self._register = self._redis.register_script(_REGISTER)
         self._unregister = self._redis.register_script(_UNREGISTER)
 

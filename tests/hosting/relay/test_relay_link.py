@@ -88,6 +88,8 @@ async def test_closing_one_client_ends_only_its_own_conversation(relay, link_fac
             await recv_json(one)
             await recv_json(two)
         await wait_until(lambda: link.conversations == 1, what="one conversation to end")
+        # (its route is dropped first, then the conversation is closed: wait for that too)
+        await wait_until(lambda: any(c.closed for c in made), what="the ended conversation to be closed")
         assert [c.closed for c in made].count(True) == 1
         assert all(c.transport == "relay" for c in made)
         await send_json(two, {"type": "INPUT", "prompt": "still here"})

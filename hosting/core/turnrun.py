@@ -21,7 +21,7 @@ from hosting.core.model_errors import model_unavailable_cause
 from hosting.core.turndata import Turn, TurnRequest, TurnResult, one_line, output_fields
 from hosting.observability import logs
 from hosting.observability.turn import TurnWatch
-from sessions_app.records import LIVE_STATUSES, DoesNotExist
+from sessions_app.records import LIVE_STATUSES, DoesNotExist, SessionRecord
 from sessions_app.store import SessionStore
 from sessions_app.transcript import merge_sessions, normalize_session
 
@@ -138,14 +138,7 @@ class TurnRunner:
         result = TurnResult(
             turn.session_id, "done", result_text, duration, new_session, server_newer, input_id=turn.input_id
         )
-        record = self.store.update(
-            turn.session_id,
-            status="done",
-            result=result_text,
-            duration_ms=duration,
-            session=new_session,
-            prompt=request.prompt,
-        )
+        record = self._store_end(result, request.prompt)
         activity.info(
             "[%s] result %s (%d ms): %s",
             self.source.describe().name,
@@ -156,6 +149,17 @@ class TurnRunner:
         self.write_history(turn.session_id, new_session, created=record.created)
         self.terminal(turn, {"type": "OUTPUT", **output_fields(result)})
         return result
+
+    def _store_end(self, result: TurnResult, prompt: str) -> SessionRecord:
+        """The turn's terminal record, from its result (``done`` or ``cancelled``)."""
+        return self.store.update(
+            result.session_id,
+            status=result.status,
+            result=result.result,
+            duration_ms=result.duration_ms,
+            session=result.session,
+            prompt=prompt,
+        )
 
     def _end_cancelled(
         self,
@@ -183,14 +187,7 @@ class TurnRunner:
             turn.session_id, "cancelled", partial, duration, new_session, server_newer, input_id=turn.input_id
         )
         try:
-            self.store.update(
-                turn.session_id,
-                status="cancelled",
-                result=partial,
-                duration_ms=duration,
-                session=new_session,
-                prompt=request.prompt,
-            )
+            self._store_end(result, request.prompt)
         except (HostError, DoesNotExist):
             log.error("could not store the cancelled record of %s", turn.session_id)
         activity.info("[%s] cancelled %s (%d ms)", self.source.describe().name, turn.session_id[:8], duration)

@@ -41,8 +41,11 @@ class LimitedWebSocketProtocol(ws_protocol.WebSocketProtocol):
         client = getattr(self, "client_addr", None)
         warn_flood(client[0] if client else None, rate)
         self.sendMessage(json.dumps(too_many_frames(rate)).encode(), False)
+        # Later frames are still read and parsed, and dropped here (``_flooded``): the client's answering Close is
+        # seen, so the closing handshake completes and the socket ends with a FIN. Dropping raw bytes instead left
+        # it to autobahn's close timeout, whose drop could reach a client still sending as a reset that threw
+        # away the ERROR and the 4429 close frame before the client read them.
         self.sendClose(code=TOO_MANY_FRAMES)
-        self.dataReceived = _discard  # later bytes are read and dropped, never parsed
 
     def onMessageFrameBegin(self, length: int) -> None:
         super().onMessageFrameBegin(length)  # may fail the connection: past the message cap
@@ -80,10 +83,6 @@ class LimitedWebSocketProtocol(ws_protocol.WebSocketProtocol):
 
 
 TRY_AGAIN_LATER = 1013  # RFC 6455 §7.4 registry: "Try Again Later"
-
-
-def _discard(data: bytes) -> None:
-    return None
 
 
 class LimitedWebSocketFactory(ws_protocol.WebSocketFactory):

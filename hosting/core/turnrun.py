@@ -186,12 +186,13 @@ class TurnRunner:
         result = TurnResult(
             turn.session_id, "cancelled", partial, duration, new_session, server_newer, input_id=turn.input_id
         )
+        created = None  # (the history looks it up when the record could not be stored)
         try:
-            self._store_end(result, request.prompt)
+            created = self._store_end(result, request.prompt).created
         except (HostError, DoesNotExist):
             log.error("could not store the cancelled record of %s", turn.session_id)
         activity.info("[%s] cancelled %s (%d ms)", self.source.describe().name, turn.session_id[:8], duration)
-        self.write_history(turn.session_id, new_session)
+        self.write_history(turn.session_id, new_session, created=created)
         self.terminal(turn, {"type": "OUTPUT", "status": "cancelled", **output_fields(result)})
         return result
 
